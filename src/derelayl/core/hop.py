@@ -1,0 +1,23 @@
+"""The interface of one training hop: a participant fits the current weights on its data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from derelayl.core.participants import ParticipantData
+
+
+@dataclass(frozen=True)
+class HopStats:
+    samples: int  # sample passes (samples x epochs, or steps x batch)
+    steps: int  # optimizer steps
+    train_loss: float  # mean training loss over the hop's steps
+
+
+class HopTrainer(Protocol):
+    def __call__(self, model: torch.nn.Module, data: ParticipantData,
+                 generator: torch.Generator) -> HopStats:
+        """Train ``model`` in place on ``data``; batches are shuffled with ``generator``."""

@@ -1,0 +1,84 @@
+"""The sequential relay: one baton (model) carried by every participant in turn.
+
+This is cyclic weight transfer / sequential FL, and the one-baton special case of DeRelayL.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from derelayl.core.errors import ConfigError
+from derelayl.core.evaluation import EvalSet, evaluate
+from derelayl.core.events import HopRecord, Observer, Observers, RoundRecord
+from derelayl.core.hop import HopTrainer
+from derelayl.core.participants import ParticipantData
+from derelayl.core.schedules import Schedule
+from derelayl.core.seeding import numpy_rng, torch_generator
+
+
+@dataclass(frozen=True)
+class RelayResult:
+    model: torch.nn.Module
+    history: tuple[HopRecord, ...]
+    hops: int
+    rounds: int
+    samples_seen: int
+    val_loss: float
+    val_acc: float
+    test_loss: float
+    test_acc: float
+
+
+class RelayRunner:
+    """Runs ``rounds`` rounds; in each, every participant trains the baton once."""
+
+    def __init__(self, hop_trainer: HopTrainer, schedule: Schedule, rounds: int, seed: int,
+                 eval_every: int = 1, observers: list[Observer] | tuple = ()):
+        if rounds < 1:
+            raise ConfigError(f"algorithm.rounds must be >= 1 (got {rounds})")
+        if eval_every < 1:
+            raise ConfigError(f"algorithm.eval_every must be >= 1 (got {eval_every})")
+        self.hop_trainer = hop_trainer
+        self.schedule = schedule
+        self.rounds = int(rounds)
+        self.seed = int(seed)
+        self.eval_every = int(eval_every)
+        self.observers = Observers(observers)
+
+    def run(self, model: torch.nn.Module, participants: list[ParticipantData],
+            validation: EvalSet, test: EvalSet) -> RelayResult:
+        model = copy.deepcopy(model)
+        sizes = [len(p) for p in participants]
+        total_hops = self.rounds * len(participants)
+        self.observers.on_run_start({"total_hops": total_hops, "rounds": self.rounds,
+                                     "participants": len(participants)})
+        history: list[HopRecord] = []
+        hop, samples_seen = 0, 0
+        for rnd in range(1, self.rounds + 1):
+            order = self.schedule.order(rnd, sizes, numpy_rng(self.seed, "schedule", rnd))
+            for pid in order:
+                hop += 1
+                stats = self.hop_trainer(model, participants[pid],
+                                         torch_generator(self.seed, "hop", rnd, pid))
+                samples_seen += stats.samples
+                val_loss, val_acc = evaluate(model, validation)
+                test_loss = test_acc = None
+                if hop % self.eval_every == 0 or hop == total_hops:
+                    test_loss, test_acc = evaluate(model, test)
+                record = HopRecord(hop=hop, round=rnd, participant=pid, samples=stats.samples,
+                                   steps=stats.steps, samples_seen=samples_seen,
+                                   train_loss=stats.train_loss, val_loss=val_loss,
+                                   val_acc=val_acc, test_loss=test_loss, test_acc=test_acc)
+                history.append(record)
+                self.observers.on_hop(record)
+            self.observers.on_round(RoundRecord(round=rnd, hops=hop, samples_seen=samples_seen))
+        last = history[-1]
+        result = RelayResult(model=model, history=tuple(history), hops=hop, rounds=self.rounds,
+                             samples_seen=samples_seen, val_loss=last.val_loss,
+                             val_acc=last.val_acc, test_loss=last.test_loss,
+                             test_acc=last.test_acc)
+        self.observers.on_run_end(result)
+        return result

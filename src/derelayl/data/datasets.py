@@ -1,0 +1,136 @@
+"""Embedded (offline) and torchvision datasets, split once from the seed.
+
+The validation split belongs to the system (hop verification, model selection, DeRelayL test
+cases); the test split is only ever used for reporting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from derelayl.core.errors import ConfigError
+from derelayl.core.evaluation import EvalSet
+from derelayl.core.seeding import numpy_rng
+
+
+class DataError(RuntimeError):
+    """Dataset files are missing or unreadable; the message says how to get them."""
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val: EvalSet
+    test: EvalSet
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+
+DATASETS = ("digits", "mnist1d", "mnist", "fashion_mnist", "cifar10")
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return (bunch.images[:, None, :, :] / 16.0).astype(np.float32), bunch.target.astype(np.int64)
+
+
+def _mnist1d(num_samples: int, generator_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples = int(num_samples)
+    args.seed = int(generator_seed)
+    args.train_split = 1.0  # we split ourselves, from the run's seed
+    state = np.random.get_state()  # make_dataset reseeds numpy's global generator
+    try:
+        data = make_dataset(args)
+    finally:
+        np.random.set_state(state)
+    return data["x"].astype(np.float32)[:, None, :], data["y"].astype(np.int64)
+
+
+_TORCHVISION = {
+    "mnist": ("MNIST", "MNIST/raw"),
+    "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw"),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py"),
+}
+
+
+def _torchvision(name: str, root: Path, download: bool):
+    import torchvision
+
+    cls_name, folder = _TORCHVISION[name]
+    cls = getattr(torchvision.datasets, cls_name)
+    try:
+        train = cls(root=str(root), train=True, download=download)
+        test = cls(root=str(root), train=False, download=download)
+    except RuntimeError as err:
+        raise DataError(
+            f"dataset={name}: files not found under {root / folder} ({err}); run once with "
+            f"dataset.download=true while online, or put the torchvision {cls_name} files there"
+        ) from None
+
+    def arrays(ds):
+        x = np.asarray(ds.data, dtype=np.float32) / 255.0
+        x = x[:, None, :, :] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+        return x, np.asarray(ds.targets, dtype=np.int64)
+
+    return arrays(train), arrays(test)
+
+
+def _standardize(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    axes = (0,) + tuple(range(2, x.ndim))  # per channel
+    mean = reference.mean(axis=axes, keepdims=True)
+    std = reference.std(axis=axes, keepdims=True) + 1e-6
+    return ((x - mean) / std).astype(np.float32)
+
+
+def load_dataset(name: str, *, seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15,
+                 root: str | Path = "data", download: bool = False, num_samples: int = 5000,
+                 generator_seed: int = 42, max_train_samples: int | None = None) -> DatasetSplits:
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"dataset.val_fraction must be in (0, 1) (got {val_fraction})")
+    rng = numpy_rng(seed, "data_split")
+    if name in ("digits", "mnist1d"):
+        if not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
+            raise ConfigError(
+                f"dataset.val_fraction + dataset.test_fraction must be < 1 and each > 0 "
+                f"(got {val_fraction} + {test_fraction})"
+            )
+        if name == "digits":
+            x, y = _digits()
+        else:
+            if num_samples < 100:
+                raise ConfigError(f"dataset.num_samples must be >= 100 (got {num_samples})")
+            x, y = _mnist1d(num_samples, generator_seed)
+        perm = rng.permutation(len(y))
+        n_test = int(round(test_fraction * len(y)))
+        n_val = int(round(val_fraction * len(y)))
+        test_ix, val_ix, train_ix = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
+        tr_x, tr_y, va_x, va_y, te_x, te_y = x[train_ix], y[train_ix], x[val_ix], y[val_ix], x[test_ix], y[test_ix]
+    else:
+        (x, y), (te_x, te_y) = _torchvision(name, Path(root), download)
+        perm = rng.permutation(len(y))
+        n_val = int(round(val_fraction * len(y)))
+        va_x, va_y, tr_x, tr_y = x[perm[:n_val]], y[perm[:n_val]], x[perm[n_val:]], y[perm[n_val:]]
+    if max_train_samples is not None:
+        tr_x, tr_y = tr_x[:max_train_samples], tr_y[:max_train_samples]
+    ref = tr_x
+    tr_x, va_x, te_x = (_standardize(a, ref) for a in (tr_x, va_x, te_x))
+    t = torch.from_numpy
+    return DatasetSplits(
+        name=name, train_x=t(np.ascontiguousarray(tr_x)), train_y=t(np.ascontiguousarray(tr_y)),
+        val=EvalSet(t(np.ascontiguousarray(va_x)), t(np.ascontiguousarray(va_y))),
+        test=EvalSet(t(np.ascontiguousarray(te_x)), t(np.ascontiguousarray(te_y))),
+        num_classes=int(max(y.max(), te_y.max()) + 1), input_shape=tuple(tr_x.shape[1:]),
+    )

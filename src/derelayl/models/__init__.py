@@ -1,0 +1,1 @@
+"""Model families (plain torch nets) and the LightningModule that defines one hop."""

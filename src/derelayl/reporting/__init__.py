@@ -1,0 +1,1 @@
+"""Figures and summaries written from results (matplotlib, Agg backend)."""

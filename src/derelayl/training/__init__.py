@@ -1,0 +1,1 @@
+"""How a hop is executed on a LightningModule."""
