@@ -1,44 +1,28 @@
-"""Builds a run from a resolved config and executes it: data, partition, model, algorithm.
+"""Runs one experiment from a resolved config: the edge around the core.
 
-This is the edge between the configuration (OmegaConf) and the core (plain objects). Hydra's
-application entry point lives in ``derelayl.cli.train``; tests call :func:`run_experiment`
-directly with a composed config.
+Builds the context, attaches the observers (progress, history file, MLflow), calls the
+algorithm's runner, and writes what every run leaves behind. Hydra's entry point is
+``derelayl.cli.train``; tests call :func:`run_experiment` with a composed config.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from derelayl.core.errors import ConfigError
-from derelayl.core.participants import build_participants
-from derelayl.core.relay import RelayRunner
-from derelayl.core.seeding import derive_seed, numpy_rng
-from derelayl.data import load_dataset
-from derelayl.models.lit import ClassifierModule
-from derelayl.reporting.plots import plot_accuracy_vs_hops
+from derelayl.reporting.plots import plot_accuracy
+from derelayl.runners import ExperimentContext, runner_for
 from derelayl.tracking.console import ConsoleProgress
 from derelayl.tracking.files import HISTORY_FILE, METRICS_FILE, HistoryCsv, write_json
-from derelayl.training.hop import LightningHop
 
 log = logging.getLogger("derelayl")
-
-ALGORITHMS = ("relay",)
-
-
-def _named(node: DictConfig, **kwargs):
-    """Instantiate a ``_target_`` node whose ``name`` key is only a label."""
-    body = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "name"}
-    return instantiate(body, **kwargs)
 
 
 def flatten(cfg: DictConfig) -> dict[str, Any]:
@@ -46,7 +30,7 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
     out: dict[str, Any] = {}
 
     def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
+        if isinstance(node, dict) and node:
             for k, v in node.items():
                 walk(f"{prefix}.{k}" if prefix else str(k), v)
         else:
@@ -69,25 +53,19 @@ def validate_common(cfg: DictConfig) -> None:
         raise ConfigError(f"num_participants must be >= 1 (got {cfg.num_participants})")
     if cfg.torch_threads < 1:
         raise ConfigError(f"torch_threads must be >= 1 (got {cfg.torch_threads})")
-    if cfg.algorithm.name not in ALGORITHMS:
-        raise ConfigError(f"unknown algorithm {cfg.algorithm.name!r}; allowed: {', '.join(ALGORITHMS)}")
 
 
-def build_model(cfg: DictConfig, input_shape, num_classes: int) -> ClassifierModule:
-    torch.manual_seed(derive_seed(cfg.seed, "model_init"))
-    net = instantiate(cfg.model.net, input_shape=list(input_shape), num_classes=num_classes)
-    optimizer = instantiate(cfg.algorithm.optimizer)
-    return ClassifierModule(net, optimizer)
-
-
-def _make_tracker(cfg: DictConfig, tags: dict[str, str]):
+def _make_tracker(cfg: DictConfig):
     if not cfg.tracking.enabled:
         return None
     from derelayl.tracking.mlflow_tracker import MlflowTracker
 
+    tags = {"git_commit": git_commit(), "dataset": cfg.dataset.name,
+            "partition": cfg.partition.name, "algorithm": cfg.algorithm.name,
+            "model": cfg.model.name, "seed": str(cfg.seed)}
     tracker = MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment,
                             artifact_location=cfg.tracking.artifact_location,
-                            run_name=cfg.tracking.run_name, tags=tags,
+                            run_name=cfg.tracking.get("run_name"), tags=tags,
                             parent_run_id=cfg.tracking.get("parent_run_id"))
     tracker.log_params(flatten(cfg))
     return tracker
@@ -99,71 +77,56 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     validate_common(cfg)
+    runner = runner_for(cfg.algorithm.name)
     torch.set_num_threads(int(cfg.torch_threads))
     torch.use_deterministic_algorithms(True)
 
-    ds = cfg.dataset
-    data = load_dataset(ds.name, seed=cfg.seed, val_fraction=ds.val_fraction,
-                        test_fraction=ds.get("test_fraction", 0.15), root=ds.root,
-                        download=ds.get("download", False), num_samples=ds.get("num_samples", 5000),
-                        generator_seed=ds.get("generator_seed", 42),
-                        max_train_samples=ds.get("max_train_samples"))
-    partitioner = _named(cfg.partition)
-    train_labels = data.train_y.numpy()
-    partition = partitioner.split(train_labels, int(cfg.num_participants),
-                                  numpy_rng(cfg.seed, "partition"))
-    participants = build_participants(data.train_x, data.train_y, partition, cfg.seed)
-    histogram = partition.label_histogram(train_labels, data.num_classes)
-    model = build_model(cfg, data.input_shape, data.num_classes)
-    algo = cfg.algorithm
-    hop = LightningHop(batch_size=algo.batch_size, local_epochs=algo.local_epochs,
-                       local_steps=algo.local_steps)
-    schedule = _named(cfg.schedule)
-    history = HistoryCsv(output_dir / HISTORY_FILE)
-    observers = [ConsoleProgress(every=cfg.get("progress_every", 1)), history]
-    runner = RelayRunner(hop, schedule, rounds=algo.rounds, seed=cfg.seed,
-                         eval_every=algo.eval_every, observers=observers)
-
+    step = cfg.algorithm.get("step_unit", "hop")
+    history = HistoryCsv(output_dir / HISTORY_FILE, level=step)
+    ctx = ExperimentContext(cfg, output_dir,
+                            observers=[ConsoleProgress(every=cfg.get("progress_every", 1)), history])
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    partition_file = output_dir / "partition.json"
-    write_json(partition_file, {"sizes": partition.sizes.tolist(),
-                                "label_histogram": histogram.tolist()})
-    log.info("dataset %s: %d train / %d val / %d test samples, %d participants (%s), sizes %d-%d",
-             data.name, len(data.train_y), len(data.val), len(data.test), len(participants),
-             cfg.partition.name, partition.sizes.min(), partition.sizes.max())
+    files = [output_dir / "config.yaml"]
+    if cfg.algorithm.get("uses_data", True):
+        # build (and so validate) the data and partition before any tracking run exists
+        sizes = ctx.partition.sizes
+        write_json(output_dir / "partition.json", {"sizes": sizes.tolist(),
+                                                   "label_histogram": ctx.label_histogram.tolist()})
+        files.append(output_dir / "partition.json")
+        log.info("dataset %s: %d train / %d val / %d test samples, %d participants (%s), "
+                 "sizes %d-%d", cfg.dataset.name, len(ctx.data.train_y), len(ctx.data.val),
+                 len(ctx.data.test), len(sizes), cfg.partition.name, sizes.min(), sizes.max())
 
-    tags = {"git_commit": git_commit(), "dataset": ds.name, "partition": cfg.partition.name,
-            "algorithm": algo.name, "seed": str(cfg.seed), "model": cfg.model.name}
-    tracker = _make_tracker(cfg, tags)
+    tracker = _make_tracker(cfg)
     if tracker is not None:
-        runner.observers.observers.append(tracker)
+        ctx.observers.append(tracker)
     status = "FAILED"
     try:
-        result = runner.run(model, participants, data.val, data.test)
-        torch.save(result.model.state_dict(), output_dir / "model.pt")
-        plot = plot_accuracy_vs_hops(result.history, output_dir / "accuracy_vs_hops.png",
-                                     title=f"{algo.name} on {ds.name}, {cfg.partition.name} "
-                                           f"split, {len(participants)} participants")
-        metrics = {
-            "test_acc": result.test_acc, "test_loss": result.test_loss,
-            "val_acc": result.val_acc, "val_loss": result.val_loss,
-            "best_val_acc": max(r.val_acc for r in result.history),
-            "hops": result.hops, "rounds": result.rounds, "samples_seen": result.samples_seen,
-            "wall_time_s": round(time.perf_counter() - started, 3),
-            "mlflow_run_id": tracker.run_id if tracker else None,
-        }
+        outcome = runner(ctx)
+        metrics = dict(outcome.metrics)
+        metrics["wall_time_s"] = round(time.perf_counter() - started, 3)
+        metrics["mlflow_run_id"] = tracker.run_id if tracker else None
         write_json(output_dir / METRICS_FILE, metrics)
+        files += [output_dir / METRICS_FILE, output_dir / HISTORY_FILE, *outcome.files]
+        if outcome.model is not None:
+            torch.save(outcome.model.state_dict(), output_dir / "model.pt")
+            files.append(output_dir / "model.pt")
+        if outcome.history:
+            files.append(plot_accuracy(
+                outcome.history, output_dir / f"accuracy_vs_{outcome.step}s.png", outcome.step,
+                title=f"{cfg.algorithm.name} on {cfg.dataset.name}, {cfg.partition.name} split, "
+                      f"{cfg.num_participants} participants"))
         status = "FINISHED"
         if tracker is not None:
+            last = max(int(metrics.get("hops") or 0), int(metrics.get("rounds") or 0))
             tracker.log_metrics({f"final/{k}": v for k, v in metrics.items()
-                                 if isinstance(v, (int, float)) and v is not None}, step=result.hops)
-            tracker.log_metrics({"best/val_acc": metrics["best_val_acc"]}, step=result.hops)
-            tracker.log_artifacts([output_dir / "config.yaml", output_dir / METRICS_FILE,
-                                   output_dir / HISTORY_FILE, plot, partition_file,
-                                   output_dir / "model.pt"])
-        log.info("done: test_acc %.4f test_loss %.4f after %d hops (%d rounds) in %.1fs",
-                 metrics["test_acc"], metrics["test_loss"], metrics["hops"], metrics["rounds"],
-                 metrics["wall_time_s"])
+                                 if isinstance(v, (int, float)) and not isinstance(v, bool)},
+                                step=last)
+            tracker.log_artifacts(files)
+        if metrics.get("test_acc") is not None:
+            log.info("done: test_acc %.4f test_loss %.4f after %s hops (%s rounds) in %.1fs",
+                     metrics["test_acc"], metrics["test_loss"], metrics.get("hops"),
+                     metrics.get("rounds"), metrics["wall_time_s"])
         log.info("results: %s%s", output_dir,
                  f" | MLflow run {tracker.run_id} in {cfg.tracking.uri} (see: mlflow ui)"
                  if tracker else "")

@@ -9,25 +9,34 @@ import math
 from pathlib import Path
 from typing import Any
 
-from derelayl.core.events import HopRecord, Observer
+from derelayl.core.events import HopRecord, Observer, RoundRecord
 
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 
 
 class HistoryCsv(Observer):
-    """Appends one row per hop to ``history.csv`` and flushes it."""
+    """Appends one row per hop (or per round) to ``history.csv`` and flushes it."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, level: str = "hop"):
         self.path = Path(path)
+        self.level = level
         self._fh = None
         self._writer = None
 
     def on_hop(self, record: HopRecord):
-        row = dataclasses.asdict(record)
+        if self.level == "hop":
+            self._write(dataclasses.asdict(record))
+
+    def on_round(self, record: RoundRecord):
+        if self.level == "round":
+            self._write({"round": record.round, "hops": record.hops,
+                         "samples_seen": record.samples_seen, **record.metrics})
+
+    def _write(self, row: dict[str, Any]) -> None:
         if self._writer is None:
             self._fh = self.path.open("w", newline="")
-            self._writer = csv.DictWriter(self._fh, fieldnames=list(row))
+            self._writer = csv.DictWriter(self._fh, fieldnames=list(row), extrasaction="ignore")
             self._writer.writeheader()
         self._writer.writerow({k: "" if v is None else v for k, v in row.items()})
         self._fh.flush()

@@ -1,0 +1,10 @@
+"""Adapters from a resolved config to the core's runners, one module per algorithm family.
+
+Each runner takes an :class:`ExperimentContext` (lazily built data, partition, participants and
+model) and returns an :class:`Outcome`; ``derelayl.pipeline`` writes the files and tracking that
+every algorithm shares.
+"""
+
+from derelayl.runners.base import ExperimentContext, Outcome, register, runner_for, RUNNERS
+
+__all__ = ["ExperimentContext", "Outcome", "register", "runner_for", "RUNNERS"]

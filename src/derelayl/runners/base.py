@@ -1,0 +1,119 @@
+"""What every algorithm's runner receives and returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from derelayl.core.errors import ConfigError
+from derelayl.core.partition import Partition
+from derelayl.core.participants import ParticipantData, build_participants
+from derelayl.core.seeding import derive_seed, numpy_rng
+from derelayl.data import DatasetSplits, load_dataset
+from derelayl.models.lit import ClassifierModule
+from derelayl.training.hop import LightningHop
+
+
+def build(node: Any, **kwargs):
+    """``hydra.utils.instantiate`` that lets a ConfigError from the target through unwrapped."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def instantiate_named(node: DictConfig, **kwargs):
+    """Instantiate a ``_target_`` node whose ``name`` key is only a label."""
+    body = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "name"}
+    return build(body, **kwargs)
+
+
+@dataclass
+class ExperimentContext:
+    """The pieces of an experiment, each built on first use from the config and the seed."""
+
+    cfg: DictConfig
+    output_dir: Path
+    observers: list = field(default_factory=list)
+
+    @cached_property
+    def data(self) -> DatasetSplits:
+        ds = self.cfg.dataset
+        return load_dataset(ds.name, seed=self.cfg.seed, val_fraction=ds.val_fraction,
+                            test_fraction=ds.get("test_fraction", 0.15), root=ds.root,
+                            download=ds.get("download", False),
+                            num_samples=ds.get("num_samples", 5000),
+                            generator_seed=ds.get("generator_seed", 42),
+                            max_train_samples=ds.get("max_train_samples"))
+
+    @cached_property
+    def partition(self) -> Partition:
+        partitioner = instantiate_named(self.cfg.partition)
+        return partitioner.split(self.data.train_y.numpy(), int(self.cfg.num_participants),
+                                 numpy_rng(self.cfg.seed, "partition"))
+
+    @cached_property
+    def label_histogram(self) -> np.ndarray:
+        return self.partition.label_histogram(self.data.train_y.numpy(), self.data.num_classes)
+
+    @cached_property
+    def participants(self) -> list[ParticipantData]:
+        return build_participants(self.data.train_x, self.data.train_y, self.partition,
+                                  self.cfg.seed)
+
+    def new_model(self, stream: str = "model_init") -> ClassifierModule:
+        """A freshly initialised model (same weights for the same seed and stream)."""
+        torch.manual_seed(derive_seed(self.cfg.seed, stream))
+        net = build(self.cfg.model.net, input_shape=list(self.data.input_shape),
+                          num_classes=self.data.num_classes)
+        return ClassifierModule(net, build(self.cfg.algorithm.optimizer))
+
+    @cached_property
+    def hop(self) -> LightningHop:
+        algo = self.cfg.algorithm
+        return LightningHop(batch_size=algo.batch_size, local_epochs=algo.local_epochs,
+                            local_steps=algo.get("local_steps"))
+
+
+@dataclass
+class Outcome:
+    """What a finished run hands back to the pipeline."""
+
+    metrics: dict[str, Any]  # at least test_acc, test_loss, hops, rounds, samples_seen
+    model: torch.nn.Module | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # rows for the accuracy plot
+    step: str = "hop"  # the unit of the metric step: "hop" or "round"
+    files: list[Path] = field(default_factory=list)  # extra artifacts written by the runner
+
+
+Runner = Callable[[ExperimentContext], Outcome]
+RUNNERS: dict[str, Runner] = {}
+
+
+def register(name: str) -> Callable[[Runner], Runner]:
+    def deco(fn: Runner) -> Runner:
+        RUNNERS[name] = fn
+        return fn
+    return deco
+
+
+def runner_for(name: str) -> Runner:
+    import derelayl.runners.relay  # noqa: F401  (registers its runners)
+
+    if name not in RUNNERS:
+        raise ConfigError(f"unknown algorithm {name!r}; allowed: {', '.join(sorted(RUNNERS))}")
+    return RUNNERS[name]
