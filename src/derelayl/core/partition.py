@@ -131,18 +131,20 @@ class ShardsPartitioner:
                 f"partition.classes_per_participant"
             )
         _check_feasible(len(labels), num_participants)
-        holders: list[list[int]] = [[] for _ in range(num_classes)]
         held = np.zeros(num_classes, dtype=np.int64)
-        for i in range(num_participants):
-            mine = [i % num_classes]
-            held[mine[0]] += 1
-            while len(mine) < self.k:
-                free = [c for c in range(num_classes) if c not in mine]
+        mine = [[i % num_classes] for i in range(num_participants)]
+        for m in mine:  # every participant's own class first, so extras fill the gaps
+            held[m[0]] += 1
+        for m in mine:
+            while len(m) < self.k:
+                free = [c for c in range(num_classes) if c not in m]
                 unheld = [c for c in free if held[c] == 0]
                 c = int(rng.choice(unheld if unheld else free))
-                mine.append(c)
+                m.append(c)
                 held[c] += 1
-            for c in mine:
+        holders: list[list[int]] = [[] for _ in range(num_classes)]
+        for i, m in enumerate(mine):
+            for c in m:
                 holders[c].append(i)
         parts: list[list[np.ndarray]] = [[] for _ in range(num_participants)]
         for c, cls in enumerate(classes):
