@@ -13,7 +13,7 @@ VOLATILE = {"wall_time_s", "mlflow_run_id"}
 
 def test_default_run_writes_everything_and_logs_to_mlflow(cli, tmp_path):
     out = tmp_path / "run"
-    proc = cli("algorithm.rounds=2", f"hydra.run.dir={out}")
+    proc = cli("algorithm=relay", "algorithm.rounds=2", f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr
     assert "hop 40/40" in proc.stdout + proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
@@ -43,7 +43,7 @@ def test_default_run_writes_everything_and_logs_to_mlflow(cli, tmp_path):
 
 
 def test_same_config_and_seed_give_identical_numbers(cli, tmp_path):
-    args = ("dataset=mnist1d", "dataset.num_samples=1000", "partition=shards",
+    args = ("algorithm=relay", "dataset=mnist1d", "dataset.num_samples=1000", "partition=shards",
             "schedule=random", "num_participants=10", "algorithm.rounds=2", "seed=3",
             "tracking=none")
     a = cli(*args, f"hydra.run.dir={tmp_path}/a")
@@ -57,7 +57,8 @@ def test_same_config_and_seed_give_identical_numbers(cli, tmp_path):
 
 
 def test_multirun_sweep_lands_in_one_experiment(cli, tmp_path):
-    proc = cli("-m", "partition.alpha=0.1,1.0", "num_participants=5", "algorithm.rounds=1",
+    proc = cli("-m", "algorithm=relay", "partition.alpha=0.1,1.0", "num_participants=5",
+               "algorithm.rounds=1",
                f"hydra.sweep.dir={tmp_path}/sweep", "tracking.experiment=sweep-test")
     assert proc.returncode == 0, proc.stderr
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
@@ -74,7 +75,7 @@ def test_multirun_sweep_lands_in_one_experiment(cli, tmp_path):
     (["num_participants=5000"], "num_participants=5000"),
     (["partition=shards", "partition.classes_per_participant=11"], "allowed: 1..10"),
     (["dataset=cifar10"], "dataset.download=true"),
-    (["algorithm.rounds=0"], "algorithm.rounds must be >= 1"),
+    (["algorithm=relay", "algorithm.rounds=0"], "algorithm.rounds must be >= 1"),
 ])
 def test_bad_input_is_one_clear_line(cli, tmp_path, args, message):
     proc = cli(*args, "tracking=none", f"hydra.run.dir={tmp_path}/bad")
@@ -84,8 +85,8 @@ def test_bad_input_is_one_clear_line(cli, tmp_path, args, message):
     assert "Traceback" not in proc.stderr
 
 
-def test_default_digits_relay_reaches_085(make_cfg, tmp_path):
-    metrics = run_experiment(make_cfg("tracking=none"), tmp_path / "run")
+def test_digits_relay_reaches_085(make_cfg, tmp_path):
+    metrics = run_experiment(make_cfg("algorithm=relay", "tracking=none"), tmp_path / "run")
     assert metrics["test_acc"] >= 0.85
 
 
@@ -96,7 +97,7 @@ def test_default_digits_relay_reaches_085(make_cfg, tmp_path):
     ["algorithm.local_steps=3", "algorithm.eval_every=5"],
 ])
 def test_every_option_runs(make_cfg, tmp_path, overrides):
-    cfg = make_cfg("debug=fast", *overrides)
+    cfg = make_cfg("algorithm=relay", "algorithm.rounds=1", "debug=fast", *overrides)
     metrics = run_experiment(cfg, tmp_path / "run")
     assert 0.0 <= metrics["test_acc"] <= 1.0
     assert metrics["hops"] == cfg.num_participants

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from derelayl.core.errors import ConfigError
 from derelayl.reporting.plots import plot_accuracy
-from derelayl.runners import ExperimentContext, runner_for
+from derelayl.runners import ExperimentContext, runner_for, uses_data
 from derelayl.tracking.console import ConsoleProgress
 from derelayl.tracking.files import HISTORY_FILE, METRICS_FILE, HistoryCsv, write_json
 
@@ -87,7 +87,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
                             observers=[ConsoleProgress(every=cfg.get("progress_every", 1)), history])
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     files = [output_dir / "config.yaml"]
-    if cfg.algorithm.get("uses_data", True):
+    if uses_data(cfg):
         # build (and so validate) the data and partition before any tracking run exists
         sizes = ctx.partition.sizes
         write_json(output_dir / "partition.json", {"sizes": sizes.tolist(),

@@ -5,6 +5,7 @@ model) and returns an :class:`Outcome`; ``derelayl.pipeline`` writes the files a
 every algorithm shares.
 """
 
-from derelayl.runners.base import ExperimentContext, Outcome, register, runner_for, RUNNERS
+from derelayl.runners.base import (RUNNERS, ExperimentContext, Outcome, register, runner_for,
+                                   uses_data)
 
-__all__ = ["ExperimentContext", "Outcome", "register", "runner_for", "RUNNERS"]
+__all__ = ["ExperimentContext", "Outcome", "register", "runner_for", "uses_data", "RUNNERS"]

@@ -102,18 +102,31 @@ class Outcome:
 
 Runner = Callable[[ExperimentContext], Outcome]
 RUNNERS: dict[str, Runner] = {}
+USES_DATA: dict[str, Callable[[DictConfig], bool]] = {}
 
 
-def register(name: str) -> Callable[[Runner], Runner]:
+def register(name: str, uses_data: Callable[[DictConfig], bool] = lambda cfg: True
+             ) -> Callable[[Runner], Runner]:
+    """Register a runner; ``uses_data(cfg)`` says whether the run needs dataset and partition."""
     def deco(fn: Runner) -> Runner:
         RUNNERS[name] = fn
+        USES_DATA[name] = uses_data
         return fn
     return deco
 
 
-def runner_for(name: str) -> Runner:
-    import derelayl.runners.relay  # noqa: F401  (registers its runners)
+def _load_runners() -> None:
+    import derelayl.runners.derelayl  # noqa: F401  (each module registers its runners)
+    import derelayl.runners.relay  # noqa: F401
 
+
+def runner_for(name: str) -> Runner:
+    _load_runners()
     if name not in RUNNERS:
         raise ConfigError(f"unknown algorithm {name!r}; allowed: {', '.join(sorted(RUNNERS))}")
     return RUNNERS[name]
+
+
+def uses_data(cfg: DictConfig) -> bool:
+    _load_runners()
+    return USES_DATA[cfg.algorithm.name](cfg)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from derelayl.core.events import HopRecord, Observer
+from derelayl.core.events import HopRecord, Observer, RoundRecord
 
 log = logging.getLogger("derelayl")
 
@@ -29,3 +29,16 @@ class ConsoleProgress(Observer):
         log.info("round %d/%d hop %d/%d participant %d: val_acc %.4f val_loss %.4f%s (%.1fs)",
                  record.round, self.rounds, record.hop, self.total_hops, record.participant,
                  record.val_acc, record.val_loss, test, time.perf_counter() - self.started)
+
+    def on_round(self, record: RoundRecord):
+        """Round-based algorithms (DeRelayL, FL) report their round metrics."""
+        m = record.metrics
+        if not m or (record.round + 1) % self.every and record.round + 1 != self.rounds:
+            return
+        shown = [f"{k} {m[k]:.4f}" for k in ("best_test_acc", "test_acc", "val_acc",
+                                             "best_quality", "coins_gini",
+                                             "version_share_latest") if k in m]
+        if "num_trained" in m:
+            shown.insert(0, f"owners {m['num_owners']:.0f} trained {m['num_trained']:.0f}")
+        log.info("round %d/%d: %s (%.1fs)", record.round + 1, self.rounds, ", ".join(shown),
+                 time.perf_counter() - self.started)

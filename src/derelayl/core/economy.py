@@ -1,0 +1,326 @@
+"""The DeRelayL round (SPEC section 2), simulated with array operations.
+
+State lives in numpy arrays indexed by participant; one round is a fixed number of vectorised
+steps whatever the round number. Relay royalties use lineage owner histograms: the row of a
+model owner holds, per participant, how many models on the lineage of that owner's newest model
+the participant trained (genesis included). A win pays that row (+1 coin per ancestor owner) in
+one vector add, and a new owner's row is its parent's row plus itself: no walk up the lineage.
+
+How a model performs is delegated to a performance model (``random_walk`` or ``trained``,
+see ``core.performance``); the protocol only sees scores.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol
+
+import numpy as np
+
+from derelayl.core.errors import ConfigError
+from derelayl.core.ledger import Ledger, sha256_hex
+from derelayl.core.metrics import gini, version_shares
+
+
+@dataclass(frozen=True)
+class DeRelayLParams:
+    """Every protocol constant; defaults are the authors' simulation values."""
+
+    num_participants: int = 256
+    rounds: int = 100
+    active_share: float = 0.5  # (model owners + trainers) / N
+    trainers_per_owner: int = 4  # k
+    owner_budget: float = 0.001
+    winner_share: float = 0.5  # s: the best floor(s * #trained) models win
+    dropout: float = 0.1
+    num_test_cases: int = 100
+    royalty: float = 1.0  # coins to the owner of every model on a winner's lineage
+    fee_per_deposit: float = 0.001  # deposit block
+    fee_per_commitment: float = 0.001  # commitment block, per model hash
+    fee_per_test_case: float = 0.001  # testing block, per case ...
+    fee_per_tested_hash: float = 0.001  # ... and per model hash
+    fee_per_ranked_model: float = 0.001  # settlement block, per model ...
+    fee_per_model_case: float = 0.001  # ... and per model x case
+    genesis_participant: int = 0
+    version_depth: int = 10  # version shares: latest, latest-1 .. latest-depth, older, none
+
+    def __post_init__(self):
+        n = self.num_participants
+        if self.rounds < 1:
+            raise ConfigError(f"derelayl.rounds must be >= 1 (got {self.rounds})")
+        if not 0 < self.winner_share <= 1:
+            raise ConfigError(f"derelayl.winner_share (s) must be in (0, 1] (got {self.winner_share})")
+        if self.trainers_per_owner < 1:
+            raise ConfigError(f"derelayl.trainers_per_owner (k) must be >= 1 (got {self.trainers_per_owner})")
+        if not 0 < self.active_share < 1:
+            raise ConfigError(
+                f"derelayl.active_share (owners + trainers share) must be in (0, 1) (got {self.active_share})")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"derelayl.dropout must be in [0, 1) (got {self.dropout})")
+        if self.num_test_cases < 1:
+            raise ConfigError(f"derelayl.num_test_cases must be >= 1 (got {self.num_test_cases})")
+        active = int(self.active_share * n)
+        if active < 2 or n - active < 1:
+            raise ConfigError(
+                f"num_participants={n} is too small for the roles: with active_share="
+                f"{self.active_share} there must be at least one owner, one trainer and one miner "
+                f"(need int(active_share * N) >= 2 and N - int(active_share * N) >= 1)")
+        if not 0 <= self.genesis_participant < n:
+            raise ConfigError(f"derelayl.genesis_participant must be in [0, {n}) "
+                              f"(got {self.genesis_participant})")
+        for f in fields(self):
+            if f.name.startswith("fee_") or f.name in ("owner_budget", "royalty"):
+                if getattr(self, f.name) < 0:
+                    raise ConfigError(f"derelayl.{f.name} must be >= 0 (got {getattr(self, f.name)})")
+
+
+class PerformanceModel(Protocol):
+    """How trained models perform. Participants index their own newest model."""
+
+    samples_seen: int
+
+    def train(self, round_: int, parents: np.ndarray, trainers: np.ndarray,
+              rng: np.random.Generator) -> None:
+        """Each trainer trains the newest model of its parent (an owner): version round+1."""
+
+    def test(self, round_: int, trainers: np.ndarray, num_cases: int,
+             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+        """Scores (higher is better), tie-breaks (lower is better), digest of the test cases."""
+
+    def model_hashes(self, participants: np.ndarray) -> list[str]: ...
+
+    def round_metrics(self) -> dict[str, float]: ...
+
+    def release_unused(self) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class EconomyState:
+    """Everything the protocol needs to continue after a settled round (checkpointed)."""
+
+    round: int  # rounds settled so far; the next round's index
+    coins: np.ndarray
+    gained: np.ndarray  # coins received other than refunds (royalties, fees)
+    lost: np.ndarray  # deposits forfeited
+    own_version: np.ndarray  # version of the newest model a participant trained (0: none)
+    held_version: np.ndarray  # newest model held, trained or received encrypted (-1: none)
+    own_score: np.ndarray  # score of the newest trained model (owners are ranked by it)
+    best_score: np.ndarray
+    matches: np.ndarray
+    wins: np.ndarray
+    owners: np.ndarray  # this round's model owners (participant ids)
+    lineage: np.ndarray  # (owners x N) owner histograms of the owners' newest models (counts)
+    minted: float = 0.0
+    burned: float = 0.0
+    samples_seen: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def initial(cls, params: DeRelayLParams) -> "EconomyState":
+        n, g = params.num_participants, params.genesis_participant
+        held = np.full(n, -1, dtype=np.int64)
+        held[g] = 0
+        # counts are integers; float32 holds them (and the royalty sums) exactly below 2**24,
+        # and its BLAS matrix-vector product is ~50x faster than numpy's integer one
+        exact32 = n * params.rounds < 2 ** 24
+        lineage = np.zeros((1, n), dtype=np.float32 if exact32 else np.float64)
+        lineage[0, g] = 1
+        score = np.full(n, -np.inf)
+        score[g] = 0.0
+        return cls(round=0, coins=np.zeros(n), gained=np.zeros(n), lost=np.zeros(n),
+                   own_version=np.zeros(n, dtype=np.int64), held_version=held,
+                   own_score=score, best_score=score.copy(),
+                   matches=np.zeros(n, dtype=np.int64), wins=np.zeros(n, dtype=np.int64),
+                   owners=np.array([g], dtype=np.int64), lineage=lineage)
+
+
+def balances_from_ledger(blocks, num_participants: int) -> tuple[np.ndarray, float, float]:
+    """Replay every coin movement recorded in the blocks: (coins, minted, burned)."""
+    coins = np.zeros(num_participants)
+    minted = burned = 0.0
+    for block in blocks:
+        pay = block["payload"]
+        coins[block["writer"]] += pay["fee"]
+        minted += pay["fee"]
+        if block["kind"] == "deposit":
+            for trainer, bid_t, owner, bid_o in pay["deposits"]:
+                coins[trainer] -= bid_t
+                coins[owner] -= bid_o
+        elif block["kind"] == "settlement":
+            for who, amount in pay["credits"].items():
+                coins[int(who)] += amount
+            minted += pay["royalties_minted"]
+            burned += pay["forfeited"]
+    return coins, minted, burned
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    round: int
+    metrics: dict[str, float]
+    blocks: list[dict[str, Any]]
+
+
+def _ordered(keys_desc: np.ndarray, rng: np.random.Generator, tiebreak: np.ndarray | None = None):
+    """Indices sorting ``keys_desc`` high to low (then ``tiebreak`` low to high), ties random."""
+    noise = rng.random(len(keys_desc))
+    if tiebreak is None:
+        return np.lexsort((noise, -keys_desc))
+    return np.lexsort((noise, tiebreak, -keys_desc))
+
+
+def _credit(values: np.ndarray, who: np.ndarray, n: int) -> np.ndarray:
+    return np.bincount(who, weights=values, minlength=n) if len(who) else np.zeros(n)
+
+
+def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceModel,
+               rng: np.random.Generator, ledger: Ledger | None = None) -> RoundOutcome:
+    """Run round ``state.round`` in place: roles, auction, deposits, hops, blocks, payout."""
+    p, n, r = params, params.num_participants, state.round
+    coins = state.coins
+    owners = state.owners
+    minted0, burned0 = state.minted, state.burned
+
+    # 1. roles
+    is_owner = np.zeros(n, dtype=bool)
+    is_owner[owners] = True
+    others = np.flatnonzero(~is_owner)
+    n_trainers = int(np.clip(int(p.active_share * n) - len(owners), 0, len(others)))
+    trainers = rng.choice(others, size=n_trainers, replace=False)
+    is_miner = ~is_owner
+    is_miner[trainers] = False
+    miners = np.flatnonzero(is_miner)
+
+    # 2. auction: trainers bid more the staler their newest model; owners bid a budget share
+    bid_t = np.minimum(coins[trainers], r - state.own_version[trainers] + 1.0)
+    bid_o = np.minimum(coins[owners], p.owner_budget) / p.trainers_per_owner
+
+    # 3. matching: owners by their newest model's quality, each takes the next k trainers by bid
+    owner_rank = _ordered(state.own_score[owners], rng)
+    trainer_rank = _ordered(bid_t, rng)
+    n_pairs = min(n_trainers, p.trainers_per_owner * len(owners))
+    pair_t = trainers[trainer_rank[:n_pairs]]
+    pair_bid_t = bid_t[trainer_rank[:n_pairs]]
+    pair_row = np.repeat(owner_rank, p.trainers_per_owner)[:n_pairs]  # row into owners/lineage
+    pair_o = owners[pair_row]
+    pair_bid_o = bid_o[pair_row]
+    coins[pair_t] -= pair_bid_t
+    coins -= _credit(pair_bid_o, pair_o, n)
+    state.matches[pair_t] += 1
+
+    def miner() -> int:
+        return int(rng.choice(miners))
+
+    def pay_miner(who: int, fee: float) -> float:
+        coins[who] += fee
+        state.gained[who] += fee
+        state.minted += fee
+        return fee
+
+    # 4. deposit block
+    m_dep = miner()
+    fee = pay_miner(m_dep, p.fee_per_deposit * 2 * n_pairs)
+    if ledger is not None:
+        ledger.append(r, "deposit", m_dep, {
+            "deposits": [[int(t), float(bt), int(o), float(bo)]
+                         for t, bt, o, bo in zip(pair_t, pair_bid_t, pair_o, pair_bid_o)],
+            "fee": fee})
+
+    # 5. training hops (with drop-outs)
+    returned = rng.random(n_pairs) >= p.dropout
+    trained_t, trained_o, trained_row = pair_t[returned], pair_o[returned], pair_row[returned]
+    parent_hashes = perf.model_hashes(trained_o) if ledger is not None else None
+    before = perf.samples_seen
+    perf.train(r, trained_o, trained_t, rng)
+    state.samples_seen += perf.samples_seen - before
+    state.own_version[trained_t] = r + 1
+    state.held_version[trained_t] = r + 1
+    n_trained = len(trained_t)
+
+    # 6. commitment block: hashes and the key the models are shared under; the writer gets them
+    m_com = miner()
+    fee = pay_miner(m_com, p.fee_per_commitment * n_trained)
+    if n_trained:
+        state.held_version[m_com] = r + 1
+    if ledger is not None:
+        hashes = perf.model_hashes(trained_t)
+        ledger.append(r, "commitment", m_com, {
+            "models": [[h, ph, int(t), int(o), r + 1]
+                       for h, ph, t, o in zip(hashes, parent_hashes, trained_t, trained_o)],
+            "public_key": sha256_hex(f"public-key:{ledger.head}:{r}"), "fee": fee})
+
+    # 7. testing block
+    m_test = miner()
+    scores, ties, digest = perf.test(r, trained_t, p.num_test_cases, rng)
+    fee = pay_miner(m_test, p.fee_per_test_case * p.num_test_cases
+                    + p.fee_per_tested_hash * n_trained)
+    state.own_score[trained_t] = scores
+    state.best_score[trained_t] = np.maximum(state.best_score[trained_t], scores)
+    if ledger is not None:
+        ledger.append(r, "testing", m_test, {"cases_digest": digest,
+                                             "num_cases": p.num_test_cases, "fee": fee})
+
+    # 8. settlement: rank, then 9. payout
+    m_set = miner()
+    order = _ordered(scores, rng, ties)
+    n_win = int(math.floor(p.winner_share * n_trained))
+    win = order[:n_win]
+    win_t, win_row = trained_t[win], trained_row[win]
+    state.wins[win_t] += 1
+    win_mask = np.zeros(n_pairs, dtype=bool)
+    win_mask[np.flatnonzero(returned)[win]] = True
+    refunds = (_credit(pair_bid_t[win_mask], pair_t[win_mask], n)
+               + _credit(pair_bid_o[win_mask], pair_o[win_mask], n))
+    row_counts = np.bincount(win_row, minlength=len(owners)).astype(state.lineage.dtype)
+    royalties = (row_counts @ state.lineage).astype(np.float64) * p.royalty
+    forfeits = (_credit(pair_bid_t[~win_mask], pair_t[~win_mask], n)
+                + _credit(pair_bid_o[~win_mask], pair_o[~win_mask], n))
+    credits = refunds + royalties
+    coins += credits
+    state.gained += royalties
+    state.lost += forfeits
+    state.minted += float(royalties.sum())
+    state.burned += float(forfeits.sum())
+    fee = pay_miner(m_set, p.fee_per_ranked_model * n_trained
+                    + p.fee_per_model_case * n_trained * p.num_test_cases)
+    if ledger is not None:
+        paid = np.flatnonzero(credits)
+        ledger.append(r, "settlement", m_set, {
+            "ranking": [[hashes[i], float(scores[i]), float(ties[i])] for i in order],
+            "winners": [hashes[i] for i in win],
+            "credits": {str(int(i)): float(credits[i]) for i in paid},
+            "royalties_minted": float(royalties.sum()), "forfeited": float(forfeits.sum()),
+            "fee": fee})
+
+    # winners own the next round's models; a new owner's lineage row = parent's row + itself
+    if n_win:
+        lineage = state.lineage[win_row]
+        lineage[np.arange(n_win), win_t] += 1
+        state.owners, state.lineage = win_t.astype(np.int64), lineage
+    state.round = r + 1
+
+    latest = int(state.held_version.max())
+    shares = version_shares(state.held_version, latest, p.version_depth)
+    metrics = {
+        "coins_gini": gini(coins), "coins_total": float(coins.sum()),
+        "coins_mean": float(coins.mean()), "coins_max": float(coins.max()),
+        "coins_minted": state.minted - minted0, "coins_burned": state.burned - burned0,
+        "num_owners": float(len(owners)), "num_trainers": float(n_trainers),
+        "num_matched": float(n_pairs), "num_trained": float(n_trained), "num_winners": float(n_win),
+        "version_share_latest": float(shares[0]),
+        "version_share_within_10": float(shares[:p.version_depth + 1].sum()),
+        "version_share_older": float(shares[p.version_depth + 1]),
+        "version_share_none": float(shares[p.version_depth + 2]),
+        "utility_positive_share": float(((state.gained - state.lost) > 0).mean()),
+        "samples_seen": float(state.samples_seen),
+    }
+    for d in range(1, p.version_depth + 1):
+        metrics[f"version_share_latest_minus_{d}"] = float(shares[d])
+    metrics.update(perf.round_metrics())
+    return RoundOutcome(round=r, metrics=metrics,
+                        blocks=[] if ledger is None else ledger.take())

@@ -1,0 +1,88 @@
+"""The hash-chained ledger: blocks, canonical serialization, verification.
+
+A block's hash is SHA-256 over the canonical JSON (sorted keys, no whitespace, ASCII) of every
+field except the hash itself, and includes the previous block's hash, so changing any byte of
+any block breaks the chain from there on. Persistence is the edge's job (``tracking.ledger``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+GENESIS_HASH = "0" * 64
+BLOCK_KINDS = ("deposit", "commitment", "testing", "settlement")
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False)
+
+
+def sha256_hex(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def block_hash(block: Mapping[str, Any]) -> str:
+    return sha256_hex(canonical_json({k: v for k, v in block.items() if k != "hash"}))
+
+
+def make_block(index: int, round_: int, kind: str, writer: int, prev_hash: str,
+               payload: Mapping[str, Any]) -> dict[str, Any]:
+    block = {"index": int(index), "round": int(round_), "kind": kind, "writer": int(writer),
+             "prev_hash": prev_hash, "payload": dict(payload)}
+    block["hash"] = block_hash(block)
+    return block
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    blocks: int
+    bad_index: int | None = None
+    reason: str = ""
+
+
+def verify_chain(blocks: Iterable[Mapping[str, Any]]) -> Verdict:
+    """Check indices, links and hashes; report the first bad block and why."""
+    prev, n = GENESIS_HASH, 0
+    for n, block in enumerate(blocks, start=1):
+        i = n - 1
+        missing = {"index", "round", "kind", "writer", "prev_hash", "payload", "hash"} - set(block)
+        if missing:
+            return Verdict(False, n, i, f"missing fields {sorted(missing)}")
+        if block["index"] != i:
+            return Verdict(False, n, i, f"index is {block['index']}, expected {i}")
+        if block["kind"] not in BLOCK_KINDS:
+            return Verdict(False, n, i, f"unknown block kind {block['kind']!r}")
+        if block["prev_hash"] != prev:
+            return Verdict(False, n, i, "prev_hash does not match the previous block's hash")
+        if block_hash(block) != block["hash"]:
+            return Verdict(False, n, i, "content does not match its hash (block was altered)")
+        prev = block["hash"]
+    return Verdict(True, n)
+
+
+class Ledger:
+    """The chain's head and the blocks appended since the last ``take()``.
+
+    Only the head is kept: observers persist the blocks, so a ledger of thousands of rounds costs
+    no memory here. A resumed run starts from the persisted head and length.
+    """
+
+    def __init__(self, head: str = GENESIS_HASH, length: int = 0):
+        self.head = head
+        self.length = int(length)
+        self.pending: list[dict[str, Any]] = []
+
+    def append(self, round_: int, kind: str, writer: int, payload: Mapping[str, Any]) -> dict:
+        block = make_block(self.length, round_, kind, writer, self.head, payload)
+        self.pending.append(block)
+        self.head, self.length = block["hash"], self.length + 1
+        return block
+
+    def take(self) -> list[dict[str, Any]]:
+        out, self.pending = self.pending, []
+        return out

@@ -1,0 +1,218 @@
+"""Performance models of the DeRelayL economy: how good a trained model is.
+
+``random_walk`` is the authors' abstraction (perf = parent's perf + N(1, 1), quality =
+sigmoid(perf)); ``trained`` trains real models on each trainer's own data and scores them on test
+cases drawn from the validation split. Both index models by the participant whose newest model
+they are, which is all the protocol needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from derelayl.core.errors import ConfigError
+from derelayl.core.evaluation import EvalSet, evaluate
+from derelayl.core.hop import HopTrainer
+from derelayl.core.ledger import sha256_hex
+from derelayl.core.participants import ParticipantData
+from derelayl.core.seeding import torch_generator
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+class RandomWalkPerformance:
+    """perf(child) = perf(parent) + N(drift, noise); ranked by perf, quality = sigmoid(perf).
+
+    Ranking uses perf itself, which orders models exactly as quality does but does not saturate
+    once sigmoid(perf) rounds to 1.0 in float64 (perf > 37, i.e. after ~37 rounds).
+    """
+
+    def __init__(self, num_participants: int, genesis: int = 0, drift: float = 1.0,
+                 noise: float = 1.0, hashing: bool = True):
+        self.perf = np.zeros(num_participants)
+        self.best = np.full(num_participants, -np.inf)
+        self.best[genesis] = 0.0
+        self.drift, self.noise = float(drift), float(noise)
+        self.hashing = hashing
+        self.hashes = [""] * num_participants
+        if hashing:
+            self.hashes[genesis] = sha256_hex("random-walk-genesis")
+        self.samples_seen = 0
+
+    def train(self, round_, parents, trainers, rng):
+        self.perf[trainers] = self.perf[parents] + rng.normal(self.drift, self.noise, len(trainers))
+        self.best[trainers] = np.maximum(self.best[trainers], self.perf[trainers])
+        if self.hashing:
+            for t, o in zip(trainers.tolist(), parents.tolist()):
+                self.hashes[t] = sha256_hex(f"{self.hashes[o]}:{t}:{round_}:{self.perf[t]!r}")
+
+    def test(self, round_, trainers, num_cases, rng):
+        return self.perf[trainers].copy(), np.zeros(len(trainers)), sha256_hex(f"cases:{round_}")
+
+    def model_hashes(self, participants):
+        return [self.hashes[i] for i in participants.tolist()]
+
+    def quality(self, participants):
+        return sigmoid(self.perf[participants])
+
+    def round_metrics(self):
+        held = np.isfinite(self.best)
+        return {"best_quality": float(sigmoid(self.best[held]).max()),
+                "mean_best_quality": float(sigmoid(self.best[held]).mean())}
+
+    def release_unused(self):
+        pass
+
+    def state_dict(self):
+        return {"perf": self.perf.copy(), "best": self.best.copy(), "hashes": list(self.hashes),
+                "samples_seen": self.samples_seen}
+
+    def load_state_dict(self, state):
+        self.perf, self.best = state["perf"].copy(), state["best"].copy()
+        self.hashes, self.samples_seen = list(state["hashes"]), int(state["samples_seen"])
+
+
+# -- trained models ------------------------------------------------------------------------------
+
+def state_hash(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and raw bytes of a state_dict (content address)."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
+    return h.hexdigest()
+
+
+class ModelStore(Protocol):
+    """Content-addressed weights: ``put`` under their hash, ``retain`` drops everything else."""
+
+    def put(self, key: str, state: dict[str, torch.Tensor]) -> None: ...
+
+    def get(self, key: str) -> dict[str, torch.Tensor]: ...
+
+    def retain(self, keys: set[str]) -> None: ...
+
+
+class InMemoryModelStore:
+    def __init__(self):
+        self.models: dict[str, dict[str, torch.Tensor]] = {}
+
+    def put(self, key, state):
+        self.models[key] = state
+
+    def get(self, key):
+        return self.models[key]
+
+    def retain(self, keys):
+        for key in set(self.models) - set(keys):
+            del self.models[key]
+
+    def __contains__(self, key):
+        return key in self.models
+
+
+class TrainedPerformance:
+    """Real hops on each trainer's own partition; score = accuracy on the round's test cases.
+
+    Ties in accuracy are broken by loss. Every trained model is also evaluated on the whole
+    validation split (each participant's best model is chosen by it, as is the run's best model)
+    and, for reporting only, on the test split.
+    """
+
+    def __init__(self, model: torch.nn.Module, hop: HopTrainer,
+                 participants: list[ParticipantData], validation: EvalSet, test: EvalSet,
+                 store: ModelStore, seed: int, genesis: int = 0):
+        self.model, self.hop, self.participants = model, hop, participants
+        self.validation, self.test_set, self.store, self.seed = validation, test, store, seed
+        n = len(participants)
+        self.own: list[str | None] = [None] * n
+        self.best: list[str | None] = [None] * n
+        self.best_val = np.full(n, -1.0)
+        self.best_test = np.full(n, np.nan)
+        self.global_best: tuple[str, float, float] | None = None  # hash, val acc, test acc
+        self.samples_seen = 0
+        key = self._put()
+        self.own[genesis] = key
+        self._consider(genesis, key)
+
+    def check_cases(self, num_cases: int) -> None:
+        if num_cases > len(self.validation):
+            raise ConfigError(
+                f"derelayl.num_test_cases={num_cases} exceeds the validation split "
+                f"({len(self.validation)} samples); use at most {len(self.validation)}")
+
+    def _put(self) -> str:
+        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        key = state_hash(state)
+        self.store.put(key, state)
+        return key
+
+    def _consider(self, participant: int, key: str) -> None:
+        _, val_acc = evaluate(self.model, self.validation)
+        if val_acc > self.best_val[participant]:
+            _, test_acc = evaluate(self.model, self.test_set)
+            self.best[participant] = key
+            self.best_val[participant], self.best_test[participant] = val_acc, test_acc
+            if self.global_best is None or val_acc > self.global_best[1]:
+                self.global_best = (key, val_acc, test_acc)
+
+    def train(self, round_, parents, trainers, rng):
+        for owner, trainer in zip(parents.tolist(), trainers.tolist()):
+            self.model.load_state_dict(self.store.get(self.own[owner]))
+            stats = self.hop(self.model, self.participants[trainer],
+                             torch_generator(self.seed, "hop", round_, trainer))
+            self.samples_seen += stats.samples
+            key = self._put()
+            self.own[trainer] = key
+            self._consider(trainer, key)
+
+    def test(self, round_, trainers, num_cases, rng):
+        cases = np.sort(rng.choice(len(self.validation), size=num_cases, replace=False))
+        digest = sha256_hex(cases.astype(np.int64).tobytes()
+                            + self.validation.y[cases].numpy().astype(np.int64).tobytes())
+        subset = self.validation.subset(torch.as_tensor(cases))
+        scores, losses = np.zeros(len(trainers)), np.zeros(len(trainers))
+        for i, trainer in enumerate(trainers.tolist()):
+            self.model.load_state_dict(self.store.get(self.own[trainer]))
+            losses[i], scores[i] = evaluate(self.model, subset)
+        return scores, losses, digest
+
+    def model_hashes(self, participants):
+        return [self.own[i] for i in participants.tolist()]
+
+    def round_metrics(self):
+        held = self.best_val >= 0
+        gb = self.global_best
+        return {"best_val_acc": float(gb[1]), "best_test_acc": float(gb[2]),
+                "mean_participant_best_test_acc": float(np.nanmean(self.best_test[held]))}
+
+    def live_keys(self) -> set[str]:
+        keys = {k for k in self.own if k} | {k for k in self.best if k}
+        if self.global_best:
+            keys.add(self.global_best[0])
+        return keys
+
+    def release_unused(self):
+        self.store.retain(self.live_keys())
+
+    def best_model(self) -> torch.nn.Module:
+        self.model.load_state_dict(self.store.get(self.global_best[0]))
+        return self.model
+
+    def state_dict(self):
+        return {"own": list(self.own), "best": list(self.best), "best_val": self.best_val.copy(),
+                "best_test": self.best_test.copy(), "global_best": self.global_best,
+                "samples_seen": self.samples_seen, "live_keys": sorted(self.live_keys())}
+
+    def load_state_dict(self, state):
+        self.own, self.best = list(state["own"]), list(state["best"])
+        self.best_val, self.best_test = state["best_val"].copy(), state["best_test"].copy()
+        self.global_best, self.samples_seen = state["global_best"], int(state["samples_seen"])
+

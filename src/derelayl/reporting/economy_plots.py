@@ -1,0 +1,58 @@
+"""The authors' two kinds of economy figure: coins per participant, version shares by round."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_coins(coins: np.ndarray, path: Path, title: str = "") -> Path:
+    """One line per participant: its balance after every round."""
+    rounds = np.arange(coins.shape[0])
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    step = max(1, coins.shape[0] // 2000)  # at most ~2,000 points per line
+    ax.plot(rounds[::step], coins[::step], lw=0.4, alpha=0.5)
+    ax.set_xlabel("round")
+    ax.set_ylabel("coins")
+    ax.set_title(title or f"coins per participant ({coins.shape[1]} lines)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_version_shares(history: Sequence[Mapping[str, float]], path: Path, depth: int = 10,
+                        max_bars: int = 100, title: str = "") -> Path:
+    """Stacked bars: share holding the latest model, latest-1 .. latest-depth, older, none."""
+    step = max(1, len(history) // max_bars)
+    rows = history[::step]
+    rounds = [r["round"] for r in rows]
+    layers = [("latest", [r["version_share_latest"] for r in rows])]
+    layers += [(f"latest-{d}", [r[f"version_share_latest_minus_{d}"] for r in rows])
+               for d in range(1, depth + 1)]
+    layers += [("older", [r["version_share_older"] for r in rows]),
+               ("none", [r["version_share_none"] for r in rows])]
+    colors = list(plt.cm.viridis(np.linspace(0.0, 0.95, depth + 1))) + ["#bbbbbb", "#ffffff"]
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=120)
+    bottom = np.zeros(len(rows))
+    width = step * 0.9
+    for (label, values), color in zip(layers, colors):
+        ax.bar(rounds, values, bottom=bottom, width=width, color=color, label=label,
+               edgecolor="#888888" if label == "none" else color, linewidth=0.2)
+        bottom += np.asarray(values)
+    ax.set_xlabel("round")
+    ax.set_ylabel("share of participants")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, title="newest model")
+    ax.set_title(title or "version of each participant's newest model")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

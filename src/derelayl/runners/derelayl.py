@@ -1,0 +1,134 @@
+"""``algorithm=derelayl``: the DeRelayL protocol with a random-walk or trained performance model."""
+
+from __future__ import annotations
+
+import csv
+import logging
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from derelayl.core.derelayl import DeRelayLRunner
+from derelayl.core.economy import DeRelayLParams, EconomyState
+from derelayl.core.errors import ConfigError
+from derelayl.core.evaluation import evaluate
+from derelayl.core.events import RoundRecord
+from derelayl.core.ledger import Ledger, canonical_json, sha256_hex
+from derelayl.core.performance import RandomWalkPerformance, TrainedPerformance
+from derelayl.reporting.economy_plots import plot_coins, plot_version_shares
+from derelayl.runners.base import ExperimentContext, Outcome, register
+from derelayl.tracking.economy_files import MODELS_DIR, EconomyFiles, FileModelStore
+
+log = logging.getLogger("derelayl")
+
+PERFORMANCE_MODELS = ("random_walk", "trained")
+PARAM_KEYS = ("rounds", "active_share", "trainers_per_owner", "owner_budget", "winner_share",
+              "dropout", "num_test_cases", "royalty", "fee_per_deposit", "fee_per_commitment",
+              "fee_per_test_case", "fee_per_tested_hash", "fee_per_ranked_model",
+              "fee_per_model_case", "genesis_participant", "version_depth")
+
+
+def params_from_config(cfg: DictConfig) -> DeRelayLParams:
+    d = cfg.derelayl
+    return DeRelayLParams(num_participants=int(cfg.num_participants),
+                          **{k: d[k] for k in PARAM_KEYS})
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    """What must match for a run directory to be resumed (tracking and printing may differ)."""
+    body = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("tracking", "progress_every", "data_dir"):
+        body.pop(key, None)
+    return sha256_hex(canonical_json(body))
+
+
+def _performance(ctx: ExperimentContext, params: DeRelayLParams):
+    d = ctx.cfg.derelayl
+    if d.performance == "random_walk":
+        return RandomWalkPerformance(params.num_participants, params.genesis_participant,
+                                     drift=d.random_walk.drift, noise=d.random_walk.noise,
+                                     hashing=bool(d.ledger)), None
+    if d.performance == "trained":
+        store = FileModelStore(ctx.output_dir / MODELS_DIR)
+        perf = TrainedPerformance(ctx.new_model(), ctx.hop, ctx.participants, ctx.data.val,
+                                  ctx.data.test, store, seed=ctx.cfg.seed,
+                                  genesis=params.genesis_participant)
+        perf.check_cases(params.num_test_cases)
+        return perf, store
+    raise ConfigError(f"unknown derelayl.performance {d.performance!r}; "
+                      f"allowed: {', '.join(PERFORMANCE_MODELS)}")
+
+
+def _write_participants(path, state: EconomyState, perf) -> None:
+    best = (perf.best_test if isinstance(perf, TrainedPerformance)
+            else 1.0 / (1.0 + np.exp(-perf.best)))
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["participant", "coins", "utility", "gained", "lost", "matches", "wins",
+                    "newest_trained_version", "newest_held_version",
+                    "best_test_acc" if isinstance(perf, TrainedPerformance) else "best_quality"])
+        for i in range(len(state.coins)):
+            w.writerow([i, state.coins[i], state.gained[i] - state.lost[i], state.gained[i],
+                        state.lost[i], state.matches[i], state.wins[i], state.own_version[i],
+                        state.held_version[i], "" if not np.isfinite(best[i]) else best[i]])
+
+
+@register("derelayl", uses_data=lambda cfg: cfg.derelayl.performance == "trained")
+def run_derelayl(ctx: ExperimentContext) -> Outcome:
+    cfg, out = ctx.cfg, ctx.output_dir
+    params = params_from_config(cfg)
+    perf, store = _performance(ctx, params)
+    files = EconomyFiles(out, params.num_participants, fingerprint(cfg),
+                         checkpoint_every=cfg.derelayl.checkpoint_every,
+                         total_rounds=params.rounds, store=store)
+    state = ledger = history = None
+    ckpt = files.load()
+    if ckpt is not None:
+        state, history = ckpt["state"], ckpt["history"]
+        perf.load_state_dict(ckpt["perf"])
+        if ckpt["ledger"] is not None:
+            ledger = Ledger(*ckpt["ledger"])
+        log.info("resuming %s after %d settled rounds", out, state.round)
+        for row in history:  # the new tracking run and history file get the settled rounds too
+            metrics = {k: v for k, v in row.items() if k != "round"}
+            record = RoundRecord(round=row["round"], hops=int(row["num_trained"]),
+                                 samples_seen=int(row["samples_seen"]), metrics=metrics)
+            for o in ctx.observers:
+                o.on_round(record)
+    runner = DeRelayLRunner(params, perf, cfg.seed, observers=[files, *ctx.observers],
+                            keep_ledger=bool(cfg.derelayl.ledger))
+    result = runner.run(state, ledger, history)
+    state, last = result.state, result.history[-1]
+
+    figures = [
+        plot_coins(files.coins_matrix(), out / "coins_per_participant.png",
+                   title=f"coins per participant (N={params.num_participants}, "
+                         f"{cfg.derelayl.performance})"),
+        plot_version_shares(result.history, out / "version_shares.png", params.version_depth),
+    ]
+    _write_participants(out / "participants.csv", state, perf)
+    metrics = {
+        "rounds": result.rounds, "hops": int(sum(r["num_trained"] for r in result.history)),
+        "samples_seen": int(state.samples_seen),
+        "coins_total": float(state.coins.sum()), "coins_minted": state.minted,
+        "coins_burned": state.burned,
+    }
+    for key in ("coins_gini", "version_share_latest", "version_share_within_10",
+                "version_share_none", "utility_positive_share", "num_owners"):
+        metrics[key] = last[key]
+    model, history_rows = None, []
+    if isinstance(perf, TrainedPerformance):
+        model = perf.best_model()
+        test_loss, test_acc = evaluate(model, ctx.data.test)
+        val_loss, val_acc = evaluate(model, ctx.data.val)
+        metrics.update(test_acc=test_acc, test_loss=test_loss, val_acc=val_acc, val_loss=val_loss,
+                       mean_participant_best_test_acc=last["mean_participant_best_test_acc"])
+        history_rows = [{"round": r["round"], "val_acc": r["best_val_acc"],
+                         "test_acc": r["best_test_acc"]} for r in result.history]
+    else:
+        metrics.update(test_acc=None, test_loss=None, best_quality=last["best_quality"])
+    extra = [out / "participants.csv", out / "rounds.jsonl"]
+    if cfg.derelayl.ledger:
+        extra.append(out / "ledger.jsonl")
+    return Outcome(metrics=metrics, model=model, history=history_rows, step="round",
+                   files=figures + extra)
