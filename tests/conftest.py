@@ -45,3 +45,23 @@ def cli(tmp_path):
                               env=env, timeout=timeout)
 
     return _run
+
+
+@pytest.fixture
+def cli_in_process(tmp_path, monkeypatch, capsys):
+    """``derelayl-train`` run in this process (fast): returns (exit code, stdout, stderr)."""
+    from derelayl.cli.train import main
+
+    def _run(*args: str):
+        flags = [a for a in args if a.startswith("-")]
+        rest = [a for a in args if not a.startswith("-")]
+        monkeypatch.setattr(sys, "argv", ["derelayl-train", *flags, *tmp_overrides(tmp_path), *rest])
+        code = 0
+        try:
+            main()
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return _run

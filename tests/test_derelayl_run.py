@@ -1,0 +1,175 @@
+"""`algorithm=derelayl` end to end: trained models, MLflow, ledger verification, kill/resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from derelayl.cli.ledger import main as ledger_main
+from derelayl.pipeline import run_experiment
+from derelayl.tracking.economy_files import EconomyFiles
+
+VOLATILE = {"wall_time_s", "mlflow_run_id"}
+SMALL = ("num_participants=12", "derelayl.rounds=6", "derelayl.num_test_cases=50")
+
+
+def stable(metrics):
+    return {k: v for k, v in metrics.items() if k not in VOLATILE}
+
+
+def test_trained_run_reports_everything(make_cfg, tmp_path):
+    out = tmp_path / "run"
+    metrics = run_experiment(make_cfg(*SMALL), out)
+    for key in ("test_acc", "test_loss", "rounds", "hops", "samples_seen", "coins_gini",
+                "version_share_latest", "version_share_within_10", "version_share_none",
+                "coins_total", "coins_minted", "coins_burned", "mlflow_run_id"):
+        assert key in metrics, key
+    assert metrics["rounds"] == 6 and 0 < metrics["test_acc"] <= 1
+    assert metrics["coins_total"] == pytest.approx(metrics["coins_minted"] - metrics["coins_burned"])
+    for name in ("ledger.jsonl", "coins_per_participant.png", "version_shares.png",
+                 "accuracy_vs_rounds.png", "participants.csv", "model.pt", "history.csv"):
+        assert (out / name).stat().st_size > 0, name
+    assert len((out / "participants.csv").read_text().splitlines()) == 13
+    # only each participant's newest and best model (and the run's best) are kept
+    assert len(list((out / "models").glob("*.pt"))) <= 2 * 12 + 1
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    run = client.get_run(metrics["mlflow_run_id"])
+    for key in ("coins_gini", "version_share_latest", "version_share_within_10",
+                "version_share_none", "best_test_acc"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(range(6))
+    assert run.data.params["derelayl.performance"] == "trained"
+    assert run.data.params["algorithm.name"] == "derelayl"
+
+
+def test_random_walk_needs_no_data(make_cfg, tmp_path):
+    metrics = run_experiment(make_cfg("derelayl.performance=random_walk", "num_participants=64",
+                                      "derelayl.rounds=40", "tracking=none",
+                                      "dataset=cifar10"),  # never loaded: no files needed
+                             tmp_path / "run")
+    assert metrics["test_acc"] is None and metrics["best_quality"] > 0.5
+    assert not (tmp_path / "run" / "partition.json").exists()
+
+
+def test_ledger_verify_ok_and_detects_tampering(make_cfg, tmp_path, capsys):
+    out = tmp_path / "run"
+    run_experiment(make_cfg(*SMALL, "tracking=none"), out)
+    with pytest.raises(SystemExit) as ok:
+        ledger_main(["verify", str(out)])
+    assert ok.value.code == 0 and capsys.readouterr().out.startswith("OK")
+
+    lines = (out / "ledger.jsonl").read_text().splitlines()
+    block = json.loads(lines[9])
+    block["payload"]["fee"] = 99.0
+    lines[9] = json.dumps(block)
+    (out / "ledger.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(SystemExit) as bad:
+        ledger_main(["verify", str(out)])
+    assert bad.value.code == 1 and "BAD block 9" in capsys.readouterr().out
+
+
+def test_ledger_verify_detects_an_altered_model(make_cfg, tmp_path, capsys):
+    import torch
+
+    out = tmp_path / "run"
+    run_experiment(make_cfg(*SMALL, "tracking=none"), out)
+    path = sorted((out / "models").glob("*.pt"))[0]
+    state = torch.load(path, weights_only=True)
+    next(iter(state.values())).add_(1.0)
+    torch.save(state, path)
+    with pytest.raises(SystemExit) as bad:
+        ledger_main(["verify", str(out)])
+    assert bad.value.code == 1 and "altered" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("checkpoint_every, crash_after", [(1, 3), (3, 5)])
+def test_interrupted_run_resumes_to_identical_numbers(make_cfg, tmp_path, monkeypatch,
+                                                      checkpoint_every, crash_after):
+    args = (*SMALL, "tracking=none", f"derelayl.checkpoint_every={checkpoint_every}")
+    full = run_experiment(make_cfg(*args), tmp_path / "full")
+
+    original = EconomyFiles.on_settled
+
+    def crash(self, state, perf_state, ledger, history):
+        if state.round == crash_after + 1:  # blocks of this round written, no checkpoint yet
+            raise KeyboardInterrupt
+        original(self, state, perf_state, ledger, history)
+
+    monkeypatch.setattr(EconomyFiles, "on_settled", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(make_cfg(*args), tmp_path / "resumed")
+    monkeypatch.setattr(EconomyFiles, "on_settled", original)
+    resumed = run_experiment(make_cfg(*args), tmp_path / "resumed")
+    assert stable(resumed) == stable(full)
+    for name in ("ledger.jsonl", "rounds.jsonl", "coins.f64", "participants.csv", "history.csv"):
+        assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
+
+
+def test_sigkilled_cli_run_resumes_to_identical_numbers(cli, tmp_path):
+    args = ("num_participants=20", "derelayl.rounds=40", "tracking=none")
+    full = cli(*args, f"hydra.run.dir={tmp_path}/full")
+    assert full.returncode == 0, full.stderr
+
+    run_dir = tmp_path / "killed"
+    from tests.conftest import tmp_overrides
+    cmd = [sys.executable, "-m", "derelayl.cli.train", *tmp_overrides(tmp_path), *args,
+           f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=tmp_path)
+    rounds = run_dir / "rounds.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if rounds.exists() and rounds.read_text().count("\n") >= 8:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    settled = rounds.read_text().count("\n")
+    assert 8 <= settled < 40
+
+    again = cli(*args, f"hydra.run.dir={run_dir}")
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in again.stdout + again.stderr
+    a = json.loads((tmp_path / "full/metrics.json").read_text())
+    b = json.loads((run_dir / "metrics.json").read_text())
+    assert stable(a) == stable(b)
+    assert (run_dir / "ledger.jsonl").read_bytes() == (tmp_path / "full/ledger.jsonl").read_bytes()
+
+
+def test_resume_refuses_a_different_config(make_cfg, tmp_path):
+    from derelayl.core.errors import ConfigError
+
+    run_experiment(make_cfg(*SMALL, "tracking=none"), tmp_path / "run")
+    with pytest.raises(ConfigError, match="different config"):
+        run_experiment(make_cfg(*SMALL, "tracking=none", "seed=1"), tmp_path / "run")
+
+
+def test_default_run_is_derelayl_trained_and_reaches_085(make_cfg, tmp_path):
+    cfg = make_cfg("tracking=none")
+    assert cfg.algorithm.name == "derelayl" and cfg.derelayl.performance == "trained"
+    assert cfg.dataset.name == "digits"
+    metrics = run_experiment(cfg, tmp_path / "run")
+    assert metrics["test_acc"] >= 0.85
+
+
+@pytest.mark.parametrize("args, message", [
+    (["derelayl.winner_share=0"], "derelayl.winner_share (s) must be in (0, 1]"),
+    (["derelayl.winner_share=1.2"], "derelayl.winner_share (s) must be in (0, 1]"),
+    (["derelayl.trainers_per_owner=0"], "derelayl.trainers_per_owner (k) must be >= 1"),
+    (["derelayl.active_share=1.0"], "derelayl.active_share"),
+    (["num_participants=3", "derelayl.performance=random_walk"], "too small for the roles"),
+    (["derelayl.num_test_cases=1000"], "exceeds the validation split"),
+    (["derelayl.performance=oracle"], "allowed: random_walk, trained"),
+])
+def test_bad_protocol_input_is_one_clear_line(cli_in_process, tmp_path, args, message):
+    code, out, err = cli_in_process(*args, "tracking=none", f"hydra.run.dir={tmp_path}/bad")
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines and message in lines[-1], err
+    assert "Traceback" not in err

@@ -1,0 +1,167 @@
+"""The DeRelayL round: auction, matching, books, lineage royalties, resume, statistics."""
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from derelayl.core.derelayl import DeRelayLRunner, EconomyObserver
+from derelayl.core.economy import (DeRelayLParams, EconomyState, balances_from_ledger,
+                                   play_round)
+from derelayl.core.errors import ConfigError
+from derelayl.core.ledger import Ledger, verify_chain
+from derelayl.core.metrics import gini, jain, version_shares
+from derelayl.core.performance import RandomWalkPerformance
+from derelayl.core.seeding import numpy_rng
+
+
+class Collect(EconomyObserver):
+    def __init__(self):
+        self.blocks, self.states = [], []
+
+    def on_blocks(self, blocks):
+        self.blocks += blocks
+
+    def on_settled(self, state, perf_state, ledger, history):
+        self.states.append((state.round, state.coins.copy(), state.minted, state.burned))
+
+
+def run_random_walk(n=40, rounds=60, seed=0, **kw):
+    params = DeRelayLParams(num_participants=n, rounds=rounds, **kw)
+    obs = Collect()
+    result = DeRelayLRunner(params, RandomWalkPerformance(n), seed, observers=[obs]).run()
+    return params, result, obs
+
+
+def test_books_balance_after_every_round_and_match_the_ledger():
+    params, result, obs = run_random_walk()
+    assert verify_chain(obs.blocks).ok
+    for rnd, coins, minted, burned in obs.states:
+        assert coins.sum() == pytest.approx(minted - burned, rel=1e-12, abs=1e-9)
+        assert (coins >= -1e-12).all()
+        replay, r_minted, r_burned = balances_from_ledger(
+            [b for b in obs.blocks if b["round"] < rnd], params.num_participants)
+        np.testing.assert_allclose(replay, coins, rtol=1e-12, atol=1e-9)
+        assert r_minted == pytest.approx(minted) and r_burned == pytest.approx(burned)
+
+
+def test_royalties_equal_a_walk_up_every_winners_lineage():
+    """Independent check of the vectorised lineage rows: walk parent links in the ledger."""
+    params, result, obs = run_random_walk(n=30, rounds=40, seed=2)
+    genesis = RandomWalkPerformance(30).hashes[0]
+    parent, owner = {genesis: None}, {genesis: params.genesis_participant}
+    by_round = defaultdict(dict)
+    for b in obs.blocks:
+        by_round[b["round"]][b["kind"]] = b
+    for r in sorted(by_round):
+        blocks = by_round[r]
+        for h, ph, trainer, mo, version in blocks["commitment"]["payload"]["models"]:
+            parent[h], owner[h] = ph, trainer
+            assert version == r + 1
+        expected = defaultdict(float)
+        committed = {m[0]: m for m in blocks["commitment"]["payload"]["models"]}
+        deposits = {(t, o): (bt, bo) for t, bt, o, bo in blocks["deposit"]["payload"]["deposits"]}
+        for w in blocks["settlement"]["payload"]["winners"]:
+            _, ph, trainer, mo, _ = committed[w]
+            bt, bo = deposits[(trainer, mo)]
+            expected[trainer] += bt
+            expected[mo] += bo
+            a = ph
+            while a is not None:  # +1 coin to the owner of every model on the lineage
+                expected[owner[a]] += params.royalty
+                a = parent[a]
+        credits = {int(k): v for k, v in blocks["settlement"]["payload"]["credits"].items()}
+        assert set(credits) == {k for k, v in expected.items() if v != 0}
+        for who, amount in credits.items():
+            assert amount == pytest.approx(expected[who], rel=1e-12)
+
+
+def test_auction_and_matching_follow_the_protocol():
+    n = 12
+    params = DeRelayLParams(num_participants=n, rounds=5, dropout=0.0, trainers_per_owner=2)
+    state = EconomyState.initial(params)
+    state.round = 4
+    state.coins[:] = 100.0
+    state.coins[5] = 0.5  # bid capped by coins
+    state.own_version[:] = [0, 4, 3, 2, 1, 0, 0, 4, 3, 2, 1, 0]
+    state.owners = np.array([1, 7])
+    state.own_score[[1, 7]] = [0.2, 0.9]  # owner 7 has the better model: it picks first
+    state.lineage = np.zeros((2, n), dtype=np.float32)
+    state.lineage[:, 0] = 1
+    perf = RandomWalkPerformance(n)
+    ledger = Ledger()
+    outcome = play_round(params, state, perf, numpy_rng(0, "t"), ledger)
+    blocks = {b["kind"]: b for b in outcome.blocks}
+    pairs = blocks["deposit"]["payload"]["deposits"]
+    assert len(pairs) == 4  # 6 active = 2 owners + 4 trainers, k = 2
+    trainers = [t for t, _, _, _ in pairs]
+    assert all(t not in (1, 7) for t in trainers)
+    for t, bid_t, o, bid_o in pairs:
+        assert bid_t == min(100.0 if t != 5 else 0.5, 4 - [0, 4, 3, 2, 1, 0, 0, 4, 3, 2, 1, 0][t] + 1)
+        assert bid_o == pytest.approx(min(100.0, params.owner_budget) / 2)
+    assert [o for _, _, o, _ in pairs] == [7, 7, 1, 1]
+    bids = [b for _, b, _, _ in pairs]
+    assert bids == sorted(bids, reverse=True)  # best owner takes the highest bidders
+
+
+def test_winners_are_the_top_share_and_become_owners():
+    params = DeRelayLParams(num_participants=40, rounds=3, dropout=0.0, winner_share=0.5)
+    perf = RandomWalkPerformance(40)
+    state = EconomyState.initial(params)
+    ledger = Ledger()
+    for _ in range(3):
+        outcome = play_round(params, state, perf, numpy_rng(1, "w", state.round), ledger)
+        blocks = {b["kind"]: b for b in outcome.blocks}
+        ranking = blocks["settlement"]["payload"]["ranking"]
+        winners = blocks["settlement"]["payload"]["winners"]
+        assert len(winners) == len(ranking) // 2
+        assert winners == [h for h, _, _ in ranking[:len(winners)]]
+        scores = [s for _, s, _ in ranking]
+        assert scores == sorted(scores, reverse=True)
+        trainer_of = {m[0]: m[2] for m in blocks["commitment"]["payload"]["models"]}
+        assert sorted(state.owners.tolist()) == sorted(trainer_of[w] for w in winners)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"winner_share": 0.0}, "winner_share"), ({"winner_share": 1.5}, "winner_share"),
+    ({"trainers_per_owner": 0}, "trainers_per_owner"), ({"active_share": 1.0}, "active_share"),
+    ({"active_share": 0.0}, "active_share"), ({"num_participants": 3}, "too small for the roles"),
+    ({"dropout": 1.0}, "dropout"), ({"rounds": 0}, "rounds"), ({"fee_per_deposit": -1}, "fee_per_deposit"),
+])
+def test_bad_parameters(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        DeRelayLParams(**kw)
+
+
+def test_random_walk_reproduces_the_authors_shapes():
+    """N = 256 (their default): coins spread out and inequality falls; a stable share holds the
+    latest model; nearly everyone holds a recent one after the first tens of rounds."""
+    params = DeRelayLParams(num_participants=256, rounds=400)
+    result = DeRelayLRunner(params, RandomWalkPerformance(256, hashing=False), 0,
+                            keep_ledger=False).run()
+    h = result.history
+    assert h[399]["coins_gini"] < h[100]["coins_gini"] < h[30]["coins_gini"]
+    latest = [r["version_share_latest"] for r in h[50:]]
+    assert 0.2 < np.mean(latest) < 0.45 and np.std(latest) < 0.05
+    assert min(r["version_share_within_10"] for r in h[50:]) > 0.9
+    assert h[-1]["version_share_none"] < 0.01
+
+
+def test_same_seed_same_economy_and_different_seed_differs():
+    _, a, _ = run_random_walk(seed=5)
+    _, b, _ = run_random_walk(seed=5)
+    _, c, _ = run_random_walk(seed=6)
+    assert np.array_equal(a.state.coins, b.state.coins)
+    assert not np.array_equal(a.state.coins, c.state.coins)
+
+
+def test_statistics():
+    assert gini(np.zeros(5)) == 0.0
+    assert gini(np.array([1.0, 1, 1, 1])) == pytest.approx(0.0)
+    x = np.array([0.0, 0, 0, 4])
+    brute = np.abs(x[:, None] - x[None, :]).sum() / (2 * len(x) ** 2 * x.mean())
+    assert gini(x) == pytest.approx(brute) == pytest.approx(0.75)
+    assert jain(np.array([2.0, 2, 2])) == pytest.approx(1.0)
+    shares = version_shares(np.array([5, 5, 4, -1, 0, 3]), latest=5, depth=2)
+    # latest, latest-1, latest-2, older, none
+    assert shares.tolist() == pytest.approx([2 / 6, 1 / 6, 1 / 6, 1 / 6, 1 / 6])
