@@ -23,6 +23,7 @@ from derelayl.tracking.console import ConsoleProgress
 from derelayl.tracking.files import HISTORY_FILE, METRICS_FILE, HistoryCsv, write_json
 
 log = logging.getLogger("derelayl")
+SUMMARY_KEYS = ("test_acc", "test_loss", "best_quality", "coins_gini", "version_share_latest")
 
 
 def flatten(cfg: DictConfig) -> dict[str, Any]:
@@ -122,11 +123,15 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
             tracker.log_metrics({f"final/{k}": v for k, v in metrics.items()
                                  if isinstance(v, (int, float)) and not isinstance(v, bool)},
                                 step=last)
-            tracker.log_artifacts(files)
-        if metrics.get("test_acc") is not None:
-            log.info("done: test_acc %.4f test_loss %.4f after %s hops (%s rounds) in %.1fs",
-                     metrics["test_acc"], metrics["test_loss"], metrics.get("hops"),
-                     metrics.get("rounds"), metrics["wall_time_s"])
+            limit = cfg.tracking.get("max_artifact_mb", 50) * 2 ** 20
+            large = [f for f in files if f.exists() and f.stat().st_size > limit]
+            for f in large:
+                log.info("not copied to MLflow (over tracking.max_artifact_mb): %s", f)
+            tracker.log_artifacts([f for f in files if f not in large])
+        summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in SUMMARY_KEYS
+                            if isinstance(metrics.get(k), float))
+        log.info("done: %s after %s hops (%s rounds) in %.1fs", summary, metrics.get("hops"),
+                 metrics.get("rounds"), metrics["wall_time_s"])
         log.info("results: %s%s", output_dir,
                  f" | MLflow run {tracker.run_id} in {cfg.tracking.uri} (see: mlflow ui)"
                  if tracker else "")

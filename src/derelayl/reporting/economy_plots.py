@@ -17,7 +17,7 @@ def plot_coins(coins: np.ndarray, path: Path, title: str = "") -> Path:
     rounds = np.arange(coins.shape[0])
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     step = max(1, coins.shape[0] // 2000)  # at most ~2,000 points per line
-    ax.plot(rounds[::step], coins[::step], lw=0.4, alpha=0.5)
+    ax.plot(rounds[::step], coins[::step], lw=0.4 if coins.shape[1] > 50 else 1.0, alpha=0.6)
     ax.set_xlabel("round")
     ax.set_ylabel("coins")
     ax.set_title(title or f"coins per participant ({coins.shape[1]} lines)")
