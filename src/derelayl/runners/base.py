@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from derelayl.core.errors import ConfigError
 from derelayl.core.partition import Partition
 from derelayl.core.participants import ParticipantData, build_participants
+from derelayl.core.profiles import Devices
 from derelayl.core.seeding import derive_seed, numpy_rng
 from derelayl.data import DatasetSplits, load_dataset
 from derelayl.models.lit import ClassifierModule
@@ -75,6 +76,14 @@ class ExperimentContext:
         return build_participants(self.data.train_x, self.data.train_y, self.partition,
                                   self.cfg.seed)
 
+    @cached_property
+    def devices(self) -> Devices | None:
+        """Each participant's simulated compute speed and bandwidth (``participants.devices``)."""
+        node = self.cfg.get("participants", {}).get("devices")
+        if node is None:
+            return None
+        return build(node).draw(int(self.cfg.num_participants), numpy_rng(self.cfg.seed, "devices"))
+
     def new_model(self, stream: str = "model_init") -> ClassifierModule:
         """A freshly initialised model (same weights for the same seed and stream)."""
         torch.manual_seed(derive_seed(self.cfg.seed, stream))
@@ -112,7 +121,8 @@ def register(name: str) -> Callable[[Runner], Runner]:
 
 
 def runner_for(name: str) -> Runner:
-    import derelayl.runners.relay  # noqa: F401  (registers its runners)
+    import derelayl.runners.fl  # noqa: F401  (registers its runners)
+    import derelayl.runners.relay  # noqa: F401
 
     if name not in RUNNERS:
         raise ConfigError(f"unknown algorithm {name!r}; allowed: {', '.join(sorted(RUNNERS))}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from derelayl.core.events import HopRecord, Observer
+from derelayl.core.events import HopRecord, Observer, RoundRecord
 
 log = logging.getLogger("derelayl")
 
@@ -29,3 +29,14 @@ class ConsoleProgress(Observer):
         log.info("round %d/%d hop %d/%d participant %d: val_acc %.4f val_loss %.4f%s (%.1fs)",
                  record.round, self.rounds, record.hop, self.total_hops, record.participant,
                  record.val_acc, record.val_loss, test, time.perf_counter() - self.started)
+
+    def on_round(self, record: RoundRecord):
+        m = record.metrics
+        if "val_acc" not in m:  # hop-level algorithms report their hops instead
+            return
+        if record.round % self.every and record.round != self.rounds:
+            return
+        test = "" if m.get("test_acc") is None else f" test_acc {m['test_acc']:.4f}"
+        log.info("round %d/~%d (%d local trainings, %d samples): val_acc %.4f val_loss %.4f%s "
+                 "(%.1fs)", record.round, self.rounds, record.hops, record.samples_seen,
+                 m["val_acc"], m["val_loss"], test, time.perf_counter() - self.started)
