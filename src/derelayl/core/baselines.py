@@ -55,7 +55,7 @@ class LocalRunner:
         done = False
         while not done:
             rnd += 1
-            losses, slowest = [], 0.0
+            losses, slowest, before = [], 0.0, samples_seen
             for pid, (net, data) in enumerate(zip(models, participants)):
                 stats = self.hop_trainer(net, data, torch_generator(self.seed, "hop", rnd, pid))
                 hops += 1
@@ -65,7 +65,8 @@ class LocalRunner:
                     slowest = max(slowest, self.devices.train_seconds(pid, stats.samples))
             if sim is not None:
                 sim += slowest
-            done = finished(rnd, samples_seen, self.rounds, self.sample_budget)
+            done = finished(rnd, samples_seen, self.rounds, self.sample_budget,
+                            samples_seen - before)
             with_test = rnd % self.eval_every == 0 or done
             metrics = {"train_loss": float(np.mean(losses))}
             metrics.update(self.summarize([evaluate(net, validation) for net in models], "val"))
@@ -127,7 +128,7 @@ class CentralizedRunner:
             samples_seen += stats.samples
             if sim is not None:
                 sim += stats.samples / self.devices.server_speed
-            done = finished(rnd, samples_seen, self.rounds, self.sample_budget)
+            done = finished(rnd, samples_seen, self.rounds, self.sample_budget, stats.samples)
             metrics = {"train_loss": stats.train_loss}
             metrics.update(evaluate_model(model, validation, test,
                                           rnd % self.eval_every == 0 or done))

@@ -169,9 +169,17 @@ def check_schedule(rounds: int | None, sample_budget: int | None, eval_every: in
         raise ConfigError(f"algorithm.eval_every must be >= 1 (got {eval_every})")
 
 
-def finished(rnd: int, samples_seen: int, rounds: int | None, sample_budget: int | None) -> bool:
-    """Fixed rounds, or the first round at which the sample budget is reached."""
-    return rnd >= rounds if rounds is not None else samples_seen >= sample_budget
+def finished(rnd: int, samples_seen: int, rounds: int | None, sample_budget: int | None,
+             round_samples: int) -> bool:
+    """Fixed rounds, or stop where the total is nearest the sample budget.
+
+    With a budget the run stops after this round if one more round like it would end further
+    from the budget than we are now (``samples_seen + round_samples / 2 >= budget``): neither
+    side of the comparison gets a systematic extra half round of work.
+    """
+    if rounds is not None:
+        return rnd >= rounds
+    return samples_seen + round_samples / 2 >= sample_budget
 
 
 def estimate_rounds(rounds: int | None, sample_budget: int | None, per_round: float) -> int:
@@ -183,9 +191,9 @@ def estimate_rounds(rounds: int | None, sample_budget: int | None, per_round: fl
 class FederatedRunner:
     """Rounds of client selection, local training and aggregation.
 
-    Runs exactly ``rounds`` rounds if given, else until ``sample_budget`` sample passes have
-    been trained (the last round may pass it by less than one round's work; ``samples_seen``
-    reports the true count).
+    Runs exactly ``rounds`` rounds if given, else until the number of sample passes trained is
+    nearest ``sample_budget`` (within half a round's work; ``samples_seen`` reports the true
+    count).
     """
 
     def __init__(self, hop_trainer: HopTrainer, strategy: FedAvg, *, seed: int,
@@ -245,7 +253,7 @@ class FederatedRunner:
             weights = sizes[selected] / sizes[selected].sum()
             mean = [torch.zeros_like(g) if g.is_floating_point() else g.clone()
                     for g in global_state]
-            losses, slowest = [], 0.0
+            losses, slowest, before = [], 0.0, samples_seen
             for pid, w in zip(selected, weights):
                 with torch.no_grad():
                     for t, g in zip(state, global_state):
@@ -278,7 +286,8 @@ class FederatedRunner:
             self.strategy.round_done()
             if sim is not None:
                 sim += slowest
-            done = finished(rnd, samples_seen, self.rounds, self.sample_budget)
+            done = finished(rnd, samples_seen, self.rounds, self.sample_budget,
+                            samples_seen - before)
             metrics = {"train_loss": float(np.mean(losses)), "clients": float(len(selected))}
             metrics.update(evaluate_model(model, validation, test,
                                           rnd % self.eval_every == 0 or done))
