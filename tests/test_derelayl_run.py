@@ -42,7 +42,7 @@ def test_trained_run_reports_everything(make_cfg, tmp_path):
     run = client.get_run(metrics["mlflow_run_id"])
     for key in ("coins_gini", "version_share_latest", "version_share_within_10",
                 "version_share_none", "best_test_acc"):
-        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(range(6))
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(range(1, 7))
     assert run.data.params["derelayl.performance"] == "trained"
     assert run.data.params["algorithm.name"] == "derelayl"
 

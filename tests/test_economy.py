@@ -140,6 +140,7 @@ def test_random_walk_reproduces_the_authors_shapes():
     result = DeRelayLRunner(params, RandomWalkPerformance(256, hashing=False), 0,
                             keep_ledger=False).run()
     h = result.history
+    assert [r["round"] for r in h[:3]] == [1, 2, 3]
     assert h[399]["coins_gini"] < h[100]["coins_gini"] < h[30]["coins_gini"]
     latest = [r["version_share_latest"] for r in h[50:]]
     assert 0.2 < np.mean(latest) < 0.45 and np.std(latest) < 0.05

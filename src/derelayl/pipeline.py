@@ -56,6 +56,20 @@ def validate_common(cfg: DictConfig) -> None:
         raise ConfigError(f"torch_threads must be >= 1 (got {cfg.torch_threads})")
 
 
+def reach_target(history: list[dict[str, Any]], target: float) -> dict[str, Any]:
+    """Simulated time, samples and bytes at the first evaluation with test_acc >= target."""
+    out: dict[str, Any] = {"target_acc": target, "sim_time_to_target_s": None,
+                           "samples_to_target": None, "bytes_to_target": None}
+    for row in history:
+        acc = row.get("test_acc")
+        if acc is not None and acc >= target:
+            out.update(sim_time_to_target_s=row.get("sim_time_s"),
+                       samples_to_target=row.get("samples_seen"),
+                       bytes_to_target=row.get("bytes"))
+            break
+    return out
+
+
 def _make_tracker(cfg: DictConfig):
     if not cfg.tracking.enabled:
         return None
@@ -79,6 +93,9 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     validate_common(cfg)
     runner = runner_for(cfg.algorithm.name)
+    check = getattr(runner, "check_config", None)
+    if check is not None:  # reject bad values before data, files or a tracking run exist
+        check(cfg)
     torch.set_num_threads(int(cfg.torch_threads))
     torch.use_deterministic_algorithms(True)
 
@@ -105,6 +122,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     try:
         outcome = runner(ctx)
         metrics = dict(outcome.metrics)
+        if cfg.get("target_acc") is not None:
+            metrics.update(reach_target(outcome.history, float(cfg.target_acc)))
         metrics["wall_time_s"] = round(time.perf_counter() - started, 3)
         metrics["mlflow_run_id"] = tracker.run_id if tracker else None
         write_json(output_dir / METRICS_FILE, metrics)

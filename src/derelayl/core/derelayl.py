@@ -51,12 +51,14 @@ class DeRelayLRunner:
             r = state.round
             outcome = play_round(self.params, state, self.perf,
                                  numpy_rng(self.seed, "derelayl", r), ledger)
-            row = {"round": r, **outcome.metrics}
+            # reported rounds count settled rounds (1..R), as the relay's and FL's do; blocks keep
+            # the protocol's own numbering (round r trains version r + 1, from r = 0)
+            row = {"round": r + 1, **outcome.metrics}
             history.append(row)
             for o in self.observers.observers:
                 if isinstance(o, EconomyObserver):
                     o.on_blocks(outcome.blocks)
-            self.observers.on_round(RoundRecord(round=r, hops=int(outcome.metrics["num_trained"]),
+            self.observers.on_round(RoundRecord(round=r + 1, hops=int(outcome.metrics["num_trained"]),
                                                 samples_seen=state.samples_seen,
                                                 metrics=outcome.metrics))
             for o in self.observers.observers:

@@ -81,8 +81,9 @@ class PerformanceModel(Protocol):
     samples_seen: int
 
     def train(self, round_: int, parents: np.ndarray, trainers: np.ndarray,
-              rng: np.random.Generator) -> None:
-        """Each trainer trains the newest model of its parent (an owner): version round+1."""
+              rng: np.random.Generator, dropped: int = 0) -> None:
+        """Each trainer trains the newest model of its parent (an owner): version round+1.
+        ``dropped`` matched trainers received a model but returned nothing."""
 
     def test(self, round_: int, trainers: np.ndarray, num_cases: int,
              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
@@ -236,7 +237,7 @@ def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceMod
     trained_t, trained_o, trained_row = pair_t[returned], pair_o[returned], pair_row[returned]
     parent_hashes = perf.model_hashes(trained_o) if ledger is not None else None
     before = perf.samples_seen
-    perf.train(r, trained_o, trained_t, rng)
+    perf.train(r, trained_o, trained_t, rng, dropped=int(n_pairs - returned.sum()))
     state.samples_seen += perf.samples_seen - before
     state.own_version[trained_t] = r + 1
     state.held_version[trained_t] = r + 1

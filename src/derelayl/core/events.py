@@ -25,6 +25,8 @@ class HopRecord:
     val_acc: float
     test_loss: float | None = None
     test_acc: float | None = None
+    bytes: int = 0  # cumulative bytes moved by the run (core.profiles)
+    sim_time_s: float | None = None  # simulated seconds since the start (None: no devices)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 
@@ -19,5 +19,11 @@ class HopStats:
 
 class HopTrainer(Protocol):
     def __call__(self, model: torch.nn.Module, data: ParticipantData,
-                 generator: torch.Generator) -> HopStats:
-        """Train ``model`` in place on ``data``; batches are shuffled with ``generator``."""
+                 generator: torch.Generator,
+                 grad_correction: Callable[[], None] | None = None) -> HopStats:
+        """Train ``model`` in place on ``data``; batches are shuffled with ``generator``.
+
+        ``grad_correction``, if given, is called after every backward pass and before the
+        optimizer step: it edits the gradients in place (FedProx's proximal gradient,
+        SCAFFOLD's control-variate correction). Without it a hop is plain local training.
+        """

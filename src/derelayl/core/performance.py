@@ -19,6 +19,7 @@ from derelayl.core.evaluation import EvalSet, evaluate
 from derelayl.core.hop import HopTrainer
 from derelayl.core.ledger import sha256_hex
 from derelayl.core.participants import ParticipantData
+from derelayl.core.profiles import Devices, model_bytes
 from derelayl.core.seeding import torch_generator
 
 
@@ -45,7 +46,7 @@ class RandomWalkPerformance:
             self.hashes[genesis] = sha256_hex("random-walk-genesis")
         self.samples_seen = 0
 
-    def train(self, round_, parents, trainers, rng):
+    def train(self, round_, parents, trainers, rng, dropped=0):
         self.perf[trainers] = self.perf[parents] + rng.normal(self.drift, self.noise, len(trainers))
         self.best[trainers] = np.maximum(self.best[trainers], self.perf[trainers])
         if self.hashing:
@@ -124,11 +125,16 @@ class TrainedPerformance:
     Ties in accuracy are broken by loss. Every trained model is also evaluated on the whole
     validation split (each participant's best model is chosen by it, as is the run's best model)
     and, for reporting only, on the test split.
+
+    Communication and simulated time (with ``devices``): every matched trainer downloads its
+    owner's model, every returned model is uploaded once (to the commitment block's miner); the
+    hops of a round run in parallel, so a round lasts as long as its slowest returned trainer's
+    download + training + upload.
     """
 
     def __init__(self, model: torch.nn.Module, hop: HopTrainer,
                  participants: list[ParticipantData], validation: EvalSet, test: EvalSet,
-                 store: ModelStore, seed: int, genesis: int = 0):
+                 store: ModelStore, seed: int, genesis: int = 0, devices: Devices | None = None):
         self.model, self.hop, self.participants = model, hop, participants
         self.validation, self.test_set, self.store, self.seed = validation, test, store, seed
         n = len(participants)
@@ -138,6 +144,10 @@ class TrainedPerformance:
         self.best_test = np.full(n, np.nan)
         self.global_best: tuple[str, float, float] | None = None  # hash, val acc, test acc
         self.samples_seen = 0
+        self.devices = devices
+        self.model_bytes = model_bytes(model)
+        self.bytes = 0
+        self.sim_time_s = 0.0
         key = self._put()
         self.own[genesis] = key
         self._consider(genesis, key)
@@ -163,15 +173,21 @@ class TrainedPerformance:
             if self.global_best is None or val_acc > self.global_best[1]:
                 self.global_best = (key, val_acc, test_acc)
 
-    def train(self, round_, parents, trainers, rng):
+    def train(self, round_, parents, trainers, rng, dropped=0):
+        self.bytes += self.model_bytes * (2 * len(trainers) + dropped)
+        slowest = 0.0
         for owner, trainer in zip(parents.tolist(), trainers.tolist()):
             self.model.load_state_dict(self.store.get(self.own[owner]))
             stats = self.hop(self.model, self.participants[trainer],
                              torch_generator(self.seed, "hop", round_, trainer))
             self.samples_seen += stats.samples
+            if self.devices is not None:
+                slowest = max(slowest, self.devices.train_seconds(trainer, stats.samples)
+                              + self.devices.transfer_seconds(trainer, 2 * self.model_bytes))
             key = self._put()
             self.own[trainer] = key
             self._consider(trainer, key)
+        self.sim_time_s += slowest
 
     def test(self, round_, trainers, num_cases, rng):
         cases = np.sort(rng.choice(len(self.validation), size=num_cases, replace=False))
@@ -191,7 +207,8 @@ class TrainedPerformance:
         held = self.best_val >= 0
         gb = self.global_best
         return {"best_val_acc": float(gb[1]), "best_test_acc": float(gb[2]),
-                "mean_participant_best_test_acc": float(np.nanmean(self.best_test[held]))}
+                "mean_participant_best_test_acc": float(np.nanmean(self.best_test[held])),
+                "bytes": float(self.bytes), "sim_time_s": self.sim_time_s}
 
     def live_keys(self) -> set[str]:
         keys = {k for k in self.own if k} | {k for k in self.best if k}
@@ -209,10 +226,12 @@ class TrainedPerformance:
     def state_dict(self):
         return {"own": list(self.own), "best": list(self.best), "best_val": self.best_val.copy(),
                 "best_test": self.best_test.copy(), "global_best": self.global_best,
-                "samples_seen": self.samples_seen, "live_keys": sorted(self.live_keys())}
+                "samples_seen": self.samples_seen, "live_keys": sorted(self.live_keys()),
+                "bytes": self.bytes, "sim_time_s": self.sim_time_s}
 
     def load_state_dict(self, state):
         self.own, self.best = list(state["own"]), list(state["best"])
         self.best_val, self.best_test = state["best_val"].copy(), state["best_test"].copy()
         self.global_best, self.samples_seen = state["global_best"], int(state["samples_seen"])
+        self.bytes, self.sim_time_s = int(state["bytes"]), float(state["sim_time_s"])
 

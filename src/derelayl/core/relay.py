@@ -15,6 +15,7 @@ from derelayl.core.evaluation import EvalSet, evaluate
 from derelayl.core.events import HopRecord, Observer, Observers, RoundRecord
 from derelayl.core.hop import HopTrainer
 from derelayl.core.participants import ParticipantData
+from derelayl.core.profiles import Devices, model_bytes
 from derelayl.core.schedules import Schedule
 from derelayl.core.seeding import numpy_rng, torch_generator
 
@@ -30,13 +31,21 @@ class RelayResult:
     val_acc: float
     test_loss: float
     test_acc: float
+    bytes: int = 0
+    sim_time_s: float | None = None
 
 
 class RelayRunner:
-    """Runs ``rounds`` rounds; in each, every participant trains the baton once."""
+    """Runs ``rounds`` rounds; in each, every participant trains the baton once.
+
+    A hop moves one model (to the participant that trains it) and waits for that participant
+    alone: with ``devices`` it costs ``model bytes / bandwidth + samples / speed`` simulated
+    seconds, and hops follow one another.
+    """
 
     def __init__(self, hop_trainer: HopTrainer, schedule: Schedule, rounds: int, seed: int,
-                 eval_every: int = 1, observers: list[Observer] | tuple = ()):
+                 eval_every: int = 1, observers: list[Observer] | tuple = (),
+                 devices: Devices | None = None):
         if rounds < 1:
             raise ConfigError(f"algorithm.rounds must be >= 1 (got {rounds})")
         if eval_every < 1:
@@ -47,6 +56,7 @@ class RelayRunner:
         self.seed = int(seed)
         self.eval_every = int(eval_every)
         self.observers = Observers(observers)
+        self.devices = devices
 
     def run(self, model: torch.nn.Module, participants: list[ParticipantData],
             validation: EvalSet, test: EvalSet) -> RelayResult:
@@ -57,6 +67,8 @@ class RelayRunner:
                                      "participants": len(participants)})
         history: list[HopRecord] = []
         hop, samples_seen = 0, 0
+        nbytes, per_hop_bytes = 0, model_bytes(model)
+        sim = None if self.devices is None else 0.0
         for rnd in range(1, self.rounds + 1):
             order = self.schedule.order(rnd, sizes, numpy_rng(self.seed, "schedule", rnd))
             for pid in order:
@@ -64,6 +76,10 @@ class RelayRunner:
                 stats = self.hop_trainer(model, participants[pid],
                                          torch_generator(self.seed, "hop", rnd, pid))
                 samples_seen += stats.samples
+                nbytes += per_hop_bytes
+                if sim is not None:
+                    sim += (self.devices.transfer_seconds(pid, per_hop_bytes)
+                            + self.devices.train_seconds(pid, stats.samples))
                 val_loss, val_acc = evaluate(model, validation)
                 test_loss = test_acc = None
                 if hop % self.eval_every == 0 or hop == total_hops:
@@ -71,7 +87,8 @@ class RelayRunner:
                 record = HopRecord(hop=hop, round=rnd, participant=pid, samples=stats.samples,
                                    steps=stats.steps, samples_seen=samples_seen,
                                    train_loss=stats.train_loss, val_loss=val_loss,
-                                   val_acc=val_acc, test_loss=test_loss, test_acc=test_acc)
+                                   val_acc=val_acc, test_loss=test_loss, test_acc=test_acc,
+                                   bytes=nbytes, sim_time_s=sim)
                 history.append(record)
                 self.observers.on_hop(record)
             self.observers.on_round(RoundRecord(round=rnd, hops=hop, samples_seen=samples_seen))
@@ -79,6 +96,6 @@ class RelayRunner:
         result = RelayResult(model=model, history=tuple(history), hops=hop, rounds=self.rounds,
                              samples_seen=samples_seen, val_loss=last.val_loss,
                              val_acc=last.val_acc, test_loss=last.test_loss,
-                             test_acc=last.test_acc)
+                             test_acc=last.test_acc, bytes=nbytes, sim_time_s=sim)
         self.observers.on_run_end(result)
         return result

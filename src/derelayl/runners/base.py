@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from derelayl.core.errors import ConfigError
 from derelayl.core.partition import Partition
 from derelayl.core.participants import ParticipantData, build_participants
+from derelayl.core.profiles import Devices
 from derelayl.core.seeding import derive_seed, numpy_rng
 from derelayl.data import DatasetSplits, load_dataset
 from derelayl.models.lit import ClassifierModule
@@ -75,6 +76,14 @@ class ExperimentContext:
         return build_participants(self.data.train_x, self.data.train_y, self.partition,
                                   self.cfg.seed)
 
+    @cached_property
+    def devices(self) -> Devices | None:
+        """Each participant's simulated compute speed and bandwidth (``participants.devices``)."""
+        node = self.cfg.get("participants", {}).get("devices")
+        if node is None:
+            return None
+        return build(node).draw(int(self.cfg.num_participants), numpy_rng(self.cfg.seed, "devices"))
+
     def new_model(self, stream: str = "model_init") -> ClassifierModule:
         """A freshly initialised model (same weights for the same seed and stream)."""
         torch.manual_seed(derive_seed(self.cfg.seed, stream))
@@ -117,6 +126,7 @@ def register(name: str, uses_data: Callable[[DictConfig], bool] = lambda cfg: Tr
 
 def _load_runners() -> None:
     import derelayl.runners.derelayl  # noqa: F401  (each module registers its runners)
+    import derelayl.runners.fl  # noqa: F401
     import derelayl.runners.relay  # noqa: F401
 
 

@@ -52,7 +52,7 @@ def _performance(ctx: ExperimentContext, params: DeRelayLParams):
         store = FileModelStore(ctx.output_dir / MODELS_DIR)
         perf = TrainedPerformance(ctx.new_model(), ctx.hop, ctx.participants, ctx.data.val,
                                   ctx.data.test, store, seed=ctx.cfg.seed,
-                                  genesis=params.genesis_participant)
+                                  genesis=params.genesis_participant, devices=ctx.devices)
         perf.check_cases(params.num_test_cases)
         return perf, store
     raise ConfigError(f"unknown derelayl.performance {d.performance!r}; "
@@ -122,9 +122,12 @@ def run_derelayl(ctx: ExperimentContext) -> Outcome:
         test_loss, test_acc = evaluate(model, ctx.data.test)
         val_loss, val_acc = evaluate(model, ctx.data.val)
         metrics.update(test_acc=test_acc, test_loss=test_loss, val_acc=val_acc, val_loss=val_loss,
-                       mean_participant_best_test_acc=last["mean_participant_best_test_acc"])
+                       mean_participant_best_test_acc=last["mean_participant_best_test_acc"],
+                       bytes=int(last["bytes"]), sim_time_s=last["sim_time_s"])
         history_rows = [{"round": r["round"], "val_acc": r["best_val_acc"],
-                         "test_acc": r["best_test_acc"]} for r in result.history]
+                         "test_acc": r["best_test_acc"], "samples_seen": r["samples_seen"],
+                         "bytes": r["bytes"], "sim_time_s": r["sim_time_s"]}
+                        for r in result.history]
     else:
         metrics.update(test_acc=None, test_loss=None, best_quality=last["best_quality"])
     extra = [out / "participants.csv", out / "rounds.jsonl"]

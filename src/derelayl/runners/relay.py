@@ -12,13 +12,15 @@ from derelayl.runners.base import ExperimentContext, Outcome, instantiate_named,
 def run_relay(ctx: ExperimentContext) -> Outcome:
     algo = ctx.cfg.algorithm
     runner = RelayRunner(ctx.hop, instantiate_named(ctx.cfg.schedule), rounds=algo.rounds,
-                         seed=ctx.cfg.seed, eval_every=algo.eval_every, observers=ctx.observers)
+                         seed=ctx.cfg.seed, eval_every=algo.eval_every, observers=ctx.observers,
+                         devices=ctx.devices)
     result = runner.run(ctx.new_model(), ctx.participants, ctx.data.val, ctx.data.test)
     metrics = {
         "test_acc": result.test_acc, "test_loss": result.test_loss,
         "val_acc": result.val_acc, "val_loss": result.val_loss,
         "best_val_acc": max(r.val_acc for r in result.history),
         "hops": result.hops, "rounds": result.rounds, "samples_seen": result.samples_seen,
+        "bytes": result.bytes, "sim_time_s": result.sim_time_s,
     }
     return Outcome(metrics=metrics, model=result.model,
                    history=[dataclasses.asdict(r) for r in result.history], step="hop")

@@ -31,14 +31,16 @@ class ConsoleProgress(Observer):
                  record.val_acc, record.val_loss, test, time.perf_counter() - self.started)
 
     def on_round(self, record: RoundRecord):
-        """Round-based algorithms (DeRelayL, FL) report their round metrics."""
+        """Round-based algorithms (DeRelayL, FL) report their round metrics (round 1..R)."""
         m = record.metrics
-        if not m or (record.round + 1) % self.every and record.round + 1 != self.rounds:
+        if not m or record.round % self.every and record.round != self.rounds:
             return
-        shown = [f"{k} {m[k]:.4f}" for k in ("best_test_acc", "test_acc", "val_acc",
+        shown = [f"{k} {m[k]:.4f}" for k in ("best_test_acc", "val_acc", "val_loss", "test_acc",
                                              "best_quality", "coins_gini",
-                                             "version_share_latest") if k in m]
+                                             "version_share_latest") if m.get(k) is not None]
         if "num_trained" in m:
             shown.insert(0, f"owners {m['num_owners']:.0f} trained {m['num_trained']:.0f}")
-        log.info("round %d/%d: %s (%.1fs)", record.round + 1, self.rounds, ", ".join(shown),
+        else:
+            shown.insert(0, f"{record.hops} local trainings, {record.samples_seen} samples")
+        log.info("round %d/%d: %s (%.1fs)", record.round, self.rounds, ", ".join(shown),
                  time.perf_counter() - self.started)

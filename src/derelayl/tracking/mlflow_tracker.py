@@ -18,7 +18,9 @@ for _name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
 
 MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch
 HOP_KEYS = ("val_acc", "val_loss", "test_acc", "test_loss", "train_loss", "participant",
-            "samples_seen", "round")
+            "samples_seen", "round", "bytes", "sim_time_s")
+# Also logged with step = samples seen, so runs of any algorithm overlay at equal work.
+BY_SAMPLES_KEYS = ("val_acc", "test_acc")
 
 
 def get_or_create_experiment(client, name: str, artifact_location: str | None) -> str:
@@ -86,7 +88,11 @@ class MlflowTracker(Observer):
     def on_hop(self, record: HopRecord):
         values = {k: getattr(record, k) for k in HOP_KEYS}
         self.log_metrics(values, step=record.hop)
+        self.log_metrics({f"by_samples/{k}": values[k] for k in BY_SAMPLES_KEYS},
+                         step=record.samples_seen)
 
     def on_round(self, record: RoundRecord):
         if record.metrics:
             self.log_metrics(record.metrics, step=record.round)
+            self.log_metrics({f"by_samples/{k}": record.metrics.get(k) for k in BY_SAMPLES_KEYS},
+                             step=record.samples_seen)

@@ -10,6 +10,8 @@ holder's optimizer state.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import pytorch_lightning as pl
 import torch
 
@@ -33,7 +35,8 @@ class LightningHop:
         self.local_steps = None if local_steps is None else int(local_steps)
 
     def __call__(self, model: pl.LightningModule, data: ParticipantData,
-                 generator: torch.Generator) -> HopStats:
+                 generator: torch.Generator,
+                 grad_correction: Callable[[], None] | None = None) -> HopStats:
         model.train()
         optimizer = model.configure_optimizers()
         n, bs = len(data), self.batch_size
@@ -50,6 +53,8 @@ class LightningHop:
                 loss = model.training_step((data.x[idx], data.y[idx]), steps)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if grad_correction is not None:  # FedProx / SCAFFOLD (see core.hop.HopTrainer)
+                    grad_correction()
                 optimizer.step()
                 steps += 1
                 samples += len(idx)

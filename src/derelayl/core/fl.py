@@ -1,0 +1,319 @@
+"""Federated baselines: FedAvg, FedProx and SCAFFOLD on the same hop as the relay.
+
+A round: the server picks ``clients_per_round`` participants (seeded stream ``clients/<round>``),
+each trains a copy of the global model with the product's hop (stream ``hop/<round>/<pid>``,
+the relay's stream, so one client with full participation *is* plain local training), and the
+server aggregates. Strategies differ only in the gradient correction during local training and
+in what the server does with the results:
+
+- FedAvg (McMahan et al., AISTATS 2017): the new global model is the mean of the clients'
+  weights, weighted by sample count; with ``server_lr`` != 1, ``x + server_lr * (mean - x)``.
+- FedProx (Li et al., MLSys 2020): local objective + (mu/2)||w - w_global||^2, applied as its
+  gradient ``mu (w - w_global)``; ``mu = 0`` is FedAvg.
+- SCAFFOLD (Karimireddy et al., ICML 2020): control variates c (server) and c_i (clients), all
+  zero at the start; local gradients become ``g - c_i + c``; option II update
+  ``c_i+ = c_i - c + (x - y_i) / (K lr)`` (K local steps), ``c += sum_i (c_i+ - c_i) / N``.
+
+Costs: every selected client downloads and uploads the model (SCAFFOLD: also c down and its
+control-variate delta up); a round waits for its slowest selected client.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from derelayl.core.errors import ConfigError
+from derelayl.core.evaluation import EvalSet, evaluate
+from derelayl.core.events import Observer, Observers, RoundRecord
+from derelayl.core.hop import HopStats, HopTrainer
+from derelayl.core.participants import ParticipantData
+from derelayl.core.profiles import Devices, model_bytes, parameter_bytes
+from derelayl.core.seeding import numpy_rng, torch_generator
+
+
+# -- strategies -------------------------------------------------------------------------------
+class FedAvg:
+    """No local correction; the server keeps nothing but the model."""
+
+    name = "fedavg"
+
+    def start(self, params: Sequence[torch.Tensor], num_participants: int) -> None: ...
+
+    def correction(self, pid: int, params: Sequence[torch.nn.Parameter],
+                   global_params: Sequence[torch.Tensor]) -> Callable[[], None] | None:
+        return None
+
+    def client_done(self, pid: int, params: Sequence[torch.Tensor],
+                    global_params: Sequence[torch.Tensor], stats: HopStats) -> None: ...
+
+    def round_done(self) -> None: ...
+
+    def extra_bytes(self, param_bytes: int) -> int:
+        """Bytes a selected client moves beyond the model down and up."""
+        return 0
+
+
+class FedProx(FedAvg):
+    name = "fedprox"
+
+    def __init__(self, mu: float = 0.01):
+        if not mu >= 0:
+            raise ConfigError(f"algorithm.mu must be >= 0 (got {mu})")
+        self.mu = float(mu)
+
+    def correction(self, pid, params, global_params):
+        mu = self.mu
+
+        def proximal_gradient() -> None:
+            # d/dw (mu/2)||w - w_global||^2 = mu (w - w_global)
+            with torch.no_grad():
+                for p, anchor in zip(params, global_params):
+                    if p.grad is not None:
+                        p.grad.add_(p - anchor, alpha=mu)
+
+        return proximal_gradient
+
+
+class Scaffold(FedAvg):
+    """SCAFFOLD with option II control variates; ``local_lr`` is the clients' SGD step."""
+
+    name = "scaffold"
+
+    def __init__(self, local_lr: float):
+        if not local_lr > 0:
+            raise ConfigError(f"algorithm.optimizer.lr must be > 0 (got {local_lr})")
+        self.local_lr = float(local_lr)
+        self.c: list[torch.Tensor] = []
+        self.c_clients: dict[int, list[torch.Tensor]] = {}
+        self._delta_sum: list[torch.Tensor] = []
+        self._num_participants = 0
+
+    def start(self, params, num_participants):
+        self.c = [torch.zeros_like(p) for p in params]
+        self.c_clients = {i: [torch.zeros_like(p) for p in params] for i in range(num_participants)}
+        self._delta_sum = [torch.zeros_like(p) for p in params]
+        self._num_participants = num_participants
+
+    def correction(self, pid, params, global_params):
+        shift = [c - ci for c, ci in zip(self.c, self.c_clients[pid])]  # g - c_i + c
+
+        def control_variate_correction() -> None:
+            with torch.no_grad():
+                for p, s in zip(params, shift):
+                    if p.grad is not None:
+                        p.grad.add_(s)
+
+        return control_variate_correction
+
+    def client_done(self, pid, params, global_params, stats):
+        scale = 1.0 / (max(stats.steps, 1) * self.local_lr)
+        old = self.c_clients[pid]
+        new = [ci - c + (x - y.detach()) * scale
+               for ci, c, x, y in zip(old, self.c, global_params, params)]
+        for acc, n, o in zip(self._delta_sum, new, old):
+            acc.add_(n - o)
+        self.c_clients[pid] = new
+
+    def round_done(self):
+        for c, d in zip(self.c, self._delta_sum):
+            c.add_(d / self._num_participants)
+            d.zero_()
+
+    def extra_bytes(self, param_bytes):
+        return 2 * param_bytes  # c down, delta c_i up
+
+
+# -- the runner -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RoundsResult:
+    """What a round-based run (FL, local, centralized) returns."""
+
+    model: torch.nn.Module | None
+    history: tuple[RoundRecord, ...]
+    rounds: int
+    hops: int  # local trainings (client updates)
+    samples_seen: int
+    bytes: int
+    sim_time_s: float | None
+    metrics: dict[str, float]  # the last round's metrics
+
+
+def resolve_clients_per_round(num_participants: int, clients_per_round: int | None,
+                              client_fraction: float | None) -> int:
+    """A count wins over a fraction; a fraction C gives max(round(C N), 1) clients (McMahan)."""
+    if clients_per_round is not None:
+        if clients_per_round < 1 or clients_per_round > num_participants:
+            raise ConfigError(f"algorithm.clients_per_round must be in 1..{num_participants} "
+                              f"(num_participants) (got {clients_per_round})")
+        return int(clients_per_round)
+    if client_fraction is None or not 0 < client_fraction <= 1:
+        raise ConfigError(f"algorithm.client_fraction must be in (0, 1] (got {client_fraction})")
+    return max(int(round(client_fraction * num_participants)), 1)
+
+
+def check_schedule(rounds: int | None, sample_budget: int | None, eval_every: int) -> None:
+    if rounds is None and sample_budget is None:
+        raise ConfigError("set algorithm.rounds or a sample budget (algorithm.sample_budget / "
+                          "algorithm.budget_epochs)")
+    if rounds is not None and rounds < 1:
+        raise ConfigError(f"algorithm.rounds must be >= 1 or null (got {rounds})")
+    if rounds is None and sample_budget < 1:
+        raise ConfigError(f"algorithm.sample_budget must be >= 1 (got {sample_budget})")
+    if eval_every < 1:
+        raise ConfigError(f"algorithm.eval_every must be >= 1 (got {eval_every})")
+
+
+def finished(rnd: int, samples_seen: int, rounds: int | None, sample_budget: int | None,
+             round_samples: int) -> bool:
+    """Fixed rounds, or stop where the total is nearest the sample budget.
+
+    With a budget the run stops after this round if one more round like it would end further
+    from the budget than we are now (``samples_seen + round_samples / 2 >= budget``): neither
+    side of the comparison gets a systematic extra half round of work.
+    """
+    if rounds is not None:
+        return rnd >= rounds
+    return samples_seen + round_samples / 2 >= sample_budget
+
+
+def estimate_rounds(rounds: int | None, sample_budget: int | None, per_round: float) -> int:
+    if rounds is not None:
+        return rounds
+    return max(math.ceil(sample_budget / max(per_round, 1e-9)), 1)
+
+
+class FederatedRunner:
+    """Rounds of client selection, local training and aggregation.
+
+    Runs exactly ``rounds`` rounds if given, else until the number of sample passes trained is
+    nearest ``sample_budget`` (within half a round's work; ``samples_seen`` reports the true
+    count).
+    """
+
+    def __init__(self, hop_trainer: HopTrainer, strategy: FedAvg, *, seed: int,
+                 clients_per_round: int, rounds: int | None = None,
+                 sample_budget: int | None = None, server_lr: float = 1.0, eval_every: int = 1,
+                 devices: Devices | None = None, observers: list[Observer] | tuple = ()):
+        check_schedule(rounds, sample_budget, eval_every)
+        if clients_per_round < 1:
+            raise ConfigError(f"algorithm.clients_per_round must be >= 1 (got {clients_per_round})")
+        if not server_lr > 0:
+            raise ConfigError(f"algorithm.server_lr must be > 0 (got {server_lr})")
+        self.hop_trainer = hop_trainer
+        self.strategy = strategy
+        self.seed = int(seed)
+        self.clients_per_round = int(clients_per_round)
+        self.rounds = None if rounds is None else int(rounds)
+        self.sample_budget = None if sample_budget is None else int(sample_budget)
+        self.server_lr = float(server_lr)
+        self.eval_every = int(eval_every)
+        self.devices = devices
+        self.observers = Observers(observers)
+
+    def select(self, rnd: int, num_participants: int) -> list[int]:
+        if self.clients_per_round >= num_participants:
+            return list(range(num_participants))
+        rng = numpy_rng(self.seed, "clients", rnd)
+        return sorted(int(i) for i in rng.choice(num_participants, self.clients_per_round,
+                                                 replace=False))
+
+    def run(self, model: torch.nn.Module, participants: list[ParticipantData],
+            validation: EvalSet, test: EvalSet) -> RoundsResult:
+        n = len(participants)
+        if self.clients_per_round > n:
+            raise ConfigError(f"algorithm.clients_per_round must be in 1..{n} "
+                              f"(num_participants) (got {self.clients_per_round})")
+        model = copy.deepcopy(model)
+        state = list(model.state_dict(keep_vars=True).values())  # live tensors of the model
+        params = [p for p in model.parameters() if p.requires_grad]
+        param_ids = {id(p) for p in params}
+        global_state = [t.detach().clone() for t in state]
+        global_params = [g for t, g in zip(state, global_state) if id(t) in param_ids]
+        self.strategy.start(global_params, n)
+        sizes = np.array([len(p) for p in participants], dtype=np.float64)
+        down_up = 2 * model_bytes(model) + self.strategy.extra_bytes(parameter_bytes(model))
+        expected = estimate_rounds(self.rounds, self.sample_budget,
+                                   sizes.mean() * self.clients_per_round
+                                   * getattr(self.hop_trainer, "local_epochs", 1))
+        self.observers.on_run_start({"total_hops": expected * self.clients_per_round,
+                                     "rounds": expected, "participants": n})
+        history: list[RoundRecord] = []
+        rnd = hops = samples_seen = nbytes = 0
+        sim = None if self.devices is None else 0.0
+        done = False
+        while not done:
+            rnd += 1
+            selected = self.select(rnd, n)
+            weights = sizes[selected] / sizes[selected].sum()
+            mean = [torch.zeros_like(g) if g.is_floating_point() else g.clone()
+                    for g in global_state]
+            losses, slowest, before = [], 0.0, samples_seen
+            for pid, w in zip(selected, weights):
+                with torch.no_grad():
+                    for t, g in zip(state, global_state):
+                        t.copy_(g)
+                stats = self.hop_trainer(
+                    model, participants[pid], torch_generator(self.seed, "hop", rnd, pid),
+                    grad_correction=self.strategy.correction(pid, params, global_params))
+                self.strategy.client_done(pid, params, global_params, stats)
+                with torch.no_grad():
+                    for acc, t in zip(mean, state):
+                        if acc.is_floating_point():
+                            acc.add_(t, alpha=float(w))
+                hops += 1
+                samples_seen += stats.samples
+                nbytes += down_up
+                losses.append(stats.train_loss)
+                if sim is not None:
+                    slowest = max(slowest, self.devices.transfer_seconds(pid, down_up)
+                                  + self.devices.train_seconds(pid, stats.samples))
+            with torch.no_grad():
+                for g, m in zip(global_state, mean):
+                    if not g.is_floating_point():
+                        continue
+                    if self.server_lr == 1.0:
+                        g.copy_(m)  # exactly the weighted mean
+                    else:
+                        g.add_(m - g, alpha=self.server_lr)
+                for t, g in zip(state, global_state):
+                    t.copy_(g)
+            self.strategy.round_done()
+            if sim is not None:
+                sim += slowest
+            done = finished(rnd, samples_seen, self.rounds, self.sample_budget,
+                            samples_seen - before)
+            metrics = {"train_loss": float(np.mean(losses)), "clients": float(len(selected))}
+            metrics.update(evaluate_model(model, validation, test,
+                                          rnd % self.eval_every == 0 or done))
+            record = make_round_record(rnd, hops, samples_seen, nbytes, sim, metrics)
+            history.append(record)
+            self.observers.on_round(record)
+        result = RoundsResult(model=model, history=tuple(history), rounds=rnd, hops=hops,
+                              samples_seen=samples_seen, bytes=nbytes, sim_time_s=sim,
+                              metrics=dict(history[-1].metrics))
+        self.observers.on_run_end(result)
+        return result
+
+
+def evaluate_model(model: torch.nn.Module, validation: EvalSet, test: EvalSet,
+                   with_test: bool) -> dict[str, float]:
+    val_loss, val_acc = evaluate(model, validation)
+    out = {"val_loss": val_loss, "val_acc": val_acc}
+    if with_test:
+        out["test_loss"], out["test_acc"] = evaluate(model, test)
+    return out
+
+
+def make_round_record(rnd: int, hops: int, samples_seen: int, nbytes: int, sim: float | None,
+                      metrics: dict[str, float]) -> RoundRecord:
+    """A round's record; metric names match the relay's per-hop metrics."""
+    full = {**metrics, "samples_seen": samples_seen, "bytes": nbytes}
+    if sim is not None:
+        full["sim_time_s"] = sim
+    return RoundRecord(round=rnd, hops=hops, samples_seen=samples_seen, metrics=full)

@@ -1,0 +1,122 @@
+"""``algorithm=fedavg|fedprox|scaffold|local|centralized``: the baselines the relay is measured
+against, on the same data, partition, model, seed, hop, sample budget and cost axes.
+
+Equal computation: unless ``algorithm.rounds`` is set, a run trains until it has made
+``algorithm.sample_budget`` local sample passes, or ``budget_epochs x |training set|`` when that
+is null. ``budget_epochs`` defaults to 5 = the relay's default (5 rounds x 1 local epoch: one relay
+round = every participant trains once = one FedAvg round with full participation). To compare
+with ``algorithm=derelayl``, set ``algorithm.sample_budget`` to its ``samples_seen``
+(``scripts/fl_table.py`` does).
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from derelayl.core.baselines import CentralizedRunner, LocalRunner
+from derelayl.core.errors import ConfigError
+from derelayl.core.fl import (FedAvg, FederatedRunner, FedProx, RoundsResult, Scaffold,
+                              resolve_clients_per_round)
+from derelayl.runners.base import ExperimentContext, Outcome, build, register
+
+
+def sample_budget(algo: DictConfig, total_samples: int) -> int | None:
+    """Total local sample passes, or None when ``algorithm.rounds`` fixes the run instead."""
+    if algo.get("rounds") is not None:
+        return None
+    if algo.get("sample_budget") is not None:
+        return int(algo.sample_budget)
+    return int(round(float(algo.budget_epochs) * total_samples))
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Reject impossible values before any data is built or any tracking run is opened."""
+    algo = cfg.algorithm
+    name = algo.name
+    if algo.get("rounds") is not None and algo.rounds < 1:
+        raise ConfigError(f"algorithm.rounds must be >= 1 or null (got {algo.rounds})")
+    if algo.get("sample_budget") is not None and algo.sample_budget < 1:
+        raise ConfigError(f"algorithm.sample_budget must be >= 1 or null (got {algo.sample_budget})")
+    if algo.get("budget_epochs") is not None and not algo.budget_epochs > 0:
+        raise ConfigError(f"algorithm.budget_epochs must be > 0 (got {algo.budget_epochs})")
+    if algo.get("eval_every", 1) < 1:
+        raise ConfigError(f"algorithm.eval_every must be >= 1 (got {algo.eval_every})")
+    if not algo.optimizer.get("lr", 1.0) > 0:
+        raise ConfigError(f"algorithm.optimizer.lr must be > 0 (got {algo.optimizer.lr})")
+    if name in ("fedavg", "fedprox", "scaffold"):
+        resolve_clients_per_round(int(cfg.num_participants), algo.get("clients_per_round"),
+                                  algo.get("client_fraction"))
+        if not algo.server_lr > 0:
+            raise ConfigError(f"algorithm.server_lr must be > 0 (got {algo.server_lr})")
+    if name == "fedprox":
+        FedProx(algo.mu)
+    if name == "scaffold" and algo.optimizer.get("momentum", 0):
+        raise ConfigError("scaffold's option II control variates assume plain SGD steps: set "
+                          f"algorithm.optimizer.momentum=0 (got {algo.optimizer.momentum})")
+    node = cfg.get("participants", {}).get("devices")
+    if node is not None:
+        build(node)  # validates the device profile
+    from derelayl.training.hop import LightningHop
+
+    LightningHop(batch_size=algo.batch_size, local_epochs=algo.local_epochs,
+                 local_steps=algo.get("local_steps"))
+
+
+def _strategy(algo: DictConfig):
+    if algo.name == "fedprox":
+        return FedProx(algo.mu)
+    if algo.name == "scaffold":
+        return Scaffold(local_lr=algo.optimizer.lr)
+    return FedAvg()
+
+
+def outcome(result: RoundsResult) -> Outcome:
+    last = result.metrics
+    tested = [r.metrics for r in result.history if "test_acc" in r.metrics]
+    metrics = {
+        "test_acc": last.get("test_acc"), "test_loss": last.get("test_loss"),
+        "val_acc": last["val_acc"], "val_loss": last["val_loss"],
+        "best_val_acc": max(r.metrics["val_acc"] for r in result.history),
+        "best_test_acc": max(m["test_acc"] for m in tested),
+        "hops": result.hops, "rounds": result.rounds, "samples_seen": result.samples_seen,
+        "bytes": result.bytes, "sim_time_s": result.sim_time_s,
+    }
+    for key in ("test_acc_worst", "test_acc_best", "val_acc_worst"):
+        if key in last:
+            metrics[key] = last[key]
+    rows = [{"round": r.round, "hops": r.hops, **r.metrics} for r in result.history]
+    return Outcome(metrics=metrics, model=result.model, history=rows, step="round")
+
+
+def _schedule(ctx: ExperimentContext) -> dict:
+    algo = ctx.cfg.algorithm
+    total = sum(len(p) for p in ctx.participants)
+    return {"seed": ctx.cfg.seed, "rounds": algo.get("rounds"),
+            "sample_budget": sample_budget(algo, total), "eval_every": algo.get("eval_every", 1),
+            "devices": ctx.devices, "observers": ctx.observers}
+
+
+def run_federated(ctx: ExperimentContext) -> Outcome:
+    algo = ctx.cfg.algorithm
+    m = resolve_clients_per_round(int(ctx.cfg.num_participants), algo.get("clients_per_round"),
+                                  algo.get("client_fraction"))
+    runner = FederatedRunner(ctx.hop, _strategy(algo), clients_per_round=m,
+                             server_lr=algo.server_lr, **_schedule(ctx))
+    return outcome(runner.run(ctx.new_model(), ctx.participants, ctx.data.val, ctx.data.test))
+
+
+def run_local(ctx: ExperimentContext) -> Outcome:
+    runner = LocalRunner(ctx.hop, **_schedule(ctx))
+    return outcome(runner.run(ctx.new_model(), ctx.participants, ctx.data.val, ctx.data.test))
+
+
+def run_centralized(ctx: ExperimentContext) -> Outcome:
+    runner = CentralizedRunner(ctx.hop, **_schedule(ctx))
+    return outcome(runner.run(ctx.new_model(), ctx.participants, ctx.data.val, ctx.data.test))
+
+
+for _name, _fn in (("fedavg", run_federated), ("fedprox", run_federated),
+                   ("scaffold", run_federated), ("local", run_local),
+                   ("centralized", run_centralized)):
+    register(_name)(_fn)
+run_federated.check_config = run_local.check_config = run_centralized.check_config = check_config
