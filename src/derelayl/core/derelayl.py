@@ -11,7 +11,9 @@ from typing import Any
 
 from derelayl.core.economy import DeRelayLParams, EconomyState, PerformanceModel, play_round
 from derelayl.core.events import Observer, Observers, RoundRecord
+from derelayl.core.incentives import IncentiveScheme
 from derelayl.core.ledger import Ledger
+from derelayl.core.population import ChurnParams
 from derelayl.core.seeding import numpy_rng
 
 
@@ -34,15 +36,19 @@ class DeRelayLResult:
 
 class DeRelayLRunner:
     def __init__(self, params: DeRelayLParams, performance: PerformanceModel, seed: int,
-                 observers=(), keep_ledger: bool = True):
+                 observers=(), keep_ledger: bool = True, incentive: IncentiveScheme | None = None,
+                 churn: ChurnParams | None = None):
         self.params, self.perf, self.seed = params, performance, int(seed)
         self.observers = Observers(observers)
         self.keep_ledger = keep_ledger
+        self.incentive, self.churn = incentive, churn
 
     def run(self, state: EconomyState | None = None, ledger: Ledger | None = None,
             history: list[dict[str, float]] | None = None) -> DeRelayLResult:
         """Play from ``state`` (a fresh economy if None) to ``params.rounds`` rounds."""
-        state = state or EconomyState.initial(self.params)
+        state = state or EconomyState.initial(
+            self.params, gamma=getattr(self.incentive, "gamma", None)
+            if getattr(self.incentive, "needs_decayed_lineage", False) else None)
         ledger = ledger if ledger is not None else (Ledger() if self.keep_ledger else None)
         history = list(history or [])
         self.observers.on_run_start({"rounds": self.params.rounds, "start_round": state.round,
@@ -50,7 +56,9 @@ class DeRelayLRunner:
         while state.round < self.params.rounds:
             r = state.round
             outcome = play_round(self.params, state, self.perf,
-                                 numpy_rng(self.seed, "derelayl", r), ledger)
+                                 numpy_rng(self.seed, "derelayl", r), ledger,
+                                 incentive=self.incentive, churn=self.churn,
+                                 churn_rng=numpy_rng(self.seed, "churn", r))
             # reported rounds count settled rounds (1..R), as the relay's and FL's do; blocks keep
             # the protocol's own numbering (round r trains version r + 1, from r = 0)
             row = {"round": r + 1, **outcome.metrics}

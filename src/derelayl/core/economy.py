@@ -19,8 +19,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from derelayl.core.errors import ConfigError
+from derelayl.core.incentives import DeRelayLRoyalty, IncentiveScheme, Settlement
 from derelayl.core.ledger import Ledger, sha256_hex
-from derelayl.core.metrics import gini, version_shares
+from derelayl.core.metrics import gini, jain, version_shares
+from derelayl.core.population import DROPOUT, HONEST, SYBIL, ChurnParams
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,11 @@ class DeRelayLParams:
     fee_per_model_case: float = 0.001  # ... and per model x case
     genesis_participant: int = 0
     version_depth: int = 10  # version shares: latest, latest-1 .. latest-depth, older, none
+    # participants taking part at the start (0: all); with churn the rest are the join pool
+    initial_active: int = 0
 
     def __post_init__(self):
-        n = self.num_participants
+        n = self.initial_active or self.num_participants
         if self.rounds < 1:
             raise ConfigError(f"derelayl.rounds must be >= 1 (got {self.rounds})")
         if not 0 < self.winner_share <= 1:
@@ -66,6 +70,8 @@ class DeRelayLParams:
                 f"num_participants={n} is too small for the roles: with active_share="
                 f"{self.active_share} there must be at least one owner, one trainer and one miner "
                 f"(need int(active_share * N) >= 2 and N - int(active_share * N) >= 1)")
+        if self.initial_active > self.num_participants:
+            raise ConfigError("initial_active exceeds num_participants")
         if not 0 <= self.genesis_participant < n:
             raise ConfigError(f"derelayl.genesis_participant must be in [0, {n}) "
                               f"(got {self.genesis_participant})")
@@ -81,15 +87,24 @@ class PerformanceModel(Protocol):
     samples_seen: int
 
     def train(self, round_: int, parents: np.ndarray, trainers: np.ndarray,
-              rng: np.random.Generator, dropped: int = 0) -> None:
+              rng: np.random.Generator, dropped: int = 0,
+              behaviours: np.ndarray | None = None) -> np.ndarray:
         """Each trainer trains the newest model of its parent (an owner): version round+1.
-        ``dropped`` matched trainers received a model but returned nothing."""
+        ``dropped`` matched trainers received a model but returned nothing. Returns, per
+        trainer, whether its model came back unchanged (identical to the parent)."""
 
-    def test(self, round_: int, trainers: np.ndarray, num_cases: int,
-             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
-        """Scores (higher is better), tie-breaks (lower is better), digest of the test cases."""
+    def test(self, round_: int, trainers: np.ndarray, parents: np.ndarray, num_cases: int,
+             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str, np.ndarray]:
+        """Scores (higher is better), tie-breaks (lower is better), digest of the test cases,
+        and the parents' scores on the same cases."""
 
     def model_hashes(self, participants: np.ndarray) -> list[str]: ...
+
+    def quality(self, scores: np.ndarray) -> np.ndarray:
+        """Scores on the scale a participant values (accuracy, or sigmoid(perf))."""
+
+    def samples_of(self, participants: np.ndarray) -> np.ndarray:
+        """Sample passes each participant's last hop took (for its training cost)."""
 
     def round_metrics(self) -> dict[str, float]: ...
 
@@ -106,7 +121,7 @@ class EconomyState:
 
     round: int  # rounds settled so far; the next round's index
     coins: np.ndarray
-    gained: np.ndarray  # coins received other than refunds (royalties, fees)
+    gained: np.ndarray  # coins received other than refunds (royalties, rewards, fees)
     lost: np.ndarray  # deposits forfeited
     own_version: np.ndarray  # version of the newest model a participant trained (0: none)
     held_version: np.ndarray  # newest model held, trained or received encrypted (-1: none)
@@ -116,14 +131,32 @@ class EconomyState:
     wins: np.ndarray
     owners: np.ndarray  # this round's model owners (participant ids)
     lineage: np.ndarray  # (owners x N) owner histograms of the owners' newest models (counts)
+    active: np.ndarray  # bool: taking part (churn)
+    ever_active: np.ndarray  # bool
+    behaviour: np.ndarray  # codes of core.population.BEHAVIOURS
+    declared_samples: np.ndarray
+    cost_per_sample: np.ndarray
+    cost_per_transfer: np.ndarray
+    model_value: np.ndarray
+    reservation: np.ndarray
+    utility: np.ndarray  # cumulative utility: the satisfaction index
+    recent_utility: np.ndarray  # (window x N) ring buffer of per-round utilities
+    active_rounds: np.ndarray  # rounds each participant has been active for
+    lineage_decay: np.ndarray | None = None  # (owners x N) geometrically decayed lineage rows
     minted: float = 0.0
     burned: float = 0.0
     samples_seen: int = 0
+    initial_active: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def initial(cls, params: DeRelayLParams) -> "EconomyState":
+    def initial(cls, params: DeRelayLParams, *, active: int | None = None,
+                behaviour: np.ndarray | None = None, economics=None,
+                declared_samples: np.ndarray | None = None, window: int = 10,
+                gamma: float | None = None) -> "EconomyState":
+        """A fresh economy; participants ``[0, active)`` take part, the rest wait in the pool."""
         n, g = params.num_participants, params.genesis_participant
+        active = n if active is None else int(active)
         held = np.full(n, -1, dtype=np.int64)
         held[g] = 0
         # counts are integers; float32 holds them (and the royalty sums) exactly below 2**24,
@@ -133,11 +166,29 @@ class EconomyState:
         lineage[0, g] = 1
         score = np.full(n, -np.inf)
         score[g] = 0.0
-        return cls(round=0, coins=np.zeros(n), gained=np.zeros(n), lost=np.zeros(n),
+        mask = np.zeros(n, dtype=bool)
+        mask[:active] = True
+        zeros = np.zeros(n)
+        decay = None
+        if gamma is not None:
+            decay = np.zeros((1, n))
+            decay[0, g] = 1.0
+        return cls(round=0, coins=zeros.copy(), gained=zeros.copy(), lost=zeros.copy(),
                    own_version=np.zeros(n, dtype=np.int64), held_version=held,
                    own_score=score, best_score=score.copy(),
                    matches=np.zeros(n, dtype=np.int64), wins=np.zeros(n, dtype=np.int64),
-                   owners=np.array([g], dtype=np.int64), lineage=lineage)
+                   owners=np.array([g], dtype=np.int64), lineage=lineage,
+                   active=mask, ever_active=mask.copy(),
+                   behaviour=(np.zeros(n, dtype=np.int8) if behaviour is None else behaviour),
+                   declared_samples=(np.ones(n) if declared_samples is None
+                                     else np.asarray(declared_samples, dtype=np.float64)),
+                   cost_per_sample=zeros.copy() if economics is None else economics.cost_per_sample,
+                   cost_per_transfer=zeros.copy() if economics is None else economics.cost_per_transfer,
+                   model_value=zeros.copy() if economics is None else economics.model_value,
+                   reservation=zeros.copy() if economics is None else economics.reservation,
+                   utility=zeros.copy(), recent_utility=np.zeros((window, n)),
+                   active_rounds=np.zeros(n, dtype=np.int64), lineage_decay=decay,
+                   initial_active=active)
 
 
 def balances_from_ledger(blocks, num_participants: int) -> tuple[np.ndarray, float, float]:
@@ -180,25 +231,37 @@ def _credit(values: np.ndarray, who: np.ndarray, n: int) -> np.ndarray:
 
 
 def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceModel,
-               rng: np.random.Generator, ledger: Ledger | None = None) -> RoundOutcome:
+               rng: np.random.Generator, ledger: Ledger | None = None,
+               incentive: IncentiveScheme | None = None, churn: ChurnParams | None = None,
+               churn_rng: np.random.Generator | None = None) -> RoundOutcome:
     """Run round ``state.round`` in place: roles, auction, deposits, hops, blocks, payout."""
     p, n, r = params, params.num_participants, state.round
+    incentive = incentive or DeRelayLRoyalty(p.royalty)
     coins = state.coins
     owners = state.owners
     minted0, burned0 = state.minted, state.burned
+    received = np.zeros(n)  # coins minted to each participant this round (utility)
+    cost = np.zeros(n)
+    best_quality_before = _held_quality(perf, state.best_score)
 
-    # 1. roles
+    # 1. roles (among the active participants)
     is_owner = np.zeros(n, dtype=bool)
     is_owner[owners] = True
-    others = np.flatnonzero(~is_owner)
-    n_trainers = int(np.clip(int(p.active_share * n) - len(owners), 0, len(others)))
+    others = np.flatnonzero(~is_owner & state.active)
+    n_active = int(state.active.sum())
+    n_trainers = int(np.clip(int(p.active_share * n_active) - len(owners), 0, len(others)))
     trainers = rng.choice(others, size=n_trainers, replace=False)
-    is_miner = ~is_owner
+    is_miner = ~is_owner & state.active
     is_miner[trainers] = False
     miners = np.flatnonzero(is_miner)
+    if len(miners) == 0:  # nobody to write the blocks: the round does not happen
+        n_trainers, trainers = 0, trainers[:0]
 
-    # 2. auction: trainers bid more the staler their newest model; owners bid a budget share
+    # 2. auction: trainers bid more the staler their newest model; owners bid a budget share;
+    #    a sybil's identities bid everything they hold, to win more matches
     bid_t = np.minimum(coins[trainers], r - state.own_version[trainers] + 1.0)
+    sybil = state.behaviour[trainers] == SYBIL
+    bid_t[sybil] = coins[trainers[sybil]]
     bid_o = np.minimum(coins[owners], p.owner_budget) / p.trainers_per_owner
 
     # 3. matching: owners by their newest model's quality, each takes the next k trainers by bid
@@ -215,40 +278,50 @@ def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceMod
     state.matches[pair_t] += 1
 
     def miner() -> int:
-        return int(rng.choice(miners))
+        return int(rng.choice(miners)) if len(miners) else -1
 
     def pay_miner(who: int, fee: float) -> float:
+        if who < 0:
+            return 0.0
         coins[who] += fee
         state.gained[who] += fee
+        received[who] += fee
         state.minted += fee
         return fee
 
     # 4. deposit block
     m_dep = miner()
     fee = pay_miner(m_dep, p.fee_per_deposit * 2 * n_pairs)
-    if ledger is not None:
+    if ledger is not None and m_dep >= 0:
         ledger.append(r, "deposit", m_dep, {
             "deposits": [[int(t), float(bt), int(o), float(bo)]
                          for t, bt, o, bo in zip(pair_t, pair_bid_t, pair_o, pair_bid_o)],
             "fee": fee})
 
-    # 5. training hops (with drop-outs)
-    returned = rng.random(n_pairs) >= p.dropout
+    # 5. training hops (drop-outs: at random, and always for `dropout` participants)
+    returned = (rng.random(n_pairs) >= p.dropout) & (state.behaviour[pair_t] != DROPOUT)
     trained_t, trained_o, trained_row = pair_t[returned], pair_o[returned], pair_row[returned]
     parent_hashes = perf.model_hashes(trained_o) if ledger is not None else None
     before = perf.samples_seen
-    perf.train(r, trained_o, trained_t, rng, dropped=int(n_pairs - returned.sum()))
+    unchanged = np.asarray(perf.train(r, trained_o, trained_t, rng,
+                                      dropped=int(n_pairs - returned.sum()),
+                                      behaviours=state.behaviour[trained_t]), dtype=bool)
     state.samples_seen += perf.samples_seen - before
     state.own_version[trained_t] = r + 1
     state.held_version[trained_t] = r + 1
     n_trained = len(trained_t)
+    # costs: a trainer trains and moves two models (down, up); an owner sends one per trainer
+    cost += _credit(state.cost_per_sample[trained_t] * perf.samples_of(trained_t)
+                    + state.cost_per_transfer[trained_t], trained_t, n)
+    cost += _credit(state.cost_per_transfer[pair_t], pair_t, n)
+    cost += _credit(state.cost_per_transfer[pair_o], pair_o, n)
 
     # 6. commitment block: hashes and the key the models are shared under; the writer gets them
     m_com = miner()
     fee = pay_miner(m_com, p.fee_per_commitment * n_trained)
-    if n_trained:
+    if n_trained and m_com >= 0:
         state.held_version[m_com] = r + 1
-    if ledger is not None:
+    if ledger is not None and m_com >= 0:
         hashes = perf.model_hashes(trained_t)
         ledger.append(r, "commitment", m_com, {
             "models": [[h, ph, int(t), int(o), r + 1]
@@ -257,71 +330,135 @@ def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceMod
 
     # 7. testing block
     m_test = miner()
-    scores, ties, digest = perf.test(r, trained_t, p.num_test_cases, rng)
+    scores, ties, digest, parent_scores = perf.test(r, trained_t, trained_o,
+                                                    p.num_test_cases, rng)
     fee = pay_miner(m_test, p.fee_per_test_case * p.num_test_cases
                     + p.fee_per_tested_hash * n_trained)
     state.own_score[trained_t] = scores
     state.best_score[trained_t] = np.maximum(state.best_score[trained_t], scores)
-    if ledger is not None:
+    if ledger is not None and m_test >= 0:
         ledger.append(r, "testing", m_test, {"cases_digest": digest,
                                              "num_cases": p.num_test_cases, "fee": fee})
 
-    # 8. settlement: rank, then 9. payout
+    # 8. settlement: rank (a model returned unchanged is never eligible), then 9. payout
     m_set = miner()
-    order = _ordered(scores, rng, ties)
-    n_win = int(math.floor(p.winner_share * n_trained))
+    eligible = ~unchanged
+    order = _ordered(np.where(eligible, scores, -np.inf), rng, ties)
+    n_win = min(int(math.floor(p.winner_share * n_trained)), int(eligible.sum()))
     win = order[:n_win]
+    winners = np.zeros(n_trained, dtype=bool)
+    winners[win] = True
     win_t, win_row = trained_t[win], trained_row[win]
     state.wins[win_t] += 1
     win_mask = np.zeros(n_pairs, dtype=bool)
     win_mask[np.flatnonzero(returned)[win]] = True
     refunds = (_credit(pair_bid_t[win_mask], pair_t[win_mask], n)
                + _credit(pair_bid_o[win_mask], pair_o[win_mask], n))
-    row_counts = np.bincount(win_row, minlength=len(owners)).astype(state.lineage.dtype)
-    royalties = (row_counts @ state.lineage).astype(np.float64) * p.royalty
+    minted = incentive.mint(Settlement(
+        num_participants=n, trainers=trained_t, owner_rows=trained_row, eligible=eligible,
+        winners=winners, scores=scores, parent_scores=parent_scores,
+        declared_samples=state.declared_samples, lineage=state.lineage,
+        lineage_decay=state.lineage_decay))
     forfeits = (_credit(pair_bid_t[~win_mask], pair_t[~win_mask], n)
                 + _credit(pair_bid_o[~win_mask], pair_o[~win_mask], n))
-    credits = refunds + royalties
+    credits = refunds + minted
     coins += credits
-    state.gained += royalties
+    state.gained += minted
+    received += minted
     state.lost += forfeits
-    state.minted += float(royalties.sum())
+    state.minted += float(minted.sum())
     state.burned += float(forfeits.sum())
     fee = pay_miner(m_set, p.fee_per_ranked_model * n_trained
                     + p.fee_per_model_case * n_trained * p.num_test_cases)
-    if ledger is not None:
+    if ledger is not None and m_set >= 0:
         paid = np.flatnonzero(credits)
         ledger.append(r, "settlement", m_set, {
             "ranking": [[hashes[i], float(scores[i]), float(ties[i])] for i in order],
             "winners": [hashes[i] for i in win],
+            "ineligible": [hashes[i] for i in np.flatnonzero(unchanged)],
             "credits": {str(int(i)): float(credits[i]) for i in paid},
-            "royalties_minted": float(royalties.sum()), "forfeited": float(forfeits.sum()),
+            "royalties_minted": float(minted.sum()), "forfeited": float(forfeits.sum()),
             "fee": fee})
 
     # winners own the next round's models; a new owner's lineage row = parent's row + itself
     if n_win:
         lineage = state.lineage[win_row]
         lineage[np.arange(n_win), win_t] += 1
+        if state.lineage_decay is not None:
+            decay = incentive.gamma * state.lineage_decay[win_row]
+            decay[np.arange(n_win), win_t] += 1.0
+            state.lineage_decay = decay
         state.owners, state.lineage = win_t.astype(np.int64), lineage
+
+    # utility: coins received + value of a better best model - costs - deposits lost
+    gain = np.maximum(_held_quality(perf, state.best_score) - best_quality_before, 0.0)
+    utility = received + state.model_value * gain - cost - forfeits
+    utility[~state.active] = 0.0
+    state.utility += utility
+    state.recent_utility[r % len(state.recent_utility)] = utility
+    state.active_rounds[state.active] += 1
+    joined = left = 0
+    if churn is not None and churn.enabled:
+        joined, left = _churn(state, churn, churn_rng or rng)
     state.round = r + 1
 
     latest = int(state.held_version.max())
-    shares = version_shares(state.held_version, latest, p.version_depth)
+    held = np.where(state.active, state.held_version, -1)
+    shares = version_shares(held[state.active], latest, p.version_depth)
+    active_coins = coins[state.active]
+    adversary = state.behaviour != HONEST
     metrics = {
-        "coins_gini": gini(coins), "coins_total": float(coins.sum()),
-        "coins_mean": float(coins.mean()), "coins_max": float(coins.max()),
+        "coins_gini": gini(active_coins), "coins_jain": jain(active_coins),
+        "coins_total": float(coins.sum()), "coins_mean": float(active_coins.mean()),
+        "coins_max": float(coins.max()),
         "coins_minted": state.minted - minted0, "coins_burned": state.burned - burned0,
+        "coins_issued_total": state.minted, "coins_burned_total": state.burned,
         "num_owners": float(len(owners)), "num_trainers": float(n_trainers),
         "num_matched": float(n_pairs), "num_trained": float(n_trained), "num_winners": float(n_win),
+        "num_unchanged": float(unchanged.sum()),
         "version_share_latest": float(shares[0]),
         "version_share_within_10": float(shares[:p.version_depth + 1].sum()),
         "version_share_older": float(shares[p.version_depth + 1]),
         "version_share_none": float(shares[p.version_depth + 2]),
-        "utility_positive_share": float(((state.gained - state.lost) > 0).mean()),
+        "utility_round_mean": float(utility[state.active].mean()) if state.active.any() else 0.0,
+        "utility_positive_share": float((state.utility[state.ever_active] > 0).mean()),
+        "active_participants": float(state.active.sum()),
+        "retention": float(state.active[:state.initial_active].mean()),
+        "joined": float(joined), "left": float(left),
         "samples_seen": float(state.samples_seen),
     }
+    if adversary.any():
+        total = coins.sum()
+        metrics["adversary_coin_share"] = float(coins[adversary].sum() / total) if total > 0 else 0.0
     for d in range(1, p.version_depth + 1):
         metrics[f"version_share_latest_minus_{d}"] = float(shares[d])
     metrics.update(perf.round_metrics())
     return RoundOutcome(round=r, metrics=metrics,
                         blocks=[] if ledger is None else ledger.take())
+
+
+def _held_quality(perf: PerformanceModel, best_score: np.ndarray) -> np.ndarray:
+    """Quality of each participant's best model; 0 for those holding none."""
+    q = perf.quality(np.where(np.isfinite(best_score), best_score, 0.0))
+    return np.where(np.isfinite(best_score), q, 0.0)
+
+
+def _churn(state: EconomyState, churn: ChurnParams, rng: np.random.Generator) -> tuple[int, int]:
+    """Leavers (recent utility below reservation) and joiners (from the never-active pool)."""
+    window = len(state.recent_utility)
+    recent = state.recent_utility.mean(axis=0)
+    is_owner = np.zeros(len(state.active), dtype=bool)
+    is_owner[state.owners] = True
+    leaving = (state.active & (state.active_rounds >= window) & (recent < state.reservation)
+               & ~is_owner)
+    state.active[leaving] = False
+    pool = np.flatnonzero(~state.ever_active)
+    n_active = int(state.active.sum())
+    expected = float(recent[state.active].mean()) if n_active else 0.0
+    rate = churn.join_rate * max(n_active, 1) * max(0.0, math.tanh(expected / churn.join_scale))
+    joining = min(int(rng.poisson(rate)), len(pool))
+    newcomers = pool[:joining]
+    state.active[newcomers] = True
+    state.ever_active[newcomers] = True
+    state.recent_utility[:, newcomers] = 0.0
+    return joining, int(leaving.sum())

@@ -19,6 +19,7 @@ from derelayl.core.evaluation import EvalSet, evaluate
 from derelayl.core.hop import HopTrainer
 from derelayl.core.ledger import sha256_hex
 from derelayl.core.participants import ParticipantData
+from derelayl.core.population import FREE_RIDER, HONEST, LABEL_FLIP, NOISE
 from derelayl.core.profiles import Devices, model_bytes
 from derelayl.core.seeding import torch_generator
 
@@ -35,7 +36,9 @@ class RandomWalkPerformance:
     """
 
     def __init__(self, num_participants: int, genesis: int = 0, drift: float = 1.0,
-                 noise: float = 1.0, hashing: bool = True):
+                 noise: float = 1.0, hashing: bool = True, samples: np.ndarray | None = None):
+        # nominal sample passes per hop (training costs, equal-work comparisons)
+        self.samples = np.ones(num_participants) if samples is None else np.asarray(samples, float)
         self.perf = np.zeros(num_participants)
         self.best = np.full(num_participants, -np.inf)
         self.best[genesis] = 0.0
@@ -46,21 +49,39 @@ class RandomWalkPerformance:
             self.hashes[genesis] = sha256_hex("random-walk-genesis")
         self.samples_seen = 0
 
-    def train(self, round_, parents, trainers, rng, dropped=0):
-        self.perf[trainers] = self.perf[parents] + rng.normal(self.drift, self.noise, len(trainers))
+    def train(self, round_, parents, trainers, rng, dropped=0, behaviours=None):
+        """Honest (and sybil) hops add N(drift, noise); a free-rider returns the parent as is;
+        label flipping subtracts |N(drift, noise)|; noised weights fall N(3 drift, noise)."""
+        step = rng.normal(self.drift, self.noise, len(trainers))
+        unchanged = np.zeros(len(trainers), dtype=bool)
+        if behaviours is not None:
+            unchanged = behaviours == FREE_RIDER
+            step[unchanged] = 0.0
+            flip = behaviours == LABEL_FLIP
+            step[flip] = -np.abs(step[flip])
+            noisy = behaviours == NOISE
+            step[noisy] -= 4 * self.drift
+        self.perf[trainers] = self.perf[parents] + step
         self.best[trainers] = np.maximum(self.best[trainers], self.perf[trainers])
+        self.samples_seen += int(self.samples[trainers[~unchanged]].sum())
         if self.hashing:
-            for t, o in zip(trainers.tolist(), parents.tolist()):
-                self.hashes[t] = sha256_hex(f"{self.hashes[o]}:{t}:{round_}:{self.perf[t]!r}")
+            for i, (t, o) in enumerate(zip(trainers.tolist(), parents.tolist())):
+                self.hashes[t] = (self.hashes[o] if unchanged[i] else
+                                  sha256_hex(f"{self.hashes[o]}:{t}:{round_}:{self.perf[t]!r}"))
+        return unchanged
 
-    def test(self, round_, trainers, num_cases, rng):
-        return self.perf[trainers].copy(), np.zeros(len(trainers)), sha256_hex(f"cases:{round_}")
+    def test(self, round_, trainers, parents, num_cases, rng):
+        return (self.perf[trainers].copy(), np.zeros(len(trainers)), sha256_hex(f"cases:{round_}"),
+                self.perf[parents].copy())
+
+    def quality(self, scores):
+        return sigmoid(scores)
+
+    def samples_of(self, participants):
+        return self.samples[participants]
 
     def model_hashes(self, participants):
         return [self.hashes[i] for i in participants.tolist()]
-
-    def quality(self, participants):
-        return sigmoid(self.perf[participants])
 
     def round_metrics(self):
         held = np.isfinite(self.best)
@@ -72,11 +93,12 @@ class RandomWalkPerformance:
 
     def state_dict(self):
         return {"perf": self.perf.copy(), "best": self.best.copy(), "hashes": list(self.hashes),
-                "samples_seen": self.samples_seen}
+                "samples_seen": self.samples_seen, "samples": self.samples.copy()}
 
     def load_state_dict(self, state):
         self.perf, self.best = state["perf"].copy(), state["best"].copy()
         self.hashes, self.samples_seen = list(state["hashes"]), int(state["samples_seen"])
+        self.samples = state["samples"].copy()
 
 
 # -- trained models ------------------------------------------------------------------------------
@@ -134,7 +156,8 @@ class TrainedPerformance:
 
     def __init__(self, model: torch.nn.Module, hop: HopTrainer,
                  participants: list[ParticipantData], validation: EvalSet, test: EvalSet,
-                 store: ModelStore, seed: int, genesis: int = 0, devices: Devices | None = None):
+                 store: ModelStore, seed: int, genesis: int = 0, devices: Devices | None = None,
+                 noise_std: float = 1.0):
         self.model, self.hop, self.participants = model, hop, participants
         self.validation, self.test_set, self.store, self.seed = validation, test, store, seed
         n = len(participants)
@@ -145,6 +168,8 @@ class TrainedPerformance:
         self.global_best: tuple[str, float, float] | None = None  # hash, val acc, test acc
         self.samples_seen = 0
         self.devices = devices
+        self.noise_std = float(noise_std)
+        self.last_samples = np.zeros(n)
         self.model_bytes = model_bytes(model)
         self.bytes = 0
         self.sim_time_s = 0.0
@@ -173,32 +198,66 @@ class TrainedPerformance:
             if self.global_best is None or val_acc > self.global_best[1]:
                 self.global_best = (key, val_acc, test_acc)
 
-    def train(self, round_, parents, trainers, rng, dropped=0):
+    def train(self, round_, parents, trainers, rng, dropped=0, behaviours=None):
+        """A hop per trainer; a free-rider returns its parent unchanged, a `noise` adversary
+        returns the parent's weights plus N(0, noise_std^2) instead of training."""
         self.bytes += self.model_bytes * (2 * len(trainers) + dropped)
         slowest = 0.0
-        for owner, trainer in zip(parents.tolist(), trainers.tolist()):
+        unchanged = np.zeros(len(trainers), dtype=bool)
+        for i, (owner, trainer) in enumerate(zip(parents.tolist(), trainers.tolist())):
+            kind = HONEST if behaviours is None else int(behaviours[i])
             self.model.load_state_dict(self.store.get(self.own[owner]))
-            stats = self.hop(self.model, self.participants[trainer],
-                             torch_generator(self.seed, "hop", round_, trainer))
-            self.samples_seen += stats.samples
+            samples = 0
+            if kind == FREE_RIDER:
+                unchanged[i] = True
+                self.own[trainer] = self.own[owner]
+                self.last_samples[trainer] = 0
+                continue
+            if kind == NOISE:
+                gen = torch_generator(self.seed, "noise", round_, trainer)
+                with torch.no_grad():
+                    for tensor in self.model.state_dict().values():
+                        if tensor.is_floating_point():
+                            tensor.add_(self.noise_std * torch.randn(tensor.shape, generator=gen))
+            else:
+                stats = self.hop(self.model, self.participants[trainer],
+                                 torch_generator(self.seed, "hop", round_, trainer))
+                samples = stats.samples
+            self.samples_seen += samples
+            self.last_samples[trainer] = samples
             if self.devices is not None:
-                slowest = max(slowest, self.devices.train_seconds(trainer, stats.samples)
+                slowest = max(slowest, self.devices.train_seconds(trainer, samples)
                               + self.devices.transfer_seconds(trainer, 2 * self.model_bytes))
             key = self._put()
             self.own[trainer] = key
             self._consider(trainer, key)
         self.sim_time_s += slowest
+        return unchanged
 
-    def test(self, round_, trainers, num_cases, rng):
+    def test(self, round_, trainers, parents, num_cases, rng):
         cases = np.sort(rng.choice(len(self.validation), size=num_cases, replace=False))
         digest = sha256_hex(cases.astype(np.int64).tobytes()
                             + self.validation.y[cases].numpy().astype(np.int64).tobytes())
         subset = self.validation.subset(torch.as_tensor(cases))
+        cache: dict[str, tuple[float, float]] = {}
+
+        def score(key: str) -> tuple[float, float]:
+            if key not in cache:
+                self.model.load_state_dict(self.store.get(key))
+                cache[key] = evaluate(self.model, subset)
+            return cache[key]
+
         scores, losses = np.zeros(len(trainers)), np.zeros(len(trainers))
         for i, trainer in enumerate(trainers.tolist()):
-            self.model.load_state_dict(self.store.get(self.own[trainer]))
-            losses[i], scores[i] = evaluate(self.model, subset)
-        return scores, losses, digest
+            losses[i], scores[i] = score(self.own[trainer])
+        parent_scores = np.array([score(self.own[o])[1] for o in parents.tolist()])
+        return scores, losses, digest, parent_scores
+
+    def quality(self, scores):
+        return np.asarray(scores, dtype=np.float64)
+
+    def samples_of(self, participants):
+        return self.last_samples[participants]
 
     def model_hashes(self, participants):
         return [self.own[i] for i in participants.tolist()]
@@ -227,11 +286,13 @@ class TrainedPerformance:
         return {"own": list(self.own), "best": list(self.best), "best_val": self.best_val.copy(),
                 "best_test": self.best_test.copy(), "global_best": self.global_best,
                 "samples_seen": self.samples_seen, "live_keys": sorted(self.live_keys()),
-                "bytes": self.bytes, "sim_time_s": self.sim_time_s}
+                "bytes": self.bytes, "sim_time_s": self.sim_time_s,
+                "last_samples": self.last_samples.copy()}
 
     def load_state_dict(self, state):
         self.own, self.best = list(state["own"]), list(state["best"])
         self.best_val, self.best_test = state["best_val"].copy(), state["best_test"].copy()
         self.global_best, self.samples_seen = state["global_best"], int(state["samples_seen"])
         self.bytes, self.sim_time_s = int(state["bytes"]), float(state["sim_time_s"])
+        self.last_samples = state["last_samples"].copy()
 

@@ -61,10 +61,18 @@ class ExperimentContext:
                             generator_seed=ds.get("generator_seed", 42),
                             max_train_samples=ds.get("max_train_samples"))
 
+    @property
+    def population_size(self) -> int:
+        """Participants holding data: N, or the join pool when DeRelayL's churn is on."""
+        churn = self.cfg.get("churn")
+        if churn is not None and churn.get("enabled") and self.cfg.algorithm.name == "derelayl":
+            return int(round(int(self.cfg.num_participants) * float(churn.pool_factor)))
+        return int(self.cfg.num_participants)
+
     @cached_property
     def partition(self) -> Partition:
         partitioner = instantiate_named(self.cfg.partition)
-        return partitioner.split(self.data.train_y.numpy(), int(self.cfg.num_participants),
+        return partitioner.split(self.data.train_y.numpy(), self.population_size,
                                  numpy_rng(self.cfg.seed, "partition"))
 
     @cached_property
@@ -82,7 +90,7 @@ class ExperimentContext:
         node = self.cfg.get("participants", {}).get("devices")
         if node is None:
             return None
-        return build(node).draw(int(self.cfg.num_participants), numpy_rng(self.cfg.seed, "devices"))
+        return build(node).draw(self.population_size, numpy_rng(self.cfg.seed, "devices"))
 
     def new_model(self, stream: str = "model_init") -> ClassifierModule:
         """A freshly initialised model (same weights for the same seed and stream)."""

@@ -14,7 +14,12 @@ from derelayl.core.errors import ConfigError
 from derelayl.core.evaluation import evaluate
 from derelayl.core.events import RoundRecord
 from derelayl.core.ledger import Ledger, canonical_json, sha256_hex
+from derelayl.core.incentives import make_incentive
+from derelayl.core.participants import ParticipantData
 from derelayl.core.performance import RandomWalkPerformance, TrainedPerformance
+from derelayl.core.population import (BEHAVIOURS, HONEST, LABEL_FLIP, SYBIL, ChurnParams,
+                                      Economics, EconomicsParams, assign_behaviours)
+from derelayl.core.seeding import numpy_rng
 from derelayl.reporting.economy_plots import plot_coins, plot_version_shares
 from derelayl.runners.base import ExperimentContext, Outcome, register
 from derelayl.tracking.economy_files import MODELS_DIR, EconomyFiles, FileModelStore
@@ -28,10 +33,42 @@ PARAM_KEYS = ("rounds", "active_share", "trainers_per_owner", "owner_budget", "w
               "fee_per_model_case", "genesis_participant", "version_depth")
 
 
+def churn_from_config(cfg: DictConfig) -> ChurnParams:
+    return ChurnParams(**OmegaConf.to_container(cfg.churn, resolve=True))
+
+
 def params_from_config(cfg: DictConfig) -> DeRelayLParams:
     d = cfg.derelayl
-    return DeRelayLParams(num_participants=int(cfg.num_participants),
+    pool = churn_from_config(cfg).pool_size(int(cfg.num_participants))
+    return DeRelayLParams(num_participants=pool, initial_active=int(cfg.num_participants),
                           **{k: d[k] for k in PARAM_KEYS})
+
+
+def population(cfg: DictConfig, params: DeRelayLParams):
+    """Behaviours and economics of every identity in the pool (from the seed)."""
+    pcfg = cfg.participants
+    fractions = {k: float(v) for k, v in pcfg.get("behaviour", {}).items()}
+    behaviour = assign_behaviours(params.num_participants, fractions,
+                                  numpy_rng(cfg.seed, "behaviour"),
+                                  exclude=(params.genesis_participant,))
+    economics = Economics.draw(params.num_participants,
+                               EconomicsParams(**pcfg.get("economics", {})),
+                               numpy_rng(cfg.seed, "economics"))
+    return behaviour, economics
+
+
+def adversarial_data(participants: list[ParticipantData], behaviour: np.ndarray,
+                     num_classes: int) -> list[ParticipantData]:
+    """Label flippers train on l -> L-1-l; all sybil identities share one actor's data."""
+    out = list(participants)
+    sybils = np.flatnonzero(behaviour == SYBIL)
+    for i in np.flatnonzero(behaviour == LABEL_FLIP):
+        p = out[i]
+        out[i] = ParticipantData(p.pid, p.x, num_classes - 1 - p.y)
+    for i in sybils[1:]:
+        actor = out[sybils[0]]
+        out[i] = ParticipantData(int(i), actor.x, actor.y)
+    return out
 
 
 def fingerprint(cfg: DictConfig) -> str:
@@ -42,19 +79,23 @@ def fingerprint(cfg: DictConfig) -> str:
     return sha256_hex(canonical_json(body))
 
 
-def _performance(ctx: ExperimentContext, params: DeRelayLParams):
+def _performance(ctx: ExperimentContext, params: DeRelayLParams, behaviour: np.ndarray):
+    """The performance model, its store, and each participant's declared sample count."""
     d = ctx.cfg.derelayl
     if d.performance == "random_walk":
+        samples = np.full(params.num_participants, float(d.random_walk.samples_per_hop))
         return RandomWalkPerformance(params.num_participants, params.genesis_participant,
                                      drift=d.random_walk.drift, noise=d.random_walk.noise,
-                                     hashing=bool(d.ledger)), None
+                                     hashing=bool(d.ledger), samples=samples), None, samples
     if d.performance == "trained":
         store = FileModelStore(ctx.output_dir / MODELS_DIR)
-        perf = TrainedPerformance(ctx.new_model(), ctx.hop, ctx.participants, ctx.data.val,
+        participants = adversarial_data(ctx.participants, behaviour, ctx.data.num_classes)
+        perf = TrainedPerformance(ctx.new_model(), ctx.hop, participants, ctx.data.val,
                                   ctx.data.test, store, seed=ctx.cfg.seed,
-                                  genesis=params.genesis_participant, devices=ctx.devices)
+                                  genesis=params.genesis_participant, devices=ctx.devices,
+                                  noise_std=float(ctx.cfg.participants.get("noise_std", 1.0)))
         perf.check_cases(params.num_test_cases)
-        return perf, store
+        return perf, store, np.array([len(p) for p in participants], dtype=np.float64)
     raise ConfigError(f"unknown derelayl.performance {d.performance!r}; "
                       f"allowed: {', '.join(PERFORMANCE_MODELS)}")
 
@@ -64,20 +105,47 @@ def _write_participants(path, state: EconomyState, perf) -> None:
             else 1.0 / (1.0 + np.exp(-perf.best)))
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["participant", "coins", "utility", "gained", "lost", "matches", "wins",
-                    "newest_trained_version", "newest_held_version",
+        w.writerow(["participant", "behaviour", "active", "coins", "utility", "gained", "lost",
+                    "matches", "wins", "newest_trained_version", "newest_held_version",
                     "best_test_acc" if isinstance(perf, TrainedPerformance) else "best_quality"])
         for i in range(len(state.coins)):
-            w.writerow([i, state.coins[i], state.gained[i] - state.lost[i], state.gained[i],
-                        state.lost[i], state.matches[i], state.wins[i], state.own_version[i],
-                        state.held_version[i], "" if not np.isfinite(best[i]) else best[i]])
+            if not state.ever_active[i]:
+                continue
+            w.writerow([i, BEHAVIOURS[state.behaviour[i]], int(state.active[i]), state.coins[i],
+                        state.utility[i], state.gained[i], state.lost[i], state.matches[i],
+                        state.wins[i], state.own_version[i], state.held_version[i],
+                        "" if not np.isfinite(best[i]) else best[i]])
+
+
+def behaviour_metrics(state: EconomyState) -> dict[str, float]:
+    """Per behaviour present: population share, coin share, matches and wins."""
+    total = float(state.coins.sum())
+    ever = state.ever_active
+    out = {"adversary_coin_share": 0.0, "adversary_population_share": 0.0}
+    adversary = (state.behaviour != HONEST) & ever
+    if adversary.any():
+        out["adversary_coin_share"] = float(state.coins[adversary].sum() / total) if total else 0.0
+        out["adversary_population_share"] = float(adversary.sum() / ever.sum())
+    for code, name in enumerate(BEHAVIOURS):
+        mask = (state.behaviour == code) & ever
+        if not mask.any() or (code == HONEST and not adversary.any()):
+            continue
+        out[f"{name}_population_share"] = float(mask.sum() / ever.sum())
+        out[f"{name}_coin_share"] = float(state.coins[mask].sum() / total) if total else 0.0
+        out[f"{name}_matches"] = int(state.matches[mask].sum())
+        out[f"{name}_wins"] = int(state.wins[mask].sum())
+    return out
 
 
 @register("derelayl", uses_data=lambda cfg: cfg.derelayl.performance == "trained")
 def run_derelayl(ctx: ExperimentContext) -> Outcome:
     cfg, out = ctx.cfg, ctx.output_dir
     params = params_from_config(cfg)
-    perf, store = _performance(ctx, params)
+    churn = churn_from_config(cfg)
+    incentive = make_incentive(**{k: v for k, v in OmegaConf.to_container(
+        cfg.incentive, resolve=True).items()})
+    behaviour, economics = population(cfg, params)
+    perf, store, declared = _performance(ctx, params, behaviour)
     files = EconomyFiles(out, params.num_participants, fingerprint(cfg),
                          checkpoint_every=cfg.derelayl.checkpoint_every,
                          total_rounds=params.rounds, store=store)
@@ -95,8 +163,14 @@ def run_derelayl(ctx: ExperimentContext) -> Outcome:
                                  samples_seen=int(row["samples_seen"]), metrics=metrics)
             for o in ctx.observers:
                 o.on_round(record)
+    if state is None:
+        state = EconomyState.initial(
+            params, active=params.initial_active, behaviour=behaviour, economics=economics,
+            declared_samples=declared, window=churn.window,
+            gamma=incentive.gamma if incentive.needs_decayed_lineage else None)
     runner = DeRelayLRunner(params, perf, cfg.seed, observers=[files, *ctx.observers],
-                            keep_ledger=bool(cfg.derelayl.ledger))
+                            keep_ledger=bool(cfg.derelayl.ledger), incentive=incentive,
+                            churn=churn)
     result = runner.run(state, ledger, history)
     state, last = result.state, result.history[-1]
 
@@ -113,9 +187,11 @@ def run_derelayl(ctx: ExperimentContext) -> Outcome:
         "coins_total": float(state.coins.sum()), "coins_minted": state.minted,
         "coins_burned": state.burned,
     }
-    for key in ("coins_gini", "version_share_latest", "version_share_within_10",
-                "version_share_none", "utility_positive_share", "num_owners"):
+    for key in ("coins_gini", "coins_jain", "version_share_latest", "version_share_within_10",
+                "version_share_none", "utility_positive_share", "num_owners", "retention",
+                "active_participants"):
         metrics[key] = last[key]
+    metrics.update(behaviour_metrics(state))
     model, history_rows = None, []
     if isinstance(perf, TrainedPerformance):
         model = perf.best_model()

@@ -1,0 +1,141 @@
+"""Incentive schemes: the payout rule of DeRelayL's settlement step.
+
+Deposits work the same under every scheme (winners and their owners get theirs back, everybody
+else's are burned); a scheme decides what is *minted* on top. A model returned unchanged
+(identical to its parent: a free-rider) is never eligible, under any scheme.
+
+- ``derelayl``: the authors' rule: for every winner, +``royalty`` to the owner of each model on
+  its lineage (its owner included), genesis included: a win at depth r mints r + 1 coins.
+- ``derelayl_bounded``: each win mints a fixed ``mint_per_win`` M split along the lineage with
+  geometric decay: the owner of the ancestor at distance d (d = 0: the winner's owner) gets
+  M * gamma^d / sum_{j<L} gamma^j. Supply grows linearly in rounds; recent contributors weigh
+  more (gamma = 1: an equal split).
+- ``uniform``: every eligible trained model's trainer gets ``reward``.
+- ``data_size``: a pool of ``reward`` per eligible model, split among their trainers in
+  proportion to their declared sample counts.
+- ``marginal_gain``: ``rate`` x (score - parent's score on the same test cases), nothing for a
+  non-positive gain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from derelayl.core.errors import ConfigError
+
+INCENTIVES = ("derelayl", "derelayl_bounded", "uniform", "data_size", "marginal_gain")
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What a scheme may look at when a round is settled (arrays over trained models)."""
+
+    num_participants: int
+    trainers: np.ndarray
+    owner_rows: np.ndarray  # each model's owner, as a row of the lineage matrices
+    eligible: np.ndarray  # bool: changed models (not returned unchanged)
+    winners: np.ndarray  # bool
+    scores: np.ndarray
+    parent_scores: np.ndarray
+    declared_samples: np.ndarray  # per participant
+    lineage: np.ndarray  # owners x N ancestor-owner counts
+    lineage_decay: np.ndarray | None  # owners x N, sum_d gamma^d e_owner(ancestor at d)
+
+
+class IncentiveScheme:
+    name = "base"
+    needs_decayed_lineage = False
+    gamma = 1.0
+
+    def mint(self, s: Settlement) -> np.ndarray:
+        """Coins minted to each participant (length N) for this round's models."""
+        raise NotImplementedError
+
+
+def _per_trainer(values: np.ndarray, trainers: np.ndarray, n: int) -> np.ndarray:
+    return np.bincount(trainers, weights=values, minlength=n) if len(trainers) else np.zeros(n)
+
+
+class DeRelayLRoyalty(IncentiveScheme):
+    name = "derelayl"
+
+    def __init__(self, royalty: float = 1.0):
+        if royalty < 0:
+            raise ConfigError(f"incentive.royalty must be >= 0 (got {royalty})")
+        self.royalty = float(royalty)
+
+    def mint(self, s):
+        counts = np.bincount(s.owner_rows[s.winners], minlength=len(s.lineage))
+        return (counts.astype(s.lineage.dtype) @ s.lineage).astype(np.float64) * self.royalty
+
+
+class BoundedRoyalty(IncentiveScheme):
+    name = "derelayl_bounded"
+    needs_decayed_lineage = True
+
+    def __init__(self, mint_per_win: float = 2.0, gamma: float = 0.5):
+        if not 0 < gamma <= 1:
+            raise ConfigError(f"incentive.gamma must be in (0, 1] (got {gamma})")
+        if mint_per_win < 0:
+            raise ConfigError(f"incentive.mint_per_win must be >= 0 (got {mint_per_win})")
+        self.mint_per_win, self.gamma = float(mint_per_win), float(gamma)
+
+    def mint(self, s):
+        rows = s.lineage_decay
+        norms = rows.sum(axis=1)
+        counts = np.bincount(s.owner_rows[s.winners], minlength=len(rows)).astype(np.float64)
+        weights = np.divide(counts, norms, out=np.zeros_like(counts), where=norms > 0)
+        return (weights @ rows) * self.mint_per_win
+
+
+class UniformReward(IncentiveScheme):
+    name = "uniform"
+
+    def __init__(self, reward: float = 1.0):
+        if reward < 0:
+            raise ConfigError(f"incentive.reward must be >= 0 (got {reward})")
+        self.reward = float(reward)
+
+    def mint(self, s):
+        ok = s.eligible
+        return _per_trainer(np.full(ok.sum(), self.reward), s.trainers[ok], s.num_participants)
+
+
+class DataSizeReward(IncentiveScheme):
+    name = "data_size"
+
+    def __init__(self, reward: float = 1.0):
+        if reward < 0:
+            raise ConfigError(f"incentive.reward must be >= 0 (got {reward})")
+        self.reward = float(reward)
+
+    def mint(self, s):
+        ok = s.eligible
+        sizes = s.declared_samples[s.trainers[ok]].astype(np.float64)
+        if sizes.sum() <= 0:
+            return np.zeros(s.num_participants)
+        pool = self.reward * ok.sum()
+        return _per_trainer(pool * sizes / sizes.sum(), s.trainers[ok], s.num_participants)
+
+
+class MarginalGainReward(IncentiveScheme):
+    name = "marginal_gain"
+
+    def __init__(self, rate: float = 10.0):
+        if rate < 0:
+            raise ConfigError(f"incentive.rate must be >= 0 (got {rate})")
+        self.rate = float(rate)
+
+    def mint(self, s):
+        gain = np.where(s.eligible, np.maximum(s.scores - s.parent_scores, 0.0), 0.0)
+        return _per_trainer(self.rate * gain, s.trainers, s.num_participants)
+
+
+def make_incentive(name: str, **params) -> IncentiveScheme:
+    classes = {c.name: c for c in (DeRelayLRoyalty, BoundedRoyalty, UniformReward,
+                                   DataSizeReward, MarginalGainReward)}
+    if name not in classes:
+        raise ConfigError(f"unknown incentive {name!r}; allowed: {', '.join(INCENTIVES)}")
+    return classes[name](**params)
