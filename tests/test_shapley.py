@@ -290,6 +290,21 @@ def test_lineage_full_coalition_reproduces_trained_performance_bit_for_bit():
     assert res.full_value > res.empty_value
 
 
+def test_lineage_replays_resume_from_shared_states_bit_for_bit():
+    parts = make_participants([40, 30, 35, 25])
+    hop = LightningHop(batch_size=8)
+    lineage = [(0, 1), (1, 2), (2, 1), (3, 3), (4, 0), (5, 2)]
+    cached = LineageCoalitionValue(hop, make_module(), lineage, parts, seed=4, test=TEST)
+    plain = LineageCoalitionValue(hop, make_module(), lineage, parts, seed=4, test=TEST,
+                                  cache_bytes=0)
+    coalitions = [frozenset(c) for k in range(5) for c in itertools.combinations(range(4), k)]
+    for i in np.random.default_rng(0).permutation(len(coalitions)):
+        a, b = cached.replay(coalitions[i]), plain.replay(coalitions[i])
+        assert same_state(a.state_dict(), b.state_dict()), coalitions[i]
+    assert plain.hops == sum(sum(p in c for _, p in lineage) for c in coalitions) == 48
+    assert cached.hops < 0.75 * plain.hops and not plain.states
+
+
 def _load(state):
     model = make_module()
     model.load_state_dict(state)

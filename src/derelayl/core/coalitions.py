@@ -170,15 +170,20 @@ class LineageCoalitionValue:
     ``round_``, i.e. the protocol's 0-based round). ``participants`` maps a participant id to its
     data (a list indexed by id, or a dict). The players are the distinct participants on the
     lineage, in order of first hop; other ids may appear in a coalition and change nothing.
+
+    Replays share their common beginnings: the weights after the lineage's hop i depend only on
+    which of the coalition's participants hopped up to i, so those states are kept (oldest
+    dropped first beyond ``cache_bytes``) and a replay resumes from the deepest one it shares.
+    A hop trains a fresh optimizer on the weights it receives, so resuming is bit-exact.
     """
 
     def __init__(self, hop_trainer: HopTrainer, genesis: torch.nn.Module,
                  lineage: Sequence[tuple[int, int]],
                  participants: Sequence[ParticipantData] | Mapping[int, ParticipantData],
-                 seed: int, test: EvalSet):
+                 seed: int, test: EvalSet, cache_bytes: int = 256 * 2 ** 20):
         self.hop, self.seed, self.test = hop_trainer, int(seed), test
         self.genesis = copy.deepcopy(genesis)
-        self.genesis_state = {k: v.detach().clone() for k, v in genesis.state_dict().items()}
+        self.genesis_state = _clone_state(genesis)
         self.lineage = [(int(r), int(p)) for r, p in lineage]
         self.participants = participants
         for _, p in self.lineage:
@@ -187,18 +192,38 @@ class LineageCoalitionValue:
             except (IndexError, KeyError):
                 raise ConfigError(f"shapley: lineage participant {p} has no data") from None
         self.players = list(dict.fromkeys(p for _, p in self.lineage))
-        self.hops = 0  # hops replayed over all calls (the cost of the value function)
+        self.hops = 0  # hops trained over all calls (the cost of the value function)
+        self.state_bytes = sum(t.numel() * t.element_size() for t in self.genesis_state.values())
+        self.max_states = int(cache_bytes // max(self.state_bytes, 1))
+        self.states: dict[tuple[int, frozenset], dict[str, torch.Tensor]] = {}
 
     def replay(self, coalition: Iterable[int]) -> torch.nn.Module:
         """The model made by the coalition's hops of the lineage (a fresh module)."""
         members = frozenset(int(p) for p in coalition)  # ids off the lineage are null players
-        model = copy.deepcopy(self.genesis)
-        model.load_state_dict(self.genesis_state)
-        for rnd, p in self.lineage:
+        hops, done = [], set()
+        for i, (rnd, p) in enumerate(self.lineage):
             if p in members:
-                self.hop(model, self.participants[p], torch_generator(self.seed, "hop", rnd, p))
-                self.hops += 1
+                done.add(p)
+                hops.append((i, rnd, p, (i, frozenset(done))))
+        start, state = 0, self.genesis_state
+        for j in range(len(hops) - 1, -1, -1):  # the deepest state this replay shares
+            if hops[j][3] in self.states:
+                start, state = j + 1, self.states[hops[j][3]]
+                break
+        model = copy.deepcopy(self.genesis)
+        model.load_state_dict(state)
+        for _, rnd, p, key in hops[start:]:
+            self.hop(model, self.participants[p], torch_generator(self.seed, "hop", rnd, p))
+            self.hops += 1
+            if self.max_states > 0:
+                if len(self.states) >= self.max_states:
+                    del self.states[next(iter(self.states))]
+                self.states[key] = _clone_state(model)
         return model
 
     def __call__(self, coalition: Iterable[int]) -> float:
         return float(evaluate(self.replay(coalition), self.test)[1])
+
+
+def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
