@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import statistics
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from derelayl.batch import mean_std, replace_between, run_batch, run_overrides, slug  # noqa: E402
 METHODS = ("derelayl", "relay", "fedavg", "fedprox", "scaffold", "local", "centralized")
 # extra overrides per method; derelayl is compared with its `trained` performance model
 METHOD_OVERRIDES = {"derelayl": ["algorithm=derelayl", "derelayl.performance=trained",
@@ -39,10 +40,6 @@ PARTITIONS = {
 }
 BUDGETED = ("fedavg", "fedprox", "scaffold", "local", "centralized")
 START, END = "<!-- fl_table:start -->", "<!-- fl_table:end -->"
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
 
 
 def available(method: str) -> bool:
@@ -59,31 +56,13 @@ def available(method: str) -> bool:
 def run_one(job: tuple[str, str, int, list[str], str]) -> dict:
     """One run in this (worker) process; returns its metrics.json."""
     method, partition, seed, extra, out_root = job
-    import torch
-    from hydra import compose, initialize_config_dir
-
-    from derelayl.cli.train import config_dir
-    from derelayl.pipeline import run_experiment
-
-    torch.set_num_threads(1)
     out = Path(out_root) / slug(partition) / method / f"seed{seed}"
-    overrides = [f"data_dir={ROOT}/data", "tracking=none",
-                 f"tracking.uri=sqlite:///{out_root}/unused.db",
-                 f"tracking.artifact_location={out_root}/unused", f"seed={seed}",
-                 *PARTITIONS[partition], *METHOD_OVERRIDES.get(method, [f"algorithm={method}"]),
-                 *extra]
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    metrics = run_experiment(cfg, out)
-    return {"method": method, "partition": partition, "seed": seed, **metrics}
-
-
-def mean_std(values: list[float], fmt: str) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return format(values[0], fmt)
-    return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
+    overrides = [f"seed={seed}", *PARTITIONS[partition],
+                 *METHOD_OVERRIDES.get(method, [f"algorithm={method}"]), *extra]
+    metrics = run_overrides(overrides, out)
+    sizes = json.loads((out / "partition.json").read_text())["sizes"]
+    return {"method": method, "partition": partition, "seed": seed,
+            "train_samples": sum(sizes), **metrics}
 
 
 def table(rows: list[dict], methods: list[str], partitions: list[str], seeds: int,
@@ -130,8 +109,6 @@ def main() -> None:
     ap.add_argument("--update-readme", action="store_true",
                     help=f"replace the README's table between {START} and {END}")
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT / "src"))
-
     methods = [m for m in args.methods if available(m)]
     skipped = [m for m in args.methods if m not in methods]
     for m in skipped:
@@ -145,18 +122,19 @@ def main() -> None:
     out = str(args.out.resolve())
     rows: list[dict] = []
 
+    def report(job, r):
+        print(f"{r['partition']:>15} {r['method']:>12} seed {r['seed']}: test_acc "
+              f"{r['test_acc']:.4f} samples {r['samples_seen']} bytes {r['bytes']}", flush=True)
+
     def run_all(jobs):
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            for r in pool.map(run_one, jobs):
-                print(f"{r['partition']:>15} {r['method']:>12} seed {r['seed']}: test_acc "
-                      f"{r['test_acc']:.4f} samples {r['samples_seen']} bytes {r['bytes']}",
-                      flush=True)
-                rows.append(r)
+        rows.extend(run_batch(jobs, run_one, workers=args.jobs, progress=report))
 
     if budget_from == "derelayl":
         run_all([("derelayl", p, s, [], out) for p in args.partitions for s in seeds])
         budget = {(r["partition"], r["seed"]): r["samples_seen"] for r in rows}
-        note = "the baselines get derelayl's `samples_seen` as `algorithm.sample_budget`"
+        epochs = {(r["partition"], r["seed"]): r["samples_seen"] / r["train_samples"] for r in rows}
+        note = ("the baselines get derelayl's `samples_seen` as `algorithm.sample_budget`, the "
+                "relay as many rounds (one epoch of the training set each) as that is epochs")
     else:
         budget = {}
         note = ("every method has the same budget of local sample passes, 5 epochs of the "
@@ -167,8 +145,11 @@ def main() -> None:
             if m == "derelayl" and budget_from == "derelayl":
                 continue
             for s in seeds:
-                extra = [f"algorithm.sample_budget={budget[(p, s)]}"] \
-                    if budget and m in BUDGETED else []
+                extra = []
+                if budget and m in BUDGETED:
+                    extra = [f"algorithm.sample_budget={budget[(p, s)]}"]
+                elif budget and m == "relay":
+                    extra = [f"algorithm.rounds={max(1, round(epochs[(p, s)]))}"]
                 jobs.append((m, p, s, extra, out))
     run_all(jobs)
 
@@ -188,14 +169,8 @@ def main() -> None:
         and not math.isfinite(v) else v))
     print(md)
     if args.update_readme:
-        readme = ROOT / "README.md"
-        text = readme.read_text()
-        if START not in text or END not in text:
-            sys.exit(f"fl_table: README.md has no {START} ... {END} block")
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        readme.write_text(f"{head}{START}\n{md}{END}{tail}")
-        print(f"updated {readme}")
+        replace_between(ROOT / "README.md", START, END, md)
+        print(f"updated {ROOT / 'README.md'}")
 
 
 if __name__ == "__main__":

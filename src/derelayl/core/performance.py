@@ -174,6 +174,9 @@ class TrainedPerformance:
         self.bytes = 0
         self.sim_time_s = 0.0
         key = self._put()
+        self.genesis_key = key
+        # every model's (parent, round, trainer): the lineage of the best model, for Shapley
+        self.origin: dict[str, tuple[str, int, int]] = {}
         self.own[genesis] = key
         self._consider(genesis, key)
 
@@ -229,6 +232,7 @@ class TrainedPerformance:
                 slowest = max(slowest, self.devices.train_seconds(trainer, samples)
                               + self.devices.transfer_seconds(trainer, 2 * self.model_bytes))
             key = self._put()
+            self.origin.setdefault(key, (self.own[owner], int(round_), int(trainer)))
             self.own[trainer] = key
             self._consider(trainer, key)
         self.sim_time_s += slowest
@@ -269,8 +273,22 @@ class TrainedPerformance:
                 "mean_participant_best_test_acc": float(np.nanmean(self.best_test[held])),
                 "bytes": float(self.bytes), "sim_time_s": self.sim_time_s}
 
+    def lineage(self, key: str | None = None) -> list[tuple[int, int]]:
+        """The hops ``(round, trainer)`` that made a model (default: the run's best), oldest first."""
+        key = key or self.global_best[0]
+        hops = []
+        while key in self.origin:
+            parent, round_, trainer = self.origin[key]
+            hops.append((round_, trainer))
+            key = parent
+        return hops[::-1]
+
+    def genesis_model(self) -> torch.nn.Module:
+        self.model.load_state_dict(self.store.get(self.genesis_key))
+        return self.model
+
     def live_keys(self) -> set[str]:
-        keys = {k for k in self.own if k} | {k for k in self.best if k}
+        keys = {k for k in self.own if k} | {k for k in self.best if k} | {self.genesis_key}
         if self.global_best:
             keys.add(self.global_best[0])
         return keys
@@ -287,7 +305,8 @@ class TrainedPerformance:
                 "best_test": self.best_test.copy(), "global_best": self.global_best,
                 "samples_seen": self.samples_seen, "live_keys": sorted(self.live_keys()),
                 "bytes": self.bytes, "sim_time_s": self.sim_time_s,
-                "last_samples": self.last_samples.copy()}
+                "last_samples": self.last_samples.copy(), "origin": dict(self.origin),
+                "genesis_key": self.genesis_key}
 
     def load_state_dict(self, state):
         self.own, self.best = list(state["own"]), list(state["best"])
@@ -295,4 +314,5 @@ class TrainedPerformance:
         self.global_best, self.samples_seen = state["global_best"], int(state["samples_seen"])
         self.bytes, self.sim_time_s = int(state["bytes"]), float(state["sim_time_s"])
         self.last_samples = state["last_samples"].copy()
+        self.origin, self.genesis_key = dict(state["origin"]), state["genesis_key"]
 

@@ -56,3 +56,26 @@ def plot_version_shares(history: Sequence[Mapping[str, float]], path: Path, dept
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def plot_reward_vs_shapley(coins: np.ndarray, shapley: np.ndarray, path: Path,
+                           behaviour: np.ndarray | None = None, title: str = "") -> Path:
+    """Each participant's coins against its Shapley value (adversaries marked)."""
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    if behaviour is None:
+        ax.scatter(shapley, coins, s=14)
+    else:
+        from derelayl.core.population import BEHAVIOURS
+
+        for code in np.unique(behaviour):
+            m = behaviour == code
+            ax.scatter(shapley[m], coins[m], s=14, label=BEHAVIOURS[code])
+        ax.legend(fontsize=8)
+    ax.set_xlabel("Shapley value (test accuracy contributed to the best model)")
+    ax.set_ylabel("coins")
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "reward against contribution")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
