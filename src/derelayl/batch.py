@@ -15,8 +15,14 @@ from typing import Any, Callable, Iterable, Sequence
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_overrides(overrides: Sequence[str], out_dir: str | Path) -> dict[str, Any]:
-    """One run of ``derelayl-train <overrides>`` into ``out_dir``; returns its metrics.json."""
+def run_overrides(overrides: Sequence[str], out_dir: str | Path,
+                  fresh: bool = True) -> dict[str, Any]:
+    """One run of ``derelayl-train <overrides>`` into ``out_dir``; returns its metrics.json.
+
+    ``fresh`` empties ``out_dir`` first (a DeRelayL run would otherwise resume what it finds).
+    """
+    import shutil
+
     import torch
     from hydra import compose, initialize_config_dir
 
@@ -25,6 +31,8 @@ def run_overrides(overrides: Sequence[str], out_dir: str | Path) -> dict[str, An
 
     torch.set_num_threads(1)
     out_dir = Path(out_dir)
+    if fresh and out_dir.exists():
+        shutil.rmtree(out_dir)
     base = [f"data_dir={ROOT}/data", "tracking=none",
             f"tracking.uri=sqlite:///{out_dir}/unused.db",
             f"tracking.artifact_location={out_dir}/unused"]
