@@ -53,6 +53,12 @@ class ExperimentContext:
     @cached_property
     def data(self) -> DatasetSplits:
         ds = self.cfg.dataset
+        if self.cfg.get("prepared_data"):  # splits materialised by the DVC prepare stage
+            from derelayl.data.prepared import load_splits, split_dir
+
+            return load_splits(split_dir(self.cfg.prepared_data, self.cfg.seed),
+                               dataset_cfg=OmegaConf.to_container(ds, resolve=True),
+                               seed=self.cfg.seed)
         return load_dataset(ds.name, seed=self.cfg.seed, val_fraction=ds.val_fraction,
                             test_fraction=ds.get("test_fraction", 0.15), root=ds.root,
                             download=ds.get("download", False),
@@ -62,6 +68,22 @@ class ExperimentContext:
 
     @cached_property
     def partition(self) -> Partition:
+        if self.cfg.get("prepared_data"):  # index sets materialised by the DVC partition stage
+            from derelayl.data.prepared import load_partition, partition_dir
+
+            return load_partition(partition_dir(self.cfg.prepared_data, self.cfg.seed),
+                                  key=self.partition_key())
+        return self.compute_partition()
+
+    def partition_key(self) -> dict[str, Any]:
+        """What a materialised partition must have been made for to be reused by this run."""
+        from derelayl.data.prepared import partition_key
+
+        return partition_key(OmegaConf.to_container(self.cfg.dataset, resolve=True),
+                             OmegaConf.to_container(self.cfg.partition, resolve=True),
+                             self.cfg.seed, self.cfg.num_participants)
+
+    def compute_partition(self) -> Partition:
         partitioner = instantiate_named(self.cfg.partition)
         return partitioner.split(self.data.train_y.numpy(), int(self.cfg.num_participants),
                                  numpy_rng(self.cfg.seed, "partition"))
