@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -17,8 +17,10 @@ from derelayl.core.partition import Partition
 from derelayl.core.participants import ParticipantData, build_participants
 from derelayl.core.seeding import derive_seed, numpy_rng
 from derelayl.data import DatasetSplits, load_dataset
-from derelayl.models.lit import ClassifierModule
-from derelayl.training.hop import LightningHop
+
+if TYPE_CHECKING:  # Lightning is imported when a model or hop is built, not by data-only commands
+    from derelayl.models.lit import ClassifierModule
+    from derelayl.training.hop import LightningHop
 
 
 def build(node: Any, **kwargs):
@@ -99,6 +101,8 @@ class ExperimentContext:
 
     def new_model(self, stream: str = "model_init") -> ClassifierModule:
         """A freshly initialised model (same weights for the same seed and stream)."""
+        from derelayl.models.lit import ClassifierModule
+
         torch.manual_seed(derive_seed(self.cfg.seed, stream))
         net = build(self.cfg.model.net, input_shape=list(self.data.input_shape),
                           num_classes=self.data.num_classes)
@@ -106,6 +110,8 @@ class ExperimentContext:
 
     @cached_property
     def hop(self) -> LightningHop:
+        from derelayl.training.hop import LightningHop
+
         algo = self.cfg.algorithm
         return LightningHop(batch_size=algo.batch_size, local_epochs=algo.local_epochs,
                             local_steps=algo.get("local_steps"))
