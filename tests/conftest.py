@@ -14,6 +14,11 @@ from omegaconf import DictConfig
 from derelayl.cli.train import config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
+# subprocesses (the CLI, DVC stages) import this checkout's package whatever their working
+# directory, also where an installed copy or a relative PYTHONPATH=src would say otherwise
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT / "src")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                           if p and Path(p).resolve() != ROOT / "src"])
 
 
 def tmp_overrides(tmp: Path) -> list[str]:
@@ -65,3 +70,19 @@ def cli_in_process(tmp_path, monkeypatch, capsys):
         return code, out.out, out.err
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory):
+    """A tiny real sweep (2 seeds x 2 Dirichlet alphas, 1 round, 5 participants) logged to a
+    fresh MLflow store under one parent run; shared by the report and MLflow UI tests."""
+    tmp = tmp_path_factory.mktemp("study")
+    env = dict(os.environ, HYDRA_FULL_ERROR="0")
+    cmd = [sys.executable, "-m", "derelayl.cli.train", "-m", *tmp_overrides(tmp),
+           "seed=0,1", "partition.alpha=0.1,1.0", "num_participants=5", "algorithm=relay",
+           "algorithm.rounds=1",
+           "progress_every=100", "tracking.experiment=tiny-study", f"hydra.sweep.dir={tmp}/sweep"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return {"dir": tmp, "uri": f"sqlite:///{tmp}/mlflow.db", "experiment": "tiny-study",
+            "sweep": tmp / "sweep", "artifacts": tmp / "mlartifacts", "log": proc.stderr}

@@ -64,6 +64,10 @@ def test_multirun_sweep_lands_in_one_experiment(cli, tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.get_experiment_by_name("sweep-test")
     runs = client.search_runs([exp.experiment_id])
+    parent = [r for r in runs if r.data.tags.get("derelayl.sweep") == "parent"]
+    runs = [r for r in runs if r not in parent]  # the jobs are the sweep's child runs
+    assert len(parent) == 1
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent[0].info.run_id}
     assert sorted(r.data.params["partition.alpha"] for r in runs) == ["0.1", "1.0"]
     assert all((tmp_path / "sweep" / str(i) / "metrics.json").exists() for i in (0, 1))
 

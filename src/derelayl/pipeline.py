@@ -78,6 +78,10 @@ def _make_tracker(cfg: DictConfig):
     tags = {"git_commit": git_commit(), "dataset": cfg.dataset.name,
             "partition": cfg.partition.name, "algorithm": cfg.algorithm.name,
             "model": cfg.model.name, "seed": str(cfg.seed)}
+    incentive = cfg.get("incentive")
+    if incentive is not None:  # a group (with a name) or a plain string, where it exists
+        tags["incentive"] = str(incentive.get("name", "")) if isinstance(incentive, DictConfig) \
+            else str(incentive)
     tracker = MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment,
                             artifact_location=cfg.tracking.artifact_location,
                             run_name=cfg.tracking.get("run_name"), tags=tags,
@@ -86,11 +90,53 @@ def _make_tracker(cfg: DictConfig):
     return tracker
 
 
+# keys that may differ between two launches of the same job (a resumed sweep's parent run)
+_RESUME_IGNORED = ("tracking.parent_run_id", "skip_finished")
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    flat = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            flat[prefix] = node
+
+    walk("", config)
+    return {k: v for k, v in flat.items() if k not in _RESUME_IGNORED}
+
+
+def finished_metrics(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
+    """metrics.json of a finished run of this same resolved config in ``output_dir``, else None."""
+    import json
+
+    import yaml
+
+    metrics, config = output_dir / METRICS_FILE, output_dir / "config.yaml"
+    if not (metrics.is_file() and config.is_file()):
+        return None
+    try:
+        before = yaml.safe_load(config.read_text())
+        done = json.loads(metrics.read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    now = OmegaConf.to_container(cfg, resolve=True)
+    return done if _comparable(before) == _comparable(now) else None
+
+
 def run_experiment(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """Run the configured experiment, write its files to ``output_dir``; return metrics.json."""
     started = time.perf_counter()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("skip_finished"):
+        done = finished_metrics(cfg, output_dir)
+        if done is not None:  # a re-run sweep: this job finished before, with this very config
+            log.info("skipped: %s already holds a finished run of this config (test_acc %s)",
+                     output_dir, done.get("test_acc"))
+            return done
     validate_common(cfg)
     runner = runner_for(cfg.algorithm.name)
     check = getattr(runner, "check_config", None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -18,8 +18,10 @@ from derelayl.core.participants import ParticipantData, build_participants
 from derelayl.core.profiles import Devices
 from derelayl.core.seeding import derive_seed, numpy_rng
 from derelayl.data import DatasetSplits, load_dataset
-from derelayl.models.lit import ClassifierModule
-from derelayl.training.hop import LightningHop
+
+if TYPE_CHECKING:  # Lightning is imported when a model or hop is built, not by data-only commands
+    from derelayl.models.lit import ClassifierModule
+    from derelayl.training.hop import LightningHop
 
 
 def build(node: Any, **kwargs):
@@ -54,6 +56,12 @@ class ExperimentContext:
     @cached_property
     def data(self) -> DatasetSplits:
         ds = self.cfg.dataset
+        if self.cfg.get("prepared_data"):  # splits materialised by the DVC prepare stage
+            from derelayl.data.prepared import load_splits, split_dir
+
+            return load_splits(split_dir(self.cfg.prepared_data, self.cfg.seed),
+                               dataset_cfg=OmegaConf.to_container(ds, resolve=True),
+                               seed=self.cfg.seed)
         return load_dataset(ds.name, seed=self.cfg.seed, val_fraction=ds.val_fraction,
                             test_fraction=ds.get("test_fraction", 0.15), root=ds.root,
                             download=ds.get("download", False),
@@ -71,6 +79,22 @@ class ExperimentContext:
 
     @cached_property
     def partition(self) -> Partition:
+        if self.cfg.get("prepared_data"):  # index sets materialised by the DVC partition stage
+            from derelayl.data.prepared import load_partition, partition_dir
+
+            return load_partition(partition_dir(self.cfg.prepared_data, self.cfg.seed),
+                                  key=self.partition_key())
+        return self.compute_partition()
+
+    def partition_key(self) -> dict[str, Any]:
+        """What a materialised partition must have been made for to be reused by this run."""
+        from derelayl.data.prepared import partition_key
+
+        return partition_key(OmegaConf.to_container(self.cfg.dataset, resolve=True),
+                             OmegaConf.to_container(self.cfg.partition, resolve=True),
+                             self.cfg.seed, self.cfg.num_participants)
+
+    def compute_partition(self) -> Partition:
         partitioner = instantiate_named(self.cfg.partition)
         return partitioner.split(self.data.train_y.numpy(), self.population_size,
                                  numpy_rng(self.cfg.seed, "partition"))
@@ -94,6 +118,8 @@ class ExperimentContext:
 
     def new_model(self, stream: str = "model_init") -> ClassifierModule:
         """A freshly initialised model (same weights for the same seed and stream)."""
+        from derelayl.models.lit import ClassifierModule
+
         torch.manual_seed(derive_seed(self.cfg.seed, stream))
         net = build(self.cfg.model.net, input_shape=list(self.data.input_shape),
                           num_classes=self.data.num_classes)
@@ -101,6 +127,8 @@ class ExperimentContext:
 
     @cached_property
     def hop(self) -> LightningHop:
+        from derelayl.training.hop import LightningHop
+
         algo = self.cfg.algorithm
         return LightningHop(batch_size=algo.batch_size, local_epochs=algo.local_epochs,
                             local_steps=algo.get("local_steps"))

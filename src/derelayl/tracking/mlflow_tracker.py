@@ -23,6 +23,10 @@ HOP_KEYS = ("val_acc", "val_loss", "test_acc", "test_loss", "train_loss", "parti
 BY_SAMPLES_KEYS = ("val_acc", "test_acc")
 
 
+# MLflow 3's UI opens an experiment without this tag in its GenAI (traces) view
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def get_or_create_experiment(client, name: str, artifact_location: str | None) -> str:
     from mlflow.exceptions import MlflowException
 
@@ -30,7 +34,8 @@ def get_or_create_experiment(client, name: str, artifact_location: str | None) -
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location)
+        return client.create_experiment(name, artifact_location=artifact_location,
+                                        tags=EXPERIMENT_TAGS)
     except MlflowException:  # created concurrently by another job
         return client.get_experiment_by_name(name).experiment_id
 

@@ -1,0 +1,69 @@
+"""``derelayl-report``: the study report (HTML + Markdown + PNG figures) from a study's runs.
+
+    derelayl-report --experiment derelayl                    # the MLflow experiment, by name
+    derelayl-report --experiment study --tracking-uri http://mlflow-host:5000
+    derelayl-report --runs outputs/dvc/train                 # run folders (what DVC tracks)
+
+Writes report.html, report.md, summary.json and figures/*.png to --out
+(default: outputs/report/<experiment>).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+PROG = "derelayl-report"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--experiment", help="MLflow experiment (study) name")
+    src.add_argument("--runs", nargs="+", help="run folders, or folders holding run folders")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db, the "
+                             "project store; or $MLFLOW_TRACKING_URI)")
+    parser.add_argument("--parent-run", default=None,
+                        help="only the child runs of this sweep's parent run")
+    parser.add_argument("--group-by", nargs="+", default=None,
+                        help="tags/params that define a group (default: algorithm plus all "
+                             "that differ between runs, except the seed)")
+    parser.add_argument("--out", default=None, help="output folder")
+    parser.add_argument("--title", default=None)
+    args = parser.parse_args(argv)
+
+    import os
+
+    from derelayl.reporting.study import ReportError, load_mlflow_runs, load_run_dirs, write_report
+
+    try:
+        if args.experiment:
+            uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") \
+                or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+            runs = load_mlflow_runs(uri, args.experiment, args.parent_run)
+            source = f"MLflow experiment {args.experiment!r} at {uri}"
+            out = args.out or f"outputs/report/{args.experiment}"
+        else:
+            missing = [p for p in args.runs if not Path(p).exists()]
+            if missing:
+                raise ReportError(f"no such run folder: {', '.join(missing)}")
+            runs = load_run_dirs(args.runs)
+            source = "run folders " + ", ".join(args.runs)
+            out = args.out or "outputs/report/runs"
+        report = write_report(runs, out, title=args.title or f"Study report: "
+                              f"{args.experiment or ', '.join(args.runs)}", source=source,
+                              group_by=args.group_by)
+    except ReportError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        raise SystemExit(2)
+    print(f"{PROG}: {len(runs)} runs -> {report.html} ({len(report.figures)} figures), "
+          f"{report.markdown}")
+    for note in report.notes:
+        print(f"{PROG}: note: {note}")
+
+
+if __name__ == "__main__":
+    main()

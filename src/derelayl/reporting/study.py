@@ -1,0 +1,449 @@
+"""The study report: runs of a study (MLflow experiment or run folders) -> figures and tables.
+
+Runs are grouped by method (the algorithm, plus whatever else differs between the runs except the
+seed), and each group's curves are averaged over its seeds (mean +- std). Metrics that only some
+algorithms log (``bytes``, ``sim_time_s``, ``retention``, ``coins_gini``, ...) give their
+figures and sections where they exist; otherwise the report says what is missing.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from derelayl.reporting.plots import plt
+
+ACCURACY = "test_acc"
+# x axes of the accuracy figures: (series key, axis label, file stem)
+X_AXES = (
+    ("round", "round", "accuracy_vs_rounds"),
+    ("hop", "hop", "accuracy_vs_hops"),
+    ("samples_seen", "samples processed (sample passes)", "accuracy_vs_samples"),
+    ("bytes", "bytes communicated", "accuracy_vs_bytes"),
+    ("sim_time_s", "simulated time (s)", "accuracy_vs_sim_time"),
+)
+SERIES_KEYS = ("test_acc", "val_acc", "round", "samples_seen", "bytes", "sim_time_s",
+               "retention", "coins_gini", "coins_shapley_spearman", "adversary_coin_share")
+FINAL_KEYS = ("test_acc", "test_loss", "best_val_acc", "rounds", "hops", "samples_seen", "bytes",
+              "sim_time_s", "retention", "coins_gini", "coins_shapley_spearman",
+              "adversary_coin_share", "wall_time_s")
+GROUP_TAGS = ("algorithm", "incentive", "dataset", "partition", "model")
+# params that differ between runs without making them different experiments
+IGNORED_PARAMS = ("seed", "tracking.", "data_dir", "dataset.root", "prepared_data",
+                  "skip_finished", "progress_every", "hydra.")
+SECTIONS = {
+    "sustainability": ("retention", "Active participants over time (retention) by incentive "
+                       "scheme", "it is logged by algorithm=derelayl"),
+    "fairness": ("coins_gini|coins_shapley_spearman", "Reward against contribution: Gini of "
+                 "coins and rank correlation of coins with Shapley values",
+                 "they are logged by the incentive schemes"),
+    "robustness": ("adversary_coin_share", "Accuracy and adversaries' coin share",
+                   "it is logged by runs with adversarial participants"),
+}
+
+
+class ReportError(RuntimeError):
+    """Nothing to report (no such experiment, no finished runs); the message says why."""
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    name: str
+    tags: dict[str, str]
+    params: dict[str, str]
+    final: dict[str, float]
+    series: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> step -> value
+    step_unit: str = "hop"
+
+    @property
+    def seed(self) -> str:
+        return self.tags.get("seed", self.params.get("seed", "?"))
+
+
+# -- loading --------------------------------------------------------------------------------------
+def load_mlflow_runs(tracking_uri: str, experiment: str, parent_run_id: str | None = None
+                     ) -> list[RunRecord]:
+    """The finished runs of an MLflow experiment (sweep parents left out)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise ReportError(f"no MLflow experiment {experiment!r} in {tracking_uri}; "
+                          f"experiments there: {', '.join(names) or 'none'}")
+    query = "attributes.status = 'FINISHED'"
+    if parent_run_id:
+        query += f" and tags.`mlflow.parentRunId` = '{parent_run_id}'"
+    runs = []
+    for run in client.search_runs([exp.experiment_id], query, max_results=50000):
+        if run.data.tags.get("derelayl.sweep") == "parent":
+            continue
+        metrics = run.data.metrics
+        series = {}
+        for key in SERIES_KEYS:
+            if key in metrics:
+                series[key] = {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+        final = {k[len("final/"):]: v for k, v in metrics.items() if k.startswith("final/")}
+        for key in FINAL_KEYS:  # metrics logged only along the way: their last value
+            if key not in final and key in metrics:
+                final[key] = metrics[key]
+        params = dict(run.data.params)
+        runs.append(RunRecord(run.info.run_id, run.info.run_name or run.info.run_id,
+                              dict(run.data.tags), params, final, series,
+                              params.get("algorithm.step_unit", "hop")))
+    return runs
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    if isinstance(node, dict) and node:
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    else:
+        out[prefix] = str(node)
+    return out
+
+
+def load_run_dirs(paths: Iterable[str | Path]) -> list[RunRecord]:
+    """Finished runs from run folders (``metrics.json``, ``config.yaml``, ``history.csv``);
+    a folder that holds no run itself is searched for run folders below it."""
+    import yaml
+
+    folders: list[Path] = []
+    for path in map(Path, paths):
+        if (path / "metrics.json").is_file():
+            folders.append(path)
+        else:
+            folders += sorted(p.parent for p in path.rglob("metrics.json"))
+    runs = []
+    for folder in folders:
+        if not (folder / "config.yaml").is_file():
+            continue
+        cfg = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+        params = _flatten(cfg)
+        final = {k: float(v) for k, v in json.loads((folder / "metrics.json").read_text()).items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        tags = {"seed": str(cfg.get("seed"))}
+        for key in GROUP_TAGS:
+            node = cfg.get(key)
+            if isinstance(node, dict) and "name" in node:
+                tags[key] = str(node["name"])
+            elif isinstance(node, str):
+                tags[key] = node
+        step_unit = str((cfg.get("algorithm") or {}).get("step_unit", "hop"))
+        series: dict[str, dict[int, float]] = defaultdict(dict)
+        history = folder / "history.csv"
+        if history.is_file():
+            with history.open() as fh:
+                for row in csv.DictReader(fh):
+                    step = row.get(step_unit) or row.get("round")
+                    if not step:
+                        continue
+                    for key in SERIES_KEYS:
+                        value = row.get(key)
+                        if value not in (None, ""):
+                            series[key][int(float(step))] = float(value)
+            if step_unit == "round":
+                series["round"] = {s: float(s) for s in next(iter(series.values()), {})}
+        runs.append(RunRecord(str(folder), str(folder), tags, params, final, dict(series),
+                              step_unit))
+    return runs
+
+
+# -- grouping and aggregation ---------------------------------------------------------------------
+def group_runs(runs: Sequence[RunRecord], group_by: Sequence[str] | None = None
+               ) -> dict[str, list[RunRecord]]:
+    """``{label: runs}``: by ``group_by`` (tags or params), else by the algorithm plus every tag
+    and param that differs between the runs (seeds are what a group averages over)."""
+    if group_by:
+        keys = list(group_by)
+    else:
+        keys = ["algorithm"]
+        for tag in GROUP_TAGS[1:]:
+            if len({r.tags.get(tag) for r in runs}) > 1:
+                keys.append(tag)
+        by_algorithm: dict[str, list[RunRecord]] = defaultdict(list)
+        for run in runs:
+            by_algorithm[run.tags.get("algorithm", "-")].append(run)
+        all_params = sorted({k for r in runs for k in r.params})
+        for key in all_params:
+            if key.startswith(IGNORED_PARAMS) or key in keys or key.endswith(".name"):
+                continue
+            # a param that only some algorithms have does not split their groups by itself
+            if any(len({r.params.get(key) for r in rs}) > 1 for rs in by_algorithm.values()):
+                keys.append(key)
+
+    def value(run: RunRecord, key: str) -> str:
+        return run.tags.get(key) or run.params.get(key) or run.params.get(f"{key}.name") or "-"
+
+    groups: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        parts = [value(run, keys[0])] + [f"{k}={value(run, k)}" for k in keys[1:]
+                                         if value(run, k) != "-"]
+        groups[", ".join(parts)].append(run)
+    return dict(sorted(groups.items()))
+
+
+def run_curve(run: RunRecord, x_key: str, y_key: str = ACCURACY) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) points of one run: y at every step where both are known; for ``round`` on a
+    hop-level run, y at the last hop of each round."""
+    ys = run.series.get(y_key) or {}
+    if not ys:
+        return np.array([]), np.array([])
+    if x_key == "hop":
+        if run.step_unit != "hop":
+            return np.array([]), np.array([])
+        pts = sorted(ys.items())
+    elif x_key == "round" and run.step_unit == "round":
+        pts = sorted(ys.items())
+    else:
+        xs = run.series.get(x_key) or {}
+        if x_key == "round" and xs:
+            last_step: dict[float, int] = {}
+            for step, rnd in sorted(xs.items()):
+                last_step[rnd] = step
+            steps_with_y = sorted(ys)
+            pts = []
+            for rnd, step in sorted(last_step.items()):
+                before = [s for s in steps_with_y if s <= step]
+                if before:
+                    pts.append((rnd, ys[before[-1]]))
+        else:
+            pts = sorted((xs[s], y) for s, y in ys.items() if s in xs)
+    if not pts:
+        return np.array([]), np.array([])
+    x, y = zip(*pts)
+    return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+
+
+def mean_std_curve(curves: Sequence[tuple[np.ndarray, np.ndarray]], points: int = 60
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Mean and std over runs: on the shared x values, else interpolated on their common range."""
+    curves = [(x, y) for x, y in curves if len(x)]
+    if not curves:
+        return None
+    first = curves[0][0]
+    if all(len(x) == len(first) and np.allclose(x, first) for x, _ in curves):
+        grid = first
+        ys = np.stack([y for _, y in curves])
+    else:
+        lo, hi = max(x.min() for x, _ in curves), min(x.max() for x, _ in curves)
+        if hi <= lo:
+            return None
+        grid = np.linspace(lo, hi, points)
+        ys = np.stack([np.interp(grid, x, y) for x, y in curves])
+    return grid, ys.mean(axis=0), ys.std(axis=0)
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if not len(arr):
+        return math.nan, math.nan
+    return float(arr.mean()), float(arr.std())
+
+
+def final_table(groups: Mapping[str, list[RunRecord]]) -> tuple[list[str], list[dict[str, Any]]]:
+    present = [k for k in FINAL_KEYS if any(k in r.final for rs in groups.values() for r in rs)]
+    rows = []
+    for label, runs in groups.items():
+        row: dict[str, Any] = {"group": label, "runs": len(runs),
+                               "seeds": ",".join(sorted({r.seed for r in runs}))}
+        for key in present:
+            vals = [r.final[key] for r in runs if key in r.final]
+            row[key] = _mean_std(vals) if vals else None
+        rows.append(row)
+    return present, rows
+
+
+# -- figures --------------------------------------------------------------------------------------
+def plot_curves(groups: Mapping[str, list[RunRecord]], x_key: str, x_label: str, y_key: str,
+                y_label: str, title: str, path: Path) -> Path | None:
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    drawn = 0
+    for label, runs in groups.items():
+        curves = [run_curve(r, x_key, y_key) for r in runs]
+        agg = mean_std_curve(curves)
+        if agg is None:
+            continue
+        grid, mean, std = agg
+        n = sum(1 for x, _ in curves if len(x))
+        (line,) = ax.plot(grid, mean, "-", lw=1.6, marker="o" if len(grid) <= 30 else None, ms=3,
+                          label=f"{label} (n={n})")
+        if n > 1:
+            ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    if y_key.endswith("_acc") or y_key in ("retention",):
+        ax.set_ylim(0, 1)
+    if x_key in ("round", "hop"):
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if x_key in ("bytes",):
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(title + "\n(mean ± std over seeds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_bars(rows: Sequence[dict[str, Any]], keys: Sequence[str], title: str, path: Path
+              ) -> Path | None:
+    keys = [k for k in keys if any(r.get(k) for r in rows)]
+    if not keys:
+        return None
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 4), dpi=120, squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        labels = [r["group"] for r in rows if r.get(key)]
+        means = [r[key][0] for r in rows if r.get(key)]
+        stds = [r[key][1] for r in rows if r.get(key)]
+        ax.bar(range(len(labels)), means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel(key)
+        ax.set_title(key, fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(title + " (mean ± std over seeds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# -- the report -----------------------------------------------------------------------------------
+def _fmt(cell: Any) -> str:
+    if cell is None:
+        return "-"
+    if isinstance(cell, tuple):
+        mean, std = cell
+        if math.isnan(mean):
+            return "-"
+        if std == 0 and float(mean).is_integer():
+            return str(int(mean))
+        if abs(mean) >= 1000:
+            return f"{mean:.4g} ± {std:.2g}"
+        return f"{mean:.4f} ± {std:.4f}"
+    return str(cell)
+
+
+def _has(runs: Sequence[RunRecord], keys: str) -> bool:
+    return any(k in r.series or k in r.final for r in runs for k in keys.split("|"))
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    html: Path
+    markdown: Path
+    summary: Path
+    figures: list[Path]
+    notes: list[str]
+
+
+def write_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str,
+                 source: str, group_by: Sequence[str] | None = None) -> Report:
+    if not runs:
+        raise ReportError(f"no finished runs in {source}")
+    out_dir = Path(out_dir)
+    fig_dir = out_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    for old in fig_dir.glob("*.png"):  # a figure whose metric is gone must not linger
+        old.unlink()
+    groups = group_runs(runs, group_by)
+    sections: list[tuple[str, list[tuple[str, Path]], list[str]]] = []
+    notes: list[str] = []
+
+    acc_figs = []
+    for x_key, x_label, stem in X_AXES:
+        path = plot_curves(groups, x_key, x_label, ACCURACY, "test accuracy",
+                           f"Test accuracy against {x_label}", fig_dir / f"{stem}.png")
+        if path is not None:
+            acc_figs.append((f"Test accuracy against {x_label}", path))
+        elif x_key in ("bytes", "sim_time_s"):
+            notes.append(f"accuracy against {x_label}: omitted, no run logs `{x_key}`")
+    sections.append(("Accuracy", acc_figs, notes[:]))
+
+    present, rows = final_table(groups)
+    for name, (keys, heading, why) in SECTIONS.items():
+        if not _has(runs, keys):
+            sections.append((name.capitalize(), [], [f"omitted: no run logs "
+                                                    f"{' or '.join(f'`{k}`' for k in keys.split('|'))} "
+                                                    f"({why})"]))
+            continue
+        figs = []
+        if name == "sustainability":
+            p = plot_curves(groups, "round", "round", "retention", "active participants (share)",
+                            heading, fig_dir / "sustainability_retention.png")
+            if p:
+                figs.append((heading, p))
+        elif name == "fairness":
+            p = plot_bars(rows, ["coins_gini", "coins_shapley_spearman"], heading,
+                          fig_dir / "fairness.png")
+            if p:
+                figs.append((heading, p))
+        else:
+            p = plot_bars(rows, ["test_acc", "adversary_coin_share"], heading,
+                          fig_dir / "robustness.png")
+            if p:
+                figs.append((heading, p))
+        sections.append((name.capitalize(), figs, [] if figs else ["no figure: values missing"]))
+
+    summary = {row["group"]: {k: ({"mean": v[0], "std": v[1]} if isinstance(v, tuple) else v)
+                              for k, v in row.items() if k != "group"} for row in rows}
+    summary_path = out_dir / "summary.json"
+    summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+
+    header = ["group", "runs", "seeds", *present]
+    md = [f"# {title}", "", f"Source: `{source}`; {len(runs)} finished runs in {len(groups)} "
+          f"groups (mean ± std over seeds).", ""]
+    md += ["## Final numbers", "", "| " + " | ".join(header) + " |",
+           "|" + " --- |" * len(header)]
+    md += ["| " + " | ".join(_fmt(r.get(h)) for h in header) + " |" for r in rows]
+    for name, figs, sec_notes in sections:
+        md += ["", f"## {name}", ""]
+        md += [f"![{cap}](figures/{p.name})" for cap, p in figs]
+        md += [f"- {n}" for n in sec_notes]
+    md_path = out_dir / "report.md"
+    md_path.write_text("\n".join(md) + "\n")
+
+    esc = html.escape
+    body = [f"<h1>{esc(title)}</h1>",
+            f"<p>Source: <code>{esc(source)}</code>; {len(runs)} finished runs in "
+            f"{len(groups)} groups (mean &plusmn; std over seeds).</p>",
+            "<h2>Final numbers</h2>", "<table><thead><tr>"
+            + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>"]
+    body += ["<tr>" + "".join(f"<td>{esc(_fmt(r.get(h)))}</td>" for h in header) + "</tr>"
+             for r in rows]
+    body.append("</tbody></table>")
+    for name, figs, sec_notes in sections:
+        body.append(f"<h2>{esc(name)}</h2>")
+        body += [f'<figure><img src="figures/{esc(p.name)}" alt="{esc(cap)}">'
+                 f"<figcaption>{esc(cap)}</figcaption></figure>" for cap, p in figs]
+        body += [f'<p class="note">{esc(n)}</p>' for n in sec_notes]
+    html_path = out_dir / "report.html"
+    html_path.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{esc(title)}</title><style>body{{font-family:sans-serif;max-width:1000px;"
+        "margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+        "padding:4px 8px;font-size:90%}img{max-width:100%}.note{color:#666}</style>"
+        "</head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    figures = [p for _, figs, _ in sections for _, p in figs]
+    all_notes = [n for _, _, ns in sections for n in ns]
+    return Report(out_dir, html_path, md_path, summary_path, figures, all_notes)

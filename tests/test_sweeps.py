@@ -1,0 +1,118 @@
+"""Sweeps beyond one process: launcher and sweeper presets compose (no cluster here), an Optuna
+search runs, a sweep groups its jobs under one MLflow parent run and resumes after a kill."""
+
+import dataclasses
+import importlib.util
+import json
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+
+def installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def needs(module: str, extra: str):
+    return pytest.mark.skipif(not installed(module),
+                              reason=f"{module} not installed (pip install 'derelayl[{extra}]')")
+
+
+@pytest.mark.parametrize("override, target, keys", [
+    pytest.param("hydra/launcher=parallel", "hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+                 {"n_jobs": -1, "backend": "loky"}, marks=needs("hydra_plugins.hydra_joblib_launcher", "test")),
+    pytest.param("hydra/launcher=slurm", "hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+                 {"cpus_per_task": 1, "timeout_min": 120, "array_parallelism": 64},
+                 marks=needs("hydra_plugins.hydra_submitit_launcher", "cluster")),
+    # written out in full: composes without the plugin (which needs ray, not installed here)
+    pytest.param("hydra/launcher=ray_cluster", "hydra_ray_launcher.ray_launcher.RayLauncher",
+                 {"ray": {"init": {"address": "auto"},
+                          "remote": {"num_cpus": 1, "num_gpus": 0, "max_retries": 1}}}),
+])
+def test_launcher_presets_compose(cli, tmp_path, override, target, keys):
+    proc = cli(override, "--cfg=all", "--resolve")
+    assert proc.returncode == 0, proc.stderr
+    launcher = yaml.safe_load(proc.stdout)["hydra"]["launcher"]
+    assert launcher["_target_"].endswith(target)
+    for key, value in keys.items():
+        assert launcher[key] == value, key
+
+
+@needs("hydra_plugins.hydra_ray_launcher", "ray")
+def test_ray_cluster_preset_matches_the_plugin_schema():
+    from hydra_plugins.hydra_ray_launcher._config import RayConf, RayLauncherConf
+
+    preset = yaml.safe_load(open(_conf("hydra/launcher/ray_cluster.yaml")))
+    assert preset["_target_"] == RayLauncherConf._target_
+    assert set(preset["ray"]) == {f.name for f in dataclasses.fields(RayConf)}
+
+
+def _conf(name):
+    from derelayl.cli.train import config_dir
+
+    return config_dir() / name
+
+
+@needs("hydra_plugins.hydra_optuna_sweeper", "cluster")
+def test_optuna_preset_composes_and_tunes_relay(cli, tmp_path):
+    sweep = tmp_path / "optuna"
+    proc = cli("hparams_search=optuna_relay", "hydra.sweeper.n_trials=2", "num_participants=5",
+               "algorithm.rounds=1", "progress_every=100", "tracking.experiment=tune",
+               f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr
+    sweeper = yaml.safe_load((sweep / "0/.hydra/hydra.yaml").read_text())["hydra"]["sweeper"]
+    assert sweeper["_target_"].endswith("OptunaSweeper") and sweeper["direction"] == "maximize"
+    assert set(sweeper["params"]) == {"algorithm.optimizer.lr", "algorithm.local_epochs"}
+    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert 0 < result["best_value"] <= 1  # the test accuracy derelayl-train returns
+    assert "sweep progress: 2/2 jobs done" in proc.stderr + proc.stdout
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("tune").experiment_id])
+    parent = [r for r in runs if r.data.tags.get("derelayl.sweep") == "parent"]
+    assert len(parent) == 1 and len(runs) == 3
+    assert parent[0].data.metrics["best/test_acc"] == pytest.approx(result["best_value"])
+
+
+def test_interrupted_sweep_resumes_without_redoing_finished_jobs(cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ("-m", "seed=0,1", "num_participants=5", "algorithm.rounds=1", "progress_every=100",
+            "tracking.experiment=resume", f"hydra.sweep.dir={sweep}")
+    first = cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert "sweep progress: 2/2 jobs done" in first.stdout + first.stderr
+    state = json.loads((sweep / "sweep.json").read_text())
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    # simulate a kill during job 1: no metrics.json, its MLflow run never ended
+    killed = json.loads((sweep / "1/metrics.json").read_text())["mlflow_run_id"]
+    (sweep / "1/metrics.json").unlink()
+    (sweep / ".done/1").unlink()
+    client.update_run(killed, status="RUNNING")
+    before = (sweep / "0/metrics.json").read_text()
+
+    second = cli(*args)
+    assert second.returncode == 0, second.stderr
+    log = second.stdout + second.stderr
+    assert "resuming, 1 job(s) already done" in log
+    assert "skipped: " in log and f"{sweep}/0 already holds a finished run" in log
+    assert log.count("done: test_acc") == 1  # only job 1 trained again
+    assert (sweep / "0/metrics.json").read_text() == before
+    assert json.loads((sweep / "sweep.json").read_text())["parent_run_id"] == state["parent_run_id"]
+    runs = client.search_runs([client.get_experiment_by_name("resume").experiment_id])
+    status = {r.info.run_id: r.info.status for r in runs}
+    assert status[killed] == "KILLED" and status[state["parent_run_id"]] == "FINISHED"
+    assert sorted(status.values()) == ["FINISHED", "FINISHED", "FINISHED", "KILLED"]
+
+
+def test_changed_config_is_not_skipped(make_cfg, tmp_path):
+    from derelayl.pipeline import run_experiment
+
+    out = tmp_path / "run"
+    first = run_experiment(make_cfg("debug=fast"), out)
+    again = run_experiment(make_cfg("debug=fast"), out)
+    assert again == first  # returned from metrics.json, not retrained
+    other = run_experiment(make_cfg("debug=fast", "algorithm.optimizer.lr=0.05"), out)
+    assert other["test_acc"] != first["test_acc"] or other["wall_time_s"] != first["wall_time_s"]
