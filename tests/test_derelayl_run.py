@@ -116,7 +116,7 @@ def test_sigkilled_cli_run_resumes_to_identical_numbers(cli, tmp_path):
     assert full.returncode == 0, full.stderr
 
     run_dir = tmp_path / "killed"
-    from tests.conftest import tmp_overrides
+    from conftest import tmp_overrides
     cmd = [sys.executable, "-m", "derelayl.cli.train", *tmp_overrides(tmp_path), *args,
            f"hydra.run.dir={run_dir}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -79,7 +79,8 @@ def test_optuna_preset_composes_and_tunes_relay(cli, tmp_path):
 
 def test_interrupted_sweep_resumes_without_redoing_finished_jobs(cli, tmp_path):
     sweep = tmp_path / "sweep"
-    args = ("-m", "seed=0,1", "num_participants=5", "algorithm.rounds=1", "progress_every=100",
+    args = ("-m", "algorithm=relay", "seed=0,1", "num_participants=5", "algorithm.rounds=1",
+            "progress_every=100",
             "tracking.experiment=resume", f"hydra.sweep.dir={sweep}")
     first = cli(*args)
     assert first.returncode == 0, first.stderr
@@ -111,8 +112,9 @@ def test_changed_config_is_not_skipped(make_cfg, tmp_path):
     from derelayl.pipeline import run_experiment
 
     out = tmp_path / "run"
-    first = run_experiment(make_cfg("debug=fast"), out)
-    again = run_experiment(make_cfg("debug=fast"), out)
+    relay = ("algorithm=relay", "algorithm.rounds=1", "debug=fast")
+    first = run_experiment(make_cfg(*relay), out)
+    again = run_experiment(make_cfg(*relay), out)
     assert again == first  # returned from metrics.json, not retrained
-    other = run_experiment(make_cfg("debug=fast", "algorithm.optimizer.lr=0.05"), out)
+    other = run_experiment(make_cfg(*relay, "algorithm.optimizer.lr=0.05"), out)
     assert other["test_acc"] != first["test_acc"] or other["wall_time_s"] != first["wall_time_s"]
