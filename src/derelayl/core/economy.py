@@ -48,6 +48,9 @@ class DeRelayLParams:
     version_depth: int = 10  # version shares: latest, latest-1 .. latest-depth, older, none
     # participants taking part at the start (0: all); with churn the rest are the join pool
     initial_active: int = 0
+    # verification (our extension; None = the authors' protocol): a model is eligible to win
+    # only if its score is at least its parent's score on the same test cases minus this margin
+    acceptance_margin: float | None = None
 
     def __post_init__(self):
         n = self.initial_active or self.num_participants
@@ -70,6 +73,9 @@ class DeRelayLParams:
                 f"num_participants={n} is too small for the roles: with active_share="
                 f"{self.active_share} there must be at least one owner, one trainer and one miner "
                 f"(need int(active_share * N) >= 2 and N - int(active_share * N) >= 1)")
+        if self.acceptance_margin is not None and self.acceptance_margin < 0:
+            raise ConfigError(f"derelayl.acceptance_margin must be >= 0 or null "
+                              f"(got {self.acceptance_margin})")
         if self.initial_active > self.num_participants:
             raise ConfigError("initial_active exceeds num_participants")
         if not 0 <= self.genesis_participant < n:
@@ -343,6 +349,8 @@ def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceMod
     # 8. settlement: rank (a model returned unchanged is never eligible), then 9. payout
     m_set = miner()
     eligible = ~unchanged
+    if p.acceptance_margin is not None:
+        eligible &= scores >= parent_scores - p.acceptance_margin
     order = _ordered(np.where(eligible, scores, -np.inf), rng, ties)
     n_win = min(int(math.floor(p.winner_share * n_trained)), int(eligible.sum()))
     win = order[:n_win]
@@ -375,7 +383,7 @@ def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceMod
         ledger.append(r, "settlement", m_set, {
             "ranking": [[hashes[i], float(scores[i]), float(ties[i])] for i in order],
             "winners": [hashes[i] for i in win],
-            "ineligible": [hashes[i] for i in np.flatnonzero(unchanged)],
+            "ineligible": [hashes[i] for i in np.flatnonzero(~eligible)],
             "credits": {str(int(i)): float(credits[i]) for i in paid},
             "royalties_minted": float(minted.sum()), "forfeited": float(forfeits.sum()),
             "fee": fee})

@@ -35,7 +35,7 @@ PERFORMANCE_MODELS = ("random_walk", "trained")
 PARAM_KEYS = ("rounds", "active_share", "trainers_per_owner", "owner_budget", "winner_share",
               "dropout", "num_test_cases", "royalty", "fee_per_deposit", "fee_per_commitment",
               "fee_per_test_case", "fee_per_tested_hash", "fee_per_ranked_model",
-              "fee_per_model_case", "genesis_participant", "version_depth")
+              "fee_per_model_case", "genesis_participant", "version_depth", "acceptance_margin")
 
 
 def churn_from_config(cfg: DictConfig) -> ChurnParams:
