@@ -173,3 +173,44 @@ def test_bad_protocol_input_is_one_clear_line(cli_in_process, tmp_path, args, me
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert lines and message in lines[-1], err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["participants.economics.cost_per_sample=-0.1"],
+     "participants.economics.cost_per_sample must be >= 0"),
+    (["incentive=derelayl_bounded", "incentive.gamma=0"], r"incentive.gamma must be in (0, 1]"),
+    (["incentive=derelayl_bounded", "incentive.gamma=1.5"], r"incentive.gamma must be in (0, 1]"),
+    (["shapley.permutations=0"], "shapley.permutations"),
+    (["participants.behaviour.free_rider=0.7", "participants.behaviour.noise=0.4"],
+     "sum to 1.1; they must sum to at most 1"),
+    (["incentive=uniform", "incentive.reward=-1"], "incentive.reward must be >= 0"),
+    (["churn.enabled=true", "churn.pool_factor=0.5"], "churn.pool_factor must be >= 1"),
+    (["derelayl.acceptance_margin=-1"], "derelayl.acceptance_margin must be >= 0"),
+])
+def test_bad_economy_input_is_one_clear_line(cli_in_process, tmp_path, args, message):
+    code, out, err = cli_in_process(*args, "tracking=none", f"hydra.run.dir={tmp_path}/bad")
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines and message in lines[-1], err
+    assert "Traceback" not in err
+
+
+def test_trained_economy_with_churn_adversaries_schemes_and_shapley(make_cfg, tmp_path):
+    out = tmp_path / "run"
+    metrics = run_experiment(make_cfg(
+        *SMALL, "tracking=none", "churn.enabled=true", "churn.window=2",
+        "incentive=derelayl_bounded", "participants.behaviour.free_rider=0.25",
+        "participants.behaviour.label_flip=0.25", "shapley.enabled=true",
+        "shapley.permutations=20"), out)
+    for key in ("retention", "coins_gini", "coins_shapley_spearman", "adversary_coin_share",
+                "test_acc", "free_rider_wins", "label_flip_matches", "active_participants"):
+        assert key in metrics, key
+    assert metrics["free_rider_wins"] == 0
+    assert -1.0 <= metrics["coins_shapley_spearman"] <= 1.0
+    shapley = json.loads((out / "shapley.json").read_text())
+    assert shapley["lineage"] and set(shapley["values"]) <= {str(p) for _, p in shapley["lineage"]}
+    assert (out / "coins_vs_shapley.png").stat().st_size > 0
+    rows = (out / "participants.csv").read_text().splitlines()
+    assert rows[0].startswith("participant,behaviour,active,coins,utility")
+    # 12 participants at the start (a pool of 24): everybody who ever took part has a row
+    assert 12 <= len(rows) - 1 <= 24
