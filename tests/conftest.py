@@ -86,3 +86,11 @@ def tiny_study(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr
     return {"dir": tmp, "uri": f"sqlite:///{tmp}/mlflow.db", "experiment": "tiny-study",
             "sweep": tmp / "sweep", "artifacts": tmp / "mlartifacts", "log": proc.stderr}
+
+
+def assert_one_line_error(code: int, err: str, message: str) -> None:
+    """Bad input: exit status 2, the message on the last stderr line, no traceback."""
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines and message in lines[-1], err
+    assert "Traceback" not in err

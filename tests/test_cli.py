@@ -7,6 +7,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from derelayl.pipeline import run_experiment
+from conftest import assert_one_line_error
 
 VOLATILE = {"wall_time_s", "mlflow_run_id"}
 
@@ -83,10 +84,7 @@ def test_multirun_sweep_lands_in_one_experiment(cli, tmp_path):
 ])
 def test_bad_input_is_one_clear_line(cli_in_process, tmp_path, args, message):
     code, out, err = cli_in_process(*args, "tracking=none", f"hydra.run.dir={tmp_path}/bad")
-    assert code == 2
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert lines and message in lines[-1], err
-    assert "Traceback" not in err
+    assert_one_line_error(code, err, message)
 
 
 def test_digits_relay_reaches_085(make_cfg, tmp_path):

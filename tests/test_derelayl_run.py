@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from derelayl.cli.ledger import main as ledger_main
 from derelayl.pipeline import run_experiment
 from derelayl.tracking.economy_files import EconomyFiles
+from conftest import assert_one_line_error
 
 VOLATILE = {"wall_time_s", "mlflow_run_id"}
 SMALL = ("num_participants=12", "derelayl.rounds=6", "derelayl.num_test_cases=50")
@@ -169,10 +170,7 @@ def test_default_run_is_derelayl_trained_and_reaches_085(make_cfg, tmp_path):
 ])
 def test_bad_protocol_input_is_one_clear_line(cli_in_process, tmp_path, args, message):
     code, out, err = cli_in_process(*args, "tracking=none", f"hydra.run.dir={tmp_path}/bad")
-    assert code == 2
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert lines and message in lines[-1], err
-    assert "Traceback" not in err
+    assert_one_line_error(code, err, message)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -189,10 +187,7 @@ def test_bad_protocol_input_is_one_clear_line(cli_in_process, tmp_path, args, me
 ])
 def test_bad_economy_input_is_one_clear_line(cli_in_process, tmp_path, args, message):
     code, out, err = cli_in_process(*args, "tracking=none", f"hydra.run.dir={tmp_path}/bad")
-    assert code == 2
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert lines and message in lines[-1], err
-    assert "Traceback" not in err
+    assert_one_line_error(code, err, message)
 
 
 def test_trained_economy_with_churn_adversaries_schemes_and_shapley(make_cfg, tmp_path):

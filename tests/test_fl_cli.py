@@ -6,6 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from derelayl.pipeline import run_experiment
+from conftest import assert_one_line_error
 
 METHODS = ("fedavg", "fedprox", "scaffold", "local", "centralized")
 
@@ -49,10 +50,7 @@ def test_one_sweep_runs_every_baseline_and_logs_rounds_to_mlflow(cli, tmp_path):
 ])
 def test_bad_baseline_input_is_one_clear_line(cli_in_process, tmp_path, args, message):
     code, out, err = cli_in_process(*args, "tracking=none", f"hydra.run.dir={tmp_path}/bad")
-    assert code == 2
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert lines and message in lines[-1], err
-    assert "Traceback" not in err
+    assert_one_line_error(code, err, message)
     assert not (tmp_path / "bad" / "metrics.json").exists()
 
 

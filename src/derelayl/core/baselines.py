@@ -26,8 +26,8 @@ from derelayl.core.profiles import Devices, tensor_bytes
 from derelayl.core.seeding import torch_generator
 
 
-class LocalRunner:
-    """Each round every participant trains its own model once (in parallel, no messages)."""
+class _BudgetedRunner:
+    """Shared set-up: a hop trainer, rounds or a sample budget, devices, observers."""
 
     def __init__(self, hop_trainer: HopTrainer, *, seed: int, rounds: int | None = None,
                  sample_budget: int | None = None, eval_every: int = 1,
@@ -40,6 +40,10 @@ class LocalRunner:
         self.eval_every = int(eval_every)
         self.devices = devices
         self.observers = Observers(observers)
+
+
+class LocalRunner(_BudgetedRunner):
+    """Each round every participant trains its own model once (in parallel, no messages)."""
 
     def run(self, model: torch.nn.Module, participants: list[ParticipantData],
             validation: EvalSet, test: EvalSet) -> RoundsResult:
@@ -90,20 +94,8 @@ class LocalRunner:
                 f"{split}_acc_worst": float(acc.min()), f"{split}_acc_best": float(acc.max())}
 
 
-class CentralizedRunner:
+class CentralizedRunner(_BudgetedRunner):
     """One model on the pooled data; every participant first uploads its raw data."""
-
-    def __init__(self, hop_trainer: HopTrainer, *, seed: int, rounds: int | None = None,
-                 sample_budget: int | None = None, eval_every: int = 1,
-                 devices: Devices | None = None, observers: list[Observer] | tuple = ()):
-        check_schedule(rounds, sample_budget, eval_every)
-        self.hop_trainer = hop_trainer
-        self.seed = int(seed)
-        self.rounds = rounds
-        self.sample_budget = sample_budget
-        self.eval_every = int(eval_every)
-        self.devices = devices
-        self.observers = Observers(observers)
 
     def run(self, model: torch.nn.Module, participants: list[ParticipantData],
             validation: EvalSet, test: EvalSet) -> RoundsResult:

@@ -103,13 +103,8 @@ class UniformReward(IncentiveScheme):
         return _per_trainer(np.full(ok.sum(), self.reward), s.trainers[ok], s.num_participants)
 
 
-class DataSizeReward(IncentiveScheme):
+class DataSizeReward(UniformReward):
     name = "data_size"
-
-    def __init__(self, reward: float = 1.0):
-        if reward < 0:
-            raise ConfigError(f"incentive.reward must be >= 0 (got {reward})")
-        self.reward = float(reward)
 
     def mint(self, s):
         ok = s.eligible
