@@ -55,6 +55,36 @@ def table(rows, seeds):
     return "\n".join(lines) + "\n"
 
 
+def figures(out: Path, dest: Path) -> list[Path]:
+    """Participants over time by scheme, and coins against Shapley value (all runs pooled)."""
+    import numpy as np
+
+    from derelayl.reporting.economy_plots import plot_reward_vs_shapley, plot_series_by_group
+
+    active, coins, phi = {}, [], []
+    for scheme in INCENTIVES:
+        runs = sorted((out / scheme).glob("seed*"))
+        active[scheme] = [[json.loads(line)["active_participants"]
+                           for line in (r / "rounds.jsonl").read_text().splitlines()]
+                          for r in runs]
+        if scheme == "derelayl":
+            for r in runs:
+                values = json.loads((r / "shapley.json").read_text())["values"]
+                for row in (r / "participants.csv").read_text().splitlines()[1:]:
+                    cells = row.split(",")
+                    coins.append(float(cells[3]))
+                    phi.append(values.get(cells[0], 0.0))
+    dest.mkdir(parents=True, exist_ok=True)
+    return [plot_series_by_group(active, dest / "sustainability_active_participants.png",
+                                 "active participants",
+                                 "participants over time by incentive scheme (churn on, "
+                                 "20% free-riders)"),
+            plot_reward_vs_shapley(np.array(coins), np.array(phi),
+                                   dest / "sustainability_coins_vs_shapley.png",
+                                   title="incentive=derelayl: coins against Shapley value "
+                                         "(all seeds)")]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
@@ -62,7 +92,14 @@ def main():
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "sustainability")
     ap.add_argument("--table", type=Path, default=ROOT / "reports" / "sustainability_table.md")
     ap.add_argument("--update-readme", action="store_true")
+    ap.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures",
+                    help="where the two figures go")
+    ap.add_argument("--figures-only", action="store_true",
+                    help="redraw the figures from the runs already under --out")
     args = ap.parse_args()
+    if args.figures_only:
+        print("\n".join(map(str, figures(args.out, args.figures))))
+        return
     jobs = [(s, k, str(args.out.resolve())) for s in INCENTIVES for k in range(args.seeds)]
 
     def report(job, r):
@@ -76,6 +113,7 @@ def main():
     args.table.write_text(md)
     args.table.with_suffix(".json").write_text(json.dumps(rows, indent=1, default=str))
     print(md)
+    figures(args.out, args.figures)
     if args.update_readme:
         replace_between(ROOT / "README.md", START, END, md)
 

@@ -79,3 +79,24 @@ def plot_reward_vs_shapley(coins: np.ndarray, shapley: np.ndarray, path: Path,
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def plot_series_by_group(series: Mapping[str, Sequence[Sequence[float]]], path: Path,
+                         ylabel: str, title: str = "", xlabel: str = "round") -> Path:
+    """One line per group: the mean over its runs (shaded: min to max), against rounds 1..R."""
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    for label, runs in series.items():
+        length = min(len(r) for r in runs)
+        arr = np.array([r[:length] for r in runs], dtype=np.float64)
+        x = np.arange(1, length + 1)
+        ax.plot(x, arr.mean(axis=0), lw=1.5, label=f"{label} ({len(runs)} runs)")
+        ax.fill_between(x, arr.min(axis=0), arr.max(axis=0), alpha=0.15)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
