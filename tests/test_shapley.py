@@ -360,3 +360,20 @@ def test_federated_coalitions_keep_each_clients_stream():
     assert FederatedCoalitionValue(partial, make_module(), parts, TEST).clients_per_round(1) == 1
     frac = FederatedCoalitionValue(partial, make_module(), parts, TEST, client_fraction=0.5)
     assert frac.clients_per_round(3) == 2
+
+
+@pytest.mark.parametrize("algorithm", [["algorithm=relay", "algorithm.rounds=1"],
+                                       ["algorithm=fedavg", "algorithm.clients_per_round=2"]])
+def test_relay_and_fl_runs_report_participants_shapley_values(make_cfg, tmp_path, algorithm):
+    import json
+
+    from derelayl.pipeline import run_experiment
+
+    out = tmp_path / "run"
+    metrics = run_experiment(make_cfg(*algorithm, "num_participants=4", "tracking=none",
+                                      "shapley.enabled=true"), out)
+    assert metrics["shapley_method"] == "exact" and metrics["shapley_players"] == 4
+    saved = json.loads((out / "shapley.json").read_text())
+    # efficiency: the values add up to U(all) - U(none), U(all) being the run's own accuracy
+    assert sum(saved["values"].values()) == pytest.approx(saved["full_value"] - saved["empty_value"])
+    assert saved["full_value"] == pytest.approx(metrics["test_acc"])

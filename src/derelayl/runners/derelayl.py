@@ -22,12 +22,12 @@ from derelayl.core.performance import RandomWalkPerformance, TrainedPerformance
 from derelayl.core.population import (BEHAVIOURS, HONEST, LABEL_FLIP, SYBIL, ChurnParams,
                                       Economics, EconomicsParams, assign_behaviours)
 from derelayl.core.seeding import numpy_rng
-from derelayl.core.shapley import check_parameters, pearson, shapley_values, spearman
+from derelayl.core.shapley import pearson, spearman
 from derelayl.reporting.economy_plots import (plot_coins, plot_reward_vs_shapley,
                                               plot_version_shares)
 from derelayl.runners.base import ExperimentContext, Outcome, register
+from derelayl.runners.fairness import check_shapley, estimate, save
 from derelayl.tracking.economy_files import MODELS_DIR, EconomyFiles, FileModelStore
-from derelayl.tracking.files import write_json
 
 log = logging.getLogger("derelayl")
 
@@ -144,21 +144,15 @@ def behaviour_metrics(state: EconomyState) -> dict[str, float]:
 
 def lineage_shapley(ctx: ExperimentContext, perf: TrainedPerformance, cfg: DictConfig):
     """Shapley values of the contributors on the best model's lineage (hops replayed)."""
-    sc = cfg.shapley
     value = LineageCoalitionValue(ctx.hop, copy.deepcopy(perf.genesis_model()), perf.lineage(),
                                   perf.participants, seed=cfg.seed, test=ctx.data.test)
-    log.info("Shapley values of the %d contributors on the best model's lineage (%d hops)",
-             len(value.players), len(value.lineage))
-    return shapley_values(value.players, value, exact_max=int(sc.exact_max),
-                          permutations=int(sc.permutations), tolerance=float(sc.tolerance),
-                          rng=numpy_rng(cfg.seed, "shapley"), convergence=sc.convergence)
+    return estimate(ctx, value, f"the best model's lineage, {len(value.lineage)} hops")
 
 
 @register("derelayl", uses_data=lambda cfg: cfg.derelayl.performance == "trained")
 def run_derelayl(ctx: ExperimentContext) -> Outcome:
     cfg, out = ctx.cfg, ctx.output_dir
-    check_parameters(permutations=int(cfg.shapley.permutations),
-                     tolerance=float(cfg.shapley.tolerance))
+    check_shapley(cfg)
     params = params_from_config(cfg)
     churn = churn_from_config(cfg)
     incentive = make_incentive(**{k: v for k, v in OmegaConf.to_container(
@@ -218,15 +212,8 @@ def run_derelayl(ctx: ExperimentContext) -> Outcome:
         ever = np.flatnonzero(state.ever_active)
         phi = np.array([shapley.values.get(int(i), 0.0) for i in ever])
         metrics.update(coins_shapley_spearman=spearman(state.coins[ever], phi),
-                       coins_shapley_pearson=pearson(state.coins[ever], phi),
-                       shapley_players=len(shapley.values), shapley_method=shapley.method,
-                       shapley_permutations=shapley.permutations)
-        write_json(out / "shapley.json", {"values": {str(k): v for k, v in shapley.values.items()},
-                                          "lineage": perf.lineage(), "method": shapley.method,
-                                          "permutations": shapley.permutations,
-                                          "evaluations": shapley.evaluations,
-                                          "full_value": shapley.full_value,
-                                          "empty_value": shapley.empty_value})
+                       coins_shapley_pearson=pearson(state.coins[ever], phi))
+        metrics.update(save(ctx, shapley, lineage=perf.lineage()))
         figures.append(plot_reward_vs_shapley(state.coins[ever], phi, out / "coins_vs_shapley.png",
                                               behaviour=state.behaviour[ever]))
     if isinstance(perf, TrainedPerformance):

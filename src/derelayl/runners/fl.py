@@ -17,7 +17,9 @@ from derelayl.core.baselines import CentralizedRunner, LocalRunner
 from derelayl.core.errors import ConfigError
 from derelayl.core.fl import (FedAvg, FederatedRunner, FedProx, RoundsResult, Scaffold,
                               resolve_clients_per_round)
+from derelayl.core.coalitions import FederatedCoalitionValue
 from derelayl.runners.base import ExperimentContext, Outcome, build, register
+from derelayl.runners.fairness import check_shapley, participants_shapley
 
 
 def sample_budget(algo: DictConfig, total_samples: int) -> int | None:
@@ -56,6 +58,8 @@ def check_config(cfg: DictConfig) -> None:
     node = cfg.get("participants", {}).get("devices")
     if node is not None:
         build(node)  # validates the device profile
+    if "shapley" in cfg:
+        check_shapley(cfg)
     from derelayl.training.hop import LightningHop
 
     LightningHop(batch_size=algo.batch_size, local_epochs=algo.local_epochs,
@@ -102,7 +106,17 @@ def run_federated(ctx: ExperimentContext) -> Outcome:
                                   algo.get("client_fraction"))
     runner = FederatedRunner(ctx.hop, _strategy(algo), clients_per_round=m,
                              server_lr=algo.server_lr, **_schedule(ctx))
-    return outcome(runner.run(ctx.new_model(), ctx.participants, ctx.data.val, ctx.data.test))
+    result = outcome(runner.run(ctx.new_model(), ctx.participants, ctx.data.val, ctx.data.test))
+    if ctx.cfg.get("shapley", {}).get("enabled"):
+        schedule = {**_schedule(ctx), "devices": None, "observers": ()}
+        quiet = FederatedRunner(ctx.hop, _strategy(algo), clients_per_round=m,
+                                server_lr=algo.server_lr, **schedule)
+        # a coalition keeps the run's fraction of clients per round (or its fixed count)
+        fraction = None if algo.get("clients_per_round") is not None else algo.get("client_fraction")
+        value = FederatedCoalitionValue(quiet, ctx.new_model(), ctx.participants, ctx.data.test,
+                                        client_fraction=fraction)
+        result.metrics.update(participants_shapley(ctx, value))
+    return result
 
 
 def run_local(ctx: ExperimentContext) -> Outcome:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 
+from derelayl.core.coalitions import RelayCoalitionValue
 from derelayl.core.relay import RelayRunner
 from derelayl.runners.base import ExperimentContext, Outcome, instantiate_named, register
+from derelayl.runners.fairness import check_shapley, participants_shapley
 
 
 @register("relay")
 def run_relay(ctx: ExperimentContext) -> Outcome:
     algo = ctx.cfg.algorithm
+    if "shapley" in ctx.cfg:
+        check_shapley(ctx.cfg)
     runner = RelayRunner(ctx.hop, instantiate_named(ctx.cfg.schedule), rounds=algo.rounds,
                          seed=ctx.cfg.seed, eval_every=algo.eval_every, observers=ctx.observers,
                          devices=ctx.devices)
@@ -22,5 +26,10 @@ def run_relay(ctx: ExperimentContext) -> Outcome:
         "hops": result.hops, "rounds": result.rounds, "samples_seen": result.samples_seen,
         "bytes": result.bytes, "sim_time_s": result.sim_time_s,
     }
+    if ctx.cfg.get("shapley", {}).get("enabled"):
+        value = RelayCoalitionValue(RelayRunner(ctx.hop, runner.schedule, rounds=algo.rounds,
+                                                seed=ctx.cfg.seed),
+                                    ctx.new_model(), ctx.participants, ctx.data.test)
+        metrics.update(participants_shapley(ctx, value))
     return Outcome(metrics=metrics, model=result.model,
                    history=[dataclasses.asdict(r) for r in result.history], step="hop")
