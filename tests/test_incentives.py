@@ -147,3 +147,33 @@ def test_attackers_earn_less_than_their_population_share(kind):
     coins = result.state.coins
     share = coins[behaviour != 0].sum() / coins.sum()
     assert share < 0.3, (kind, share)
+
+
+def test_federated_payouts_by_hand():
+    from derelayl.core.incentives import FederatedPayouts
+
+    samples = np.array([10.0, 30.0, 20.0, 40.0])
+    rounds = [([0, 1], [0.1, -0.2]), ([1, 2], [0.05, 0.3]), ([0, 3], [0.0, 0.2])]
+
+    def pay(name, **kw):
+        p = FederatedPayouts(make_incentive(name, **kw), samples)
+        for sel, gains in rounds:
+            p.settle(sel, gains)
+        return p.coins, p.minted
+
+    coins, minted = pay("uniform", reward=1.0)
+    np.testing.assert_allclose(coins, [2, 2, 1, 1])
+    coins, _ = pay("data_size", reward=1.0)
+    np.testing.assert_allclose(coins, [0.5 + 0.4, 1.5 + 1.2, 0.8, 1.6])
+    coins, _ = pay("marginal_gain", rate=10.0)
+    np.testing.assert_allclose(coins, [1.0, 0.5, 3.0, 2.0])
+    # the authors' rule: every earlier contribution to the global model earns 1 per later round
+    coins, minted = pay("derelayl", royalty=1.0)
+    np.testing.assert_allclose(coins, [1 + 1, 1 + 2, 1, 0])
+    assert minted == pytest.approx(coins.sum())
+    # bounded: a fixed 2 coins a round (from round 2 on), decayed over earlier rounds
+    coins, minted = pay("derelayl_bounded", mint_per_win=2.0, gamma=0.5)
+    assert minted == pytest.approx(4.0)
+    d2 = np.array([0.5, 0.5, 0, 0])  # round 1's clients, before round 2
+    d3 = 0.5 * d2 + np.array([0, 0.5, 0.5, 0])
+    np.testing.assert_allclose(coins, 2 * d2 / d2.sum() + 2 * d3 / d3.sum())

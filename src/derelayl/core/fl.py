@@ -142,6 +142,9 @@ class RoundsResult:
     bytes: int
     sim_time_s: float | None
     metrics: dict[str, float]  # the last round's metrics
+    # FL only: per round, the participating clients and each one's gain (its local model's
+    # validation accuracy minus the global model's before the round): what incentives pay for
+    participation: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...] = ()
 
 
 def resolve_clients_per_round(num_participants: int, clients_per_round: int | None,
@@ -199,8 +202,10 @@ class FederatedRunner:
     def __init__(self, hop_trainer: HopTrainer, strategy: FedAvg, *, seed: int,
                  clients_per_round: int, rounds: int | None = None,
                  sample_budget: int | None = None, server_lr: float = 1.0, eval_every: int = 1,
-                 devices: Devices | None = None, observers: list[Observer] | tuple = ()):
+                 devices: Devices | None = None, observers: list[Observer] | tuple = (),
+                 track_gains: bool = False):
         check_schedule(rounds, sample_budget, eval_every)
+        self.track_gains = bool(track_gains)  # evaluate every local model (marginal_gain pay)
         if clients_per_round < 1:
             raise ConfigError(f"algorithm.clients_per_round must be >= 1 (got {clients_per_round})")
         if not server_lr > 0:
@@ -244,12 +249,15 @@ class FederatedRunner:
         self.observers.on_run_start({"total_hops": expected * self.clients_per_round,
                                      "rounds": expected, "participants": n})
         history: list[RoundRecord] = []
+        participation = []
         rnd = hops = samples_seen = nbytes = 0
         sim = None if self.devices is None else 0.0
         done = False
+        global_acc = evaluate(model, validation)[1] if self.track_gains else 0.0
         while not done:
             rnd += 1
             selected = self.select(rnd, n)
+            gains = []
             weights = sizes[selected] / sizes[selected].sum()
             mean = [torch.zeros_like(g) if g.is_floating_point() else g.clone()
                     for g in global_state]
@@ -262,6 +270,8 @@ class FederatedRunner:
                     model, participants[pid], torch_generator(self.seed, "hop", rnd, pid),
                     grad_correction=self.strategy.correction(pid, params, global_params))
                 self.strategy.client_done(pid, params, global_params, stats)
+                if self.track_gains:
+                    gains.append(evaluate(model, validation)[1] - global_acc)
                 with torch.no_grad():
                     for acc, t in zip(mean, state):
                         if acc.is_floating_point():
@@ -291,12 +301,15 @@ class FederatedRunner:
             metrics = {"train_loss": float(np.mean(losses)), "clients": float(len(selected))}
             metrics.update(evaluate_model(model, validation, test,
                                           rnd % self.eval_every == 0 or done))
+            global_acc = metrics["val_acc"]
+            participation.append((tuple(selected), tuple(gains)))
             record = make_round_record(rnd, hops, samples_seen, nbytes, sim, metrics)
             history.append(record)
             self.observers.on_round(record)
         result = RoundsResult(model=model, history=tuple(history), rounds=rnd, hops=hops,
                               samples_seen=samples_seen, bytes=nbytes, sim_time_s=sim,
-                              metrics=dict(history[-1].metrics))
+                              metrics=dict(history[-1].metrics),
+                              participation=tuple(participation))
         self.observers.on_run_end(result)
         return result
 

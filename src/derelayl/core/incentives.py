@@ -134,3 +134,52 @@ def make_incentive(name: str, **params) -> IncentiveScheme:
     if name not in classes:
         raise ConfigError(f"unknown incentive {name!r}; allowed: {', '.join(INCENTIVES)}")
     return classes[name](**params)
+
+
+class FederatedPayouts:
+    """The same schemes applied to FL rounds: a reward per participating client.
+
+    Each round's aggregate plays the part of a winning model, made by that round's clients:
+    ``uniform`` pays each of them ``reward``; ``data_size`` splits ``reward`` x |S| by declared
+    samples; ``marginal_gain`` pays ``rate`` x the gain of the client's local model over the
+    global model before the round (validation accuracy; nothing for a non-positive gain);
+    ``derelayl`` pays ``royalty`` to the owner of every earlier aggregate on the global model's
+    lineage, once per round each participated in (the current round's clients get theirs from
+    later rounds, like a DeRelayL trainer whose model is built on); ``derelayl_bounded`` mints
+    ``mint_per_win`` a round, split over that lineage with weight gamma^d for the round d rounds
+    back (shared equally by its clients). FL has no deposits: nothing is burned.
+    """
+
+    def __init__(self, scheme: IncentiveScheme, declared_samples: np.ndarray):
+        self.scheme = scheme
+        self.samples = np.asarray(declared_samples, dtype=np.float64)
+        n = len(self.samples)
+        self.coins = np.zeros(n)
+        self.lineage = np.zeros(n)  # rounds each participant contributed to the global model
+        self.decayed = np.zeros(n)
+        self.minted = 0.0
+
+    def settle(self, selected, gains=()) -> np.ndarray:
+        n, s = len(self.coins), self.scheme
+        sel = np.asarray(selected, dtype=np.int64)
+        credits = np.zeros(n)
+        if s.name == "uniform":
+            credits[sel] = s.reward
+        elif s.name == "data_size":
+            sizes = self.samples[sel]
+            if sizes.sum() > 0:
+                credits[sel] = s.reward * len(sel) * sizes / sizes.sum()
+        elif s.name == "marginal_gain":
+            credits[sel] = s.rate * np.maximum(np.asarray(gains, dtype=np.float64), 0.0)
+        elif s.name == "derelayl":
+            credits = s.royalty * self.lineage
+        elif s.name == "derelayl_bounded":
+            total = self.decayed.sum()
+            if total > 0:
+                credits = s.mint_per_win * self.decayed / total
+            self.decayed *= s.gamma
+            self.decayed[sel] += 1.0 / len(sel)
+        self.lineage[sel] += 1
+        self.coins += credits
+        self.minted += float(credits.sum())
+        return credits

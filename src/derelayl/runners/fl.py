@@ -11,15 +11,20 @@ with ``algorithm=derelayl``, set ``algorithm.sample_budget`` to its ``samples_se
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
 from derelayl.core.baselines import CentralizedRunner, LocalRunner
 from derelayl.core.errors import ConfigError
 from derelayl.core.fl import (FedAvg, FederatedRunner, FedProx, RoundsResult, Scaffold,
                               resolve_clients_per_round)
 from derelayl.core.coalitions import FederatedCoalitionValue
+from derelayl.core.incentives import FederatedPayouts, make_incentive
+from derelayl.core.metrics import gini, jain
+from derelayl.core.shapley import pearson, spearman
 from derelayl.runners.base import ExperimentContext, Outcome, build, register
 from derelayl.runners.fairness import check_shapley, participants_shapley
+from derelayl.tracking.files import write_json
 
 
 def sample_budget(algo: DictConfig, total_samples: int) -> int | None:
@@ -100,13 +105,38 @@ def _schedule(ctx: ExperimentContext) -> dict:
             "devices": ctx.devices, "observers": ctx.observers}
 
 
+def incentive_metrics(ctx: ExperimentContext, run: RoundsResult) -> tuple[dict, np.ndarray]:
+    """Coins of every participant under the configured incentive scheme, round by round."""
+    node = ctx.cfg.get("incentive")
+    scheme = make_incentive(**OmegaConf.to_container(node, resolve=True))
+    payouts = FederatedPayouts(scheme, [len(p) for p in ctx.participants])
+    for selected, gains in run.participation:
+        payouts.settle(selected, gains)
+    coins = payouts.coins
+    write_json(ctx.output_dir / "participation.json", {
+        "samples": [len(p) for p in ctx.participants],
+        "rounds": [{"clients": list(sel), "gains": list(g)} for sel, g in run.participation],
+        "coins": coins.tolist()})
+    return {"incentive": scheme.name, "coins_total": float(coins.sum()),
+            "coins_minted": payouts.minted, "coins_gini": gini(coins),
+            "coins_jain": jain(coins)}, coins
+
+
 def run_federated(ctx: ExperimentContext) -> Outcome:
     algo = ctx.cfg.algorithm
     m = resolve_clients_per_round(int(ctx.cfg.num_participants), algo.get("clients_per_round"),
                                   algo.get("client_fraction"))
+    paying = ctx.cfg.get("incentive") is not None
     runner = FederatedRunner(ctx.hop, _strategy(algo), clients_per_round=m,
-                             server_lr=algo.server_lr, **_schedule(ctx))
-    result = outcome(runner.run(ctx.new_model(), ctx.participants, ctx.data.val, ctx.data.test))
+                             server_lr=algo.server_lr, **_schedule(ctx),
+                             track_gains=paying)
+    run = runner.run(ctx.new_model(), ctx.participants, ctx.data.val, ctx.data.test)
+    result = outcome(run)
+    coins = None
+    if paying:
+        paid, coins = incentive_metrics(ctx, run)
+        result.metrics.update(paid)
+        result.files.append(ctx.output_dir / "participation.json")
     if ctx.cfg.get("shapley", {}).get("enabled"):
         schedule = {**_schedule(ctx), "devices": None, "observers": ()}
         quiet = FederatedRunner(ctx.hop, _strategy(algo), clients_per_round=m,
@@ -116,6 +146,13 @@ def run_federated(ctx: ExperimentContext) -> Outcome:
         value = FederatedCoalitionValue(quiet, ctx.new_model(), ctx.participants, ctx.data.test,
                                         client_fraction=fraction)
         result.metrics.update(participants_shapley(ctx, value))
+        if coins is not None:
+            import json
+
+            values = json.loads((ctx.output_dir / "shapley.json").read_text())["values"]
+            phi = [values[str(p.pid)] for p in ctx.participants]
+            result.metrics.update(coins_shapley_spearman=spearman(coins, phi),
+                                  coins_shapley_pearson=pearson(coins, phi))
     return result
 
 
