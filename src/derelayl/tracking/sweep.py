@@ -71,6 +71,12 @@ class SweepCallback(Callback):
 
     # -- launching process ---------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        # Hydra sets HydraConfig only inside each job: without it the default
+        # tracking.uri (sqlite:///${hydra:runtime.cwd}/mlflow.db) cannot resolve here
+        if not HydraConfig.initialized():
+            HydraConfig.instance().set_config(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         state_path = sweep_dir / STATE_FILE
