@@ -161,10 +161,35 @@ def load_run_dirs(paths: Iterable[str | Path]) -> list[RunRecord]:
 
 
 # -- grouping and aggregation ---------------------------------------------------------------------
+def run_value(run: RunRecord, key: str) -> str:
+    """A run's tag ``key``, else its param ``key`` (or ``key.name``: a config group), else "-"."""
+    return run.tags.get(key) or run.params.get(key) or run.params.get(f"{key}.name") or "-"
+
+
+def filter_runs(runs: Sequence[RunRecord], where: Sequence[str]) -> list[RunRecord]:
+    """The runs whose tag or param matches every ``KEY=VALUE`` (numbers compare as numbers)."""
+    conditions = []
+    for cond in where:
+        key, sep, wanted = cond.partition("=")
+        if not sep or not key:
+            raise ReportError(f"--where wants KEY=VALUE (got {cond!r})")
+        conditions.append((key, wanted))
+
+    def matches(have: str, wanted: str) -> bool:
+        if have == wanted:
+            return True
+        try:
+            return float(have) == float(wanted)
+        except ValueError:
+            return False
+
+    return [r for r in runs if all(matches(run_value(r, k), v) for k, v in conditions)]
+
 def group_runs(runs: Sequence[RunRecord], group_by: Sequence[str] | None = None
                ) -> dict[str, list[RunRecord]]:
     """``{label: runs}``: by ``group_by`` (tags or params), else by the algorithm plus every tag
     and param that differs between the runs (seeds are what a group averages over)."""
+    value = run_value
     if group_by:
         keys = list(group_by)
     else:
@@ -180,11 +205,15 @@ def group_runs(runs: Sequence[RunRecord], group_by: Sequence[str] | None = None
             if key.startswith(IGNORED_PARAMS) or key in keys or key.endswith(".name"):
                 continue
             # a param that only some algorithms have does not split their groups by itself
-            if any(len({r.params.get(key) for r in rs}) > 1 for rs in by_algorithm.values()):
+            if not any(len({r.params.get(key) for r in rs}) > 1 for rs in by_algorithm.values()):
+                continue
+            # nor does one that the keys so far already determine (partition._target_ given the
+            # partition, each participants.behaviour.* given the preset that sets them)
+            seen: dict[tuple[str, ...], set[str | None]] = defaultdict(set)
+            for run in runs:
+                seen[tuple(value(run, k) for k in keys)].add(run.params.get(key))
+            if any(len(v) > 1 for v in seen.values()):
                 keys.append(key)
-
-    def value(run: RunRecord, key: str) -> str:
-        return run.tags.get(key) or run.params.get(key) or run.params.get(f"{key}.name") or "-"
 
     groups: dict[str, list[RunRecord]] = defaultdict(list)
     for run in runs:
