@@ -67,7 +67,7 @@ def main(argv=None) -> None:
             source += " where " + " and ".join(args.where)
         report = write_report(runs, out, title=args.title or f"Study report: "
                               f"{args.experiment or ', '.join(args.runs)}", source=source,
-                              group_by=args.group_by)
+                              group_by=args.group_by, subset=", ".join(args.where or []))
     except ReportError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         raise SystemExit(2)
