@@ -3,6 +3,7 @@
     derelayl-report --experiment derelayl                    # the MLflow experiment, by name
     derelayl-report --experiment study --tracking-uri http://mlflow-host:5000
     derelayl-report --runs outputs/dvc/train                 # run folders (what DVC tracks)
+    derelayl-report --experiment paper_efficacy --where partition=iid   # a subset of the runs
 
 Writes report.html, report.md, summary.json and figures/*.png to --out
 (default: outputs/report/<experiment>).
@@ -31,13 +32,17 @@ def main(argv=None) -> None:
     parser.add_argument("--group-by", nargs="+", default=None,
                         help="tags/params that define a group (default: algorithm plus all "
                              "that differ between runs, except the seed)")
+    parser.add_argument("--where", nargs="+", default=None, metavar="KEY=VALUE",
+                        help="only the runs whose tag or param KEY is VALUE (all must hold), "
+                             "e.g. --where partition=dirichlet partition.alpha=0.1")
     parser.add_argument("--out", default=None, help="output folder")
     parser.add_argument("--title", default=None)
     args = parser.parse_args(argv)
 
     import os
 
-    from derelayl.reporting.study import ReportError, load_mlflow_runs, load_run_dirs, write_report
+    from derelayl.reporting.study import (ReportError, filter_runs, load_mlflow_runs,
+                                          load_run_dirs, write_report)
 
     try:
         if args.experiment:
@@ -53,9 +58,16 @@ def main(argv=None) -> None:
             runs = load_run_dirs(args.runs)
             source = "run folders " + ", ".join(args.runs)
             out = args.out or "outputs/report/runs"
+        if args.where:
+            total = len(runs)
+            runs = filter_runs(runs, args.where)
+            if not runs:
+                raise ReportError(f"none of the {total} runs in {source} has "
+                                  f"{' and '.join(args.where)}")
+            source += " where " + " and ".join(args.where)
         report = write_report(runs, out, title=args.title or f"Study report: "
                               f"{args.experiment or ', '.join(args.runs)}", source=source,
-                              group_by=args.group_by)
+                              group_by=args.group_by, subset=", ".join(args.where or []))
     except ReportError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         raise SystemExit(2)

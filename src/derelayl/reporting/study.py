@@ -30,8 +30,9 @@ X_AXES = (
     ("bytes", "bytes communicated", "accuracy_vs_bytes"),
     ("sim_time_s", "simulated time (s)", "accuracy_vs_sim_time"),
 )
-SERIES_KEYS = ("test_acc", "val_acc", "round", "samples_seen", "bytes", "sim_time_s",
-               "retention", "coins_gini", "coins_shapley_spearman", "adversary_coin_share")
+SERIES_KEYS = ("test_acc", "best_test_acc", "val_acc", "round", "samples_seen", "bytes",
+               "sim_time_s", "retention", "coins_gini", "coins_shapley_spearman",
+               "adversary_coin_share")
 FINAL_KEYS = ("test_acc", "test_loss", "best_val_acc", "rounds", "hops", "samples_seen", "bytes",
               "sim_time_s", "retention", "coins_gini", "coins_shapley_spearman",
               "adversary_coin_share", "wall_time_s")
@@ -48,6 +49,14 @@ SECTIONS = {
     "robustness": ("adversary_coin_share", "Accuracy and adversaries' coin share",
                    "it is logged by runs with adversarial participants"),
 }
+
+
+def _accuracy_series(series: dict[str, dict[int, float]]) -> dict[str, dict[int, float]]:
+    """DeRelayL logs its run's model along the rounds as ``best_test_acc`` (the best model so
+    far, whose test accuracy is its final ``test_acc``): that is its accuracy curve."""
+    if not series.get(ACCURACY) and series.get("best_test_acc"):
+        series[ACCURACY] = series["best_test_acc"]
+    return series
 
 
 class ReportError(RuntimeError):
@@ -99,7 +108,7 @@ def load_mlflow_runs(tracking_uri: str, experiment: str, parent_run_id: str | No
                 final[key] = metrics[key]
         params = dict(run.data.params)
         runs.append(RunRecord(run.info.run_id, run.info.run_name or run.info.run_id,
-                              dict(run.data.tags), params, final, series,
+                              dict(run.data.tags), params, final, _accuracy_series(series),
                               params.get("algorithm.step_unit", "hop")))
     return runs
 
@@ -155,16 +164,42 @@ def load_run_dirs(paths: Iterable[str | Path]) -> list[RunRecord]:
                             series[key][int(float(step))] = float(value)
             if step_unit == "round":
                 series["round"] = {s: float(s) for s in next(iter(series.values()), {})}
-        runs.append(RunRecord(str(folder), str(folder), tags, params, final, dict(series),
+        runs.append(RunRecord(str(folder), str(folder), tags, params, final,
+                              _accuracy_series(dict(series)),
                               step_unit))
     return runs
 
 
 # -- grouping and aggregation ---------------------------------------------------------------------
+def run_value(run: RunRecord, key: str) -> str:
+    """A run's tag ``key``, else its param ``key`` (or ``key.name``: a config group), else "-"."""
+    return run.tags.get(key) or run.params.get(key) or run.params.get(f"{key}.name") or "-"
+
+
+def filter_runs(runs: Sequence[RunRecord], where: Sequence[str]) -> list[RunRecord]:
+    """The runs whose tag or param matches every ``KEY=VALUE`` (numbers compare as numbers)."""
+    conditions = []
+    for cond in where:
+        key, sep, wanted = cond.partition("=")
+        if not sep or not key:
+            raise ReportError(f"--where wants KEY=VALUE (got {cond!r})")
+        conditions.append((key, wanted))
+
+    def matches(have: str, wanted: str) -> bool:
+        if have == wanted:
+            return True
+        try:
+            return float(have) == float(wanted)
+        except ValueError:
+            return False
+
+    return [r for r in runs if all(matches(run_value(r, k), v) for k, v in conditions)]
+
 def group_runs(runs: Sequence[RunRecord], group_by: Sequence[str] | None = None
                ) -> dict[str, list[RunRecord]]:
     """``{label: runs}``: by ``group_by`` (tags or params), else by the algorithm plus every tag
     and param that differs between the runs (seeds are what a group averages over)."""
+    value = run_value
     if group_by:
         keys = list(group_by)
     else:
@@ -180,11 +215,15 @@ def group_runs(runs: Sequence[RunRecord], group_by: Sequence[str] | None = None
             if key.startswith(IGNORED_PARAMS) or key in keys or key.endswith(".name"):
                 continue
             # a param that only some algorithms have does not split their groups by itself
-            if any(len({r.params.get(key) for r in rs}) > 1 for rs in by_algorithm.values()):
+            if not any(len({r.params.get(key) for r in rs}) > 1 for rs in by_algorithm.values()):
+                continue
+            # nor does one that the keys so far already determine (partition._target_ given the
+            # partition, each participants.behaviour.* given the preset that sets them)
+            seen: dict[tuple[str, ...], set[str | None]] = defaultdict(set)
+            for run in runs:
+                seen[tuple(value(run, k) for k in keys)].add(run.params.get(key))
+            if any(len(v) > 1 for v in seen.values()):
                 keys.append(key)
-
-    def value(run: RunRecord, key: str) -> str:
-        return run.tags.get(key) or run.params.get(key) or run.params.get(f"{key}.name") or "-"
 
     groups: dict[str, list[RunRecord]] = defaultdict(list)
     for run in runs:
@@ -266,10 +305,33 @@ def final_table(groups: Mapping[str, list[RunRecord]]) -> tuple[list[str], list[
 
 
 # -- figures --------------------------------------------------------------------------------------
+LINE_STYLES = ("-", "--", "-.", ":")
+
+
+def short_labels(labels: Sequence[str]) -> tuple[dict[str, str], str]:
+    """Group labels without the leading part that all of them share ("derelayl, "), and that
+    part (for the title): ``({label: short}, common)``; where a single ``key=value`` is left,
+    just the values ("derelayl, by incentive" in the title)."""
+    firsts = {label.split(", ", 1)[0] for label in labels}
+    if not (len(labels) > 1 and len(firsts) == 1 and all(", " in label for label in labels)):
+        return {label: label for label in labels}, ""
+    short = {label: label.split(", ", 1)[1] for label in labels}
+    common = firsts.pop()
+    # one key left ("incentive=uniform", ...): its values, and the key in the title
+    keys = {rest.split("=", 1)[0] for rest in short.values()}
+    if len(keys) == 1 and all("=" in r and ", " not in r for r in short.values()):
+        short = {label: rest.split("=", 1)[1] for label, rest in short.items()}
+        common = f"{common}, by {keys.pop()}"
+    return short, common
+
+
 def plot_curves(groups: Mapping[str, list[RunRecord]], x_key: str, x_label: str, y_key: str,
                 y_label: str, title: str, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
     drawn = 0
+    short, common = short_labels(list(groups))
+    if common:
+        title = f"{title} ({common})"
     for label, runs in groups.items():
         curves = [run_curve(r, x_key, y_key) for r in runs]
         agg = mean_std_curve(curves)
@@ -277,10 +339,14 @@ def plot_curves(groups: Mapping[str, list[RunRecord]], x_key: str, x_label: str,
             continue
         grid, mean, std = agg
         n = sum(1 for x, _ in curves if len(x))
-        (line,) = ax.plot(grid, mean, "-", lw=1.6, marker="o" if len(grid) <= 30 else None, ms=3,
-                          label=f"{label} (n={n})")
+        # line styles take turns too: curves that coincide (FedProx with a small mu and
+        # FedAvg) stay visible
+        (line,) = ax.plot(grid, mean, LINE_STYLES[drawn % len(LINE_STYLES)], lw=1.6,
+                          marker="o" if len(grid) <= 30 else None, ms=3,
+                          label=f"{short[label]} (n={n})")
         if n > 1:
-            ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+            ax.fill_between(grid, mean - std, mean + std, color=line.get_color(),
+                            alpha=0.2 if len(groups) <= 4 else 0.12)
         drawn += 1
     if not drawn:
         plt.close(fig)
@@ -309,9 +375,13 @@ def plot_bars(rows: Sequence[dict[str, Any]], keys: Sequence[str], title: str, p
     keys = [k for k in keys if any(r.get(k) for r in rows)]
     if not keys:
         return None
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 4), dpi=120, squeeze=False)
+    short, common = short_labels([r["group"] for r in rows])
+    if common:
+        title = f"{title} ({common})"
+    fig, axes = plt.subplots(1, len(keys), figsize=(max(4.5 * len(keys), 7.5), 4.5), dpi=120,
+                             squeeze=False)
     for ax, key in zip(axes[0], keys):
-        labels = [r["group"] for r in rows if r.get(key)]
+        labels = [short[r["group"]] for r in rows if r.get(key)]
         means = [r[key][0] for r in rows if r.get(key)]
         stds = [r[key][1] for r in rows if r.get(key)]
         ax.bar(range(len(labels)), means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
@@ -320,7 +390,7 @@ def plot_bars(rows: Sequence[dict[str, Any]], keys: Sequence[str], title: str, p
         ax.set_ylabel(key)
         ax.set_title(key, fontsize=10)
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle(title + " (mean ± std over seeds)", fontsize=10)
+    fig.suptitle(title + "\n(mean ± std over seeds)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -358,7 +428,12 @@ class Report:
 
 
 def write_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str,
-                 source: str, group_by: Sequence[str] | None = None) -> Report:
+                 source: str, group_by: Sequence[str] | None = None,
+                 subset: str = "") -> Report:
+    """``subset`` (e.g. the ``--where`` conditions) goes into every figure's title."""
+    def fig_title(text: str) -> str:
+        return f"{text} [{subset}]" if subset else text
+
     if not runs:
         raise ReportError(f"no finished runs in {source}")
     out_dir = Path(out_dir)
@@ -373,7 +448,8 @@ def write_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str,
     acc_figs = []
     for x_key, x_label, stem in X_AXES:
         path = plot_curves(groups, x_key, x_label, ACCURACY, "test accuracy",
-                           f"Test accuracy against {x_label}", fig_dir / f"{stem}.png")
+                           fig_title(f"Test accuracy against {x_label}"),
+                           fig_dir / f"{stem}.png")
         if path is not None:
             acc_figs.append((f"Test accuracy against {x_label}", path))
         elif x_key in ("bytes", "sim_time_s"):
@@ -390,16 +466,16 @@ def write_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str,
         figs = []
         if name == "sustainability":
             p = plot_curves(groups, "round", "round", "retention", "active participants (share)",
-                            heading, fig_dir / "sustainability_retention.png")
+                            fig_title(heading), fig_dir / "sustainability_retention.png")
             if p:
                 figs.append((heading, p))
         elif name == "fairness":
-            p = plot_bars(rows, ["coins_gini", "coins_shapley_spearman"], heading,
+            p = plot_bars(rows, ["coins_gini", "coins_shapley_spearman"], fig_title(heading),
                           fig_dir / "fairness.png")
             if p:
                 figs.append((heading, p))
         else:
-            p = plot_bars(rows, ["test_acc", "adversary_coin_share"], heading,
+            p = plot_bars(rows, ["test_acc", "adversary_coin_share"], fig_title(heading),
                           fig_dir / "robustness.png")
             if p:
                 figs.append((heading, p))

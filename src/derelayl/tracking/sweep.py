@@ -34,13 +34,16 @@ def count_jobs(config: DictConfig) -> int | None:
         return int(sweeper.n_trials)
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    args = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+    # as the basic sweeper does: the config's sweeper.params, then the command line, which
+    # wins for a key in both (experiment=paper_robustness seed=0 runs one seed)
     params = sweeper.get("params") or {}
-    args += [f"{k}={v}" for k, v in params.items()]
+    args = [f"{k}={v}" for k, v in params.items()]
+    args += list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
     try:
-        overrides = OverridesParser.create().parse_overrides(args)
+        by_key = {ov.get_key_element(): ov
+                  for ov in OverridesParser.create().parse_overrides(args)}
         total = 1
-        for ov in overrides:
+        for ov in by_key.values():
             if ov.is_sweep_override():
                 total *= len(list(ov.sweep_iterator()))
         return total
@@ -71,6 +74,12 @@ class SweepCallback(Callback):
 
     # -- launching process ---------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        # Hydra sets HydraConfig only inside each job: without it the default
+        # tracking.uri (sqlite:///${hydra:runtime.cwd}/mlflow.db) cannot resolve here
+        if not HydraConfig.initialized():
+            HydraConfig.instance().set_config(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         state_path = sweep_dir / STATE_FILE
