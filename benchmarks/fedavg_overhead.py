@@ -9,7 +9,9 @@ every round, as the product does. Repeats interleaved, best time each; last line
 
 from __future__ import annotations
 
-import argparse
+import sys
+from pathlib import Path
+
 import copy
 import functools
 import time
@@ -26,6 +28,9 @@ from derelayl.data import load_dataset
 from derelayl.models.lit import ClassifierModule
 from derelayl.models.nets import MLP
 from derelayl.training.hop import LightningHop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import best_of, common_args  # noqa: E402
 
 N, BATCH, LR, EPOCHS = 20, 10, 0.05, 1
 
@@ -78,21 +83,14 @@ def plain(ds, parts, net, rounds):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1)
+    ap = common_args(__doc__.splitlines()[0], rounds=20)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ds, parts, net = setup()
     print(f"digits, {N} clients (IID) x {args.rounds} rounds, full participation, "
           f"E={EPOCHS}, B={BATCH}, MLP(128), {args.threads} thread(s)")
-    best_p = best_q = float("inf")
-    for _ in range(args.repeats):
-        tq, net_q = plain(ds, parts, net, args.rounds)
-        tp, net_p = product(ds, parts, net, args.rounds)
-        best_p, best_q = min(best_p, tp), min(best_q, tq)
-    same = all(torch.equal(a, b) for a, b in zip(net_p.parameters(), net_q.parameters()))
+    best_p, best_q, net_p, net_q, same = best_of(args.repeats, plain, product, ds, parts, net,
+                                                 args.rounds)
     close = all(torch.allclose(a, b, atol=1e-5) for a, b in zip(net_p.parameters(),
                                                                net_q.parameters()))
     print(f"plain PyTorch FedAvg: {best_q:.3f}s")

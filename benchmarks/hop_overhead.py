@@ -10,7 +10,9 @@ every hop, as the product does. Repeats interleaved, best time each; last line: 
 
 from __future__ import annotations
 
-import argparse
+import sys
+from pathlib import Path
+
 import copy
 import functools
 import time
@@ -28,6 +30,9 @@ from derelayl.data import load_dataset
 from derelayl.models.lit import ClassifierModule
 from derelayl.models.nets import MLP
 from derelayl.training.hop import LightningHop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import best_of, common_args  # noqa: E402
 
 N, PER = 100, 300
 BATCH, LR = 16, 0.02
@@ -97,22 +102,15 @@ def trainer_per_hop(ds, parts, net, rounds):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1)
+    ap = common_args(__doc__.splitlines()[0], rounds=1)
     ap.add_argument("--trainer", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ds, parts, net = setup()
     print(f"{N} participants x {PER} samples, MLP(128), batch {BATCH}, {args.rounds} round(s), "
           f"{args.threads} thread(s)")
-    best_p = best_q = float("inf")
-    for _ in range(args.repeats):
-        tq, net_q = plain(ds, parts, net, args.rounds)
-        tp, net_p = product(ds, parts, net, args.rounds)
-        best_p, best_q = min(best_p, tp), min(best_q, tq)
-    same = all(torch.equal(a, b) for a, b in zip(net_p.parameters(), net_q.parameters()))
+    best_p, best_q, net_p, net_q, same = best_of(args.repeats, plain, product, ds, parts, net,
+                                                 args.rounds)
     print(f"plain PyTorch loop: {best_q:.3f}s")
     print(f"product relay:      {best_p:.3f}s (same final weights: {same})")
     if args.trainer:

@@ -54,6 +54,12 @@ class IncentiveScheme:
         raise NotImplementedError
 
 
+def _non_negative(key: str, value: float) -> float:
+    if value < 0:
+        raise ConfigError(f"incentive.{key} must be >= 0 (got {value})")
+    return float(value)
+
+
 def _per_trainer(values: np.ndarray, trainers: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(trainers, weights=values, minlength=n) if len(trainers) else np.zeros(n)
 
@@ -62,9 +68,7 @@ class DeRelayLRoyalty(IncentiveScheme):
     name = "derelayl"
 
     def __init__(self, royalty: float = 1.0):
-        if royalty < 0:
-            raise ConfigError(f"incentive.royalty must be >= 0 (got {royalty})")
-        self.royalty = float(royalty)
+        self.royalty = _non_negative("royalty", royalty)
 
     def mint(self, s):
         counts = np.bincount(s.owner_rows[s.winners], minlength=len(s.lineage))
@@ -78,9 +82,7 @@ class BoundedRoyalty(IncentiveScheme):
     def __init__(self, mint_per_win: float = 2.0, gamma: float = 0.5):
         if not 0 < gamma <= 1:
             raise ConfigError(f"incentive.gamma must be in (0, 1] (got {gamma})")
-        if mint_per_win < 0:
-            raise ConfigError(f"incentive.mint_per_win must be >= 0 (got {mint_per_win})")
-        self.mint_per_win, self.gamma = float(mint_per_win), float(gamma)
+        self.mint_per_win, self.gamma = _non_negative("mint_per_win", mint_per_win), float(gamma)
 
     def mint(self, s):
         rows = s.lineage_decay
@@ -94,9 +96,7 @@ class UniformReward(IncentiveScheme):
     name = "uniform"
 
     def __init__(self, reward: float = 1.0):
-        if reward < 0:
-            raise ConfigError(f"incentive.reward must be >= 0 (got {reward})")
-        self.reward = float(reward)
+        self.reward = _non_negative("reward", reward)
 
     def mint(self, s):
         ok = s.eligible
@@ -119,9 +119,7 @@ class MarginalGainReward(IncentiveScheme):
     name = "marginal_gain"
 
     def __init__(self, rate: float = 10.0):
-        if rate < 0:
-            raise ConfigError(f"incentive.rate must be >= 0 (got {rate})")
-        self.rate = float(rate)
+        self.rate = _non_negative("rate", rate)
 
     def mint(self, s):
         gain = np.where(s.eligible, np.maximum(s.scores - s.parent_scores, 0.0), 0.0)
