@@ -157,6 +157,8 @@ def test_default_run_is_derelayl_trained_and_reaches_085(make_cfg, tmp_path):
     assert cfg.dataset.name == "digits"
     metrics = run_experiment(cfg, tmp_path / "run")
     assert metrics["test_acc"] >= 0.85
+    # Shapley values of the best model's contributors are on by default (shapley.enabled=auto)
+    assert -1.0 <= metrics["coins_shapley_spearman"] <= 1.0
 
 
 @pytest.mark.parametrize("args, message", [
@@ -184,6 +186,7 @@ def test_bad_protocol_input_is_one_clear_line(cli_in_process, tmp_path, args, me
     (["incentive=uniform", "incentive.reward=-1"], "incentive.reward must be >= 0"),
     (["churn.enabled=true", "churn.pool_factor=0.5"], "churn.pool_factor must be >= 1"),
     (["derelayl.acceptance_margin=-1"], "derelayl.acceptance_margin must be >= 0"),
+    (["shapley.enabled=maybe"], "shapley.enabled must be true, false or auto"),
 ])
 def test_bad_economy_input_is_one_clear_line(cli_in_process, tmp_path, args, message):
     code, out, err = cli_in_process(*args, "tracking=none", f"hydra.run.dir={tmp_path}/bad")

@@ -26,7 +26,7 @@ from derelayl.core.shapley import pearson, spearman
 from derelayl.reporting.economy_plots import (plot_coins, plot_reward_vs_shapley,
                                               plot_version_shares)
 from derelayl.runners.base import ExperimentContext, Outcome, register
-from derelayl.runners.fairness import check_shapley, estimate, save
+from derelayl.runners.fairness import check_shapley, estimate, save, wanted
 from derelayl.tracking.economy_files import MODELS_DIR, EconomyFiles, FileModelStore
 
 log = logging.getLogger("derelayl")
@@ -207,7 +207,7 @@ def run_derelayl(ctx: ExperimentContext) -> Outcome:
     metrics.update(behaviour_metrics(state))
     model, history_rows = None, []
     metrics.update(coins_shapley_spearman=None, coins_shapley_pearson=None)
-    if isinstance(perf, TrainedPerformance) and cfg.shapley.enabled:
+    if isinstance(perf, TrainedPerformance) and wanted(cfg):
         shapley = lineage_shapley(ctx, perf, cfg)
         ever = np.flatnonzero(state.ever_active)
         phi = np.array([shapley.values.get(int(i), 0.0) for i in ever])

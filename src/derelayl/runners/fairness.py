@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from derelayl.core.errors import ConfigError
 from derelayl.core.seeding import numpy_rng
 from derelayl.core.shapley import ShapleyResult, check_parameters, shapley_values, spearman
 from derelayl.runners.base import ExperimentContext
@@ -19,7 +20,19 @@ log = logging.getLogger("derelayl")
 
 def check_shapley(cfg) -> None:
     sc = cfg.shapley
+    if sc.enabled not in (True, False, "auto"):
+        raise ConfigError(f"shapley.enabled must be true, false or auto (got {sc.enabled!r})")
     check_parameters(permutations=int(sc.permutations), tolerance=float(sc.tolerance))
+
+
+def wanted(cfg) -> bool:
+    """``shapley.enabled``: true, false, or auto = on where it is cheap (DeRelayL's lineage)."""
+    sc = cfg.get("shapley")
+    if sc is None:
+        return False
+    if sc.enabled == "auto":
+        return cfg.algorithm.name == "derelayl"
+    return bool(sc.enabled)
 
 
 def estimate(ctx: ExperimentContext, value, what: str) -> ShapleyResult:

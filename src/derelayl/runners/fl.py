@@ -23,7 +23,7 @@ from derelayl.core.incentives import FederatedPayouts, make_incentive
 from derelayl.core.metrics import gini, jain
 from derelayl.core.shapley import pearson, spearman
 from derelayl.runners.base import ExperimentContext, Outcome, build, register
-from derelayl.runners.fairness import check_shapley, participants_shapley
+from derelayl.runners.fairness import check_shapley, participants_shapley, wanted
 from derelayl.tracking.files import write_json
 
 
@@ -137,7 +137,7 @@ def run_federated(ctx: ExperimentContext) -> Outcome:
         paid, coins = incentive_metrics(ctx, run)
         result.metrics.update(paid)
         result.files.append(ctx.output_dir / "participation.json")
-    if ctx.cfg.get("shapley", {}).get("enabled"):
+    if wanted(ctx.cfg):
         schedule = {**_schedule(ctx), "devices": None, "observers": ()}
         quiet = FederatedRunner(ctx.hop, _strategy(algo), clients_per_round=m,
                                 server_lr=algo.server_lr, **schedule)

@@ -7,7 +7,7 @@ import dataclasses
 from derelayl.core.coalitions import RelayCoalitionValue
 from derelayl.core.relay import RelayRunner
 from derelayl.runners.base import ExperimentContext, Outcome, instantiate_named, register
-from derelayl.runners.fairness import check_shapley, participants_shapley
+from derelayl.runners.fairness import check_shapley, participants_shapley, wanted
 
 
 @register("relay")
@@ -26,7 +26,7 @@ def run_relay(ctx: ExperimentContext) -> Outcome:
         "hops": result.hops, "rounds": result.rounds, "samples_seen": result.samples_seen,
         "bytes": result.bytes, "sim_time_s": result.sim_time_s,
     }
-    if ctx.cfg.get("shapley", {}).get("enabled"):
+    if wanted(ctx.cfg):
         value = RelayCoalitionValue(RelayRunner(ctx.hop, runner.schedule, rounds=algo.rounds,
                                                 seed=ctx.cfg.seed),
                                     ctx.new_model(), ctx.participants, ctx.data.test)
