@@ -26,7 +26,7 @@ KINDS = ("dropout", "free_rider", "label_flip", "noise", "sybil")
 # more than M below its parent on the round's test cases) as a second protocol
 VARIANTS = {"authors' protocol": []}
 SETTING = ["algorithm=derelayl", "derelayl.performance=trained", "partition=dirichlet",
-           "partition.alpha=0.5", "progress_every=1000"]
+           "partition.alpha=0.5", "shapley.enabled=false", "progress_every=1000"]
 START, END = "<!-- attack_table:start -->", "<!-- attack_table:end -->"
 
 

@@ -31,7 +31,7 @@ from derelayl.batch import mean_std, replace_between, run_batch, run_overrides, 
 METHODS = ("derelayl", "relay", "fedavg", "fedprox", "scaffold", "local", "centralized")
 # extra overrides per method; derelayl is compared with its `trained` performance model
 METHOD_OVERRIDES = {"derelayl": ["algorithm=derelayl", "derelayl.performance=trained",
-                                 "derelayl.ledger=false"]}
+                                 "derelayl.ledger=false", "shapley.enabled=false"]}
 PARTITIONS = {
     "iid": ["partition=iid"],
     "dirichlet(0.5)": ["partition=dirichlet", "partition.alpha=0.5"],
