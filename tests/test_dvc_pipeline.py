@@ -13,8 +13,6 @@ import yaml
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.skipif(shutil.which("dvc") is None or shutil.which("git") is None,
-                                reason="dvc or git not on PATH")
 
 
 def ran(output: str) -> set[str]:
