@@ -106,13 +106,13 @@ def test_efficacy_sweep_is_methods_x_partitions_x_seeds():
                  "dirichlet": f"dirichlet{part.get('alpha')}"}[part["name"]]
         seen.add((algo["name"], split))
         assert cfg["tracking"]["experiment"] == "paper_efficacy"
-        # about equal computation: 10 epochs of the training set for everybody
+        # about equal computation: 30 epochs of the training set for everybody
         if algo["name"] == "relay":
-            assert algo["rounds"] == 10 and algo["local_epochs"] == 1
+            assert algo["rounds"] == 30 and algo["local_epochs"] == 1
         elif algo["name"] == "derelayl":
             assert cfg["derelayl"]["rounds"] == 30 and cfg["derelayl"]["performance"] == "trained"
         else:
-            assert algo["rounds"] is None and algo["budget_epochs"] == 10
+            assert algo["rounds"] is None and algo["budget_epochs"] == 30
             assert algo.get("sample_budget") is None
     methods = ("derelayl", "relay", "fedavg", "fedprox", "scaffold", "local", "centralized")
     splits = ("iid", "dirichlet0.5", "dirichlet0.1", "shards2")
