@@ -3,9 +3,11 @@
     python scripts/attack_table.py [--seeds 3] [--fraction 0.3] [--jobs 2] [--update-readme]
 
 DeRelayL with real models on digits, Dirichlet(0.5), 20 participants, 30 rounds, the authors'
-incentive rule. For each kind: the best model's test accuracy (mean of the seeds) and its
-difference from the all-honest run of the same seeds, and the attackers' share of coins against
-their share of the population. Runs: outputs/attacks/<kind>/seed<k>/.
+incentive rule, at the default hop (3 local epochs) and, for comparison, at 1 and 5 local epochs.
+For each kind: the best model's test accuracy (mean of the seeds) and its difference from the
+all-honest run of the same seeds and hop, the attackers' share of coins against their share of
+the population, and what a hop does to its parent's score on the round's test cases (honest
+hops against the attackers'). Runs: outputs/attacks/<variant>/<kind>/seed<k>/.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from derelayl.batch import mean_std, replace_between, run_batch, run_overrides  # noqa: E402
+from derelayl.batch import mean_std, replace_between, run_batch, run_overrides, slug  # noqa: E402
 
 KINDS = ("dropout", "free_rider", "label_flip", "noise", "sybil")
-# the authors' protocol; --verification M adds our verification step (a model may not score
-# more than M below its parent on the round's test cases) as a second protocol
-VARIANTS = {"authors' protocol": []}
+# the authors' protocol at three hop sizes (the default first); --verification M adds our
+# verification step (a model may not score more than M below its parent on the round's test
+# cases) at the default hop
+VARIANTS = {"3 local epochs (default)": [], "1 local epoch": ["algorithm.local_epochs=1"],
+            "5 local epochs": ["algorithm.local_epochs=5"]}
 SETTING = ["algorithm=derelayl", "derelayl.performance=trained", "partition=dirichlet",
            "partition.alpha=0.5", "shapley.enabled=false", "progress_every=1000"]
 START, END = "<!-- attack_table:start -->", "<!-- attack_table:end -->"
@@ -33,7 +37,7 @@ START, END = "<!-- attack_table:start -->", "<!-- attack_table:end -->"
 def run_one(job):
     variant, kind, fraction, seed, out = job
     extra = [] if kind == "honest" else [f"participants.behaviour.{kind}={fraction}"]
-    folder = Path(out) / ("verified" if VARIANTS[variant] else "authors") / kind / f"seed{seed}"
+    folder = Path(out) / slug(variant) / kind / f"seed{seed}"
     metrics = run_overrides([*SETTING, *VARIANTS[variant], *extra, f"seed={seed}"], folder)
     return {"variant": variant, "kind": kind, "seed": seed, **metrics}
 
@@ -43,9 +47,12 @@ def table(rows, seeds, fraction):
              f"`derelayl`; {fraction:.0%} attackers of one kind; mean ± std over {seeds} seeds. "
              f"Bar: accuracy within 2 points of the all-honest run, coin share below population "
              f"share.", "",
-             "| protocol | attackers | best test acc | vs all-honest (points) | attackers' coin "
-             "share | their population share | matches | wins | bar |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "Hop gain: mean change of a model's score (accuracy on the round's 100 test cases) "
+             "over its parent's, honest hops / the attackers' hops.", "",
+             "| hop | attackers | best test acc | vs all-honest (points) | attackers' coin "
+             "share | their population share | matches | wins | hop gain honest / attackers "
+             "| bar |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for variant in VARIANTS:
         lines += table_rows([r for r in rows if r["variant"] == variant], variant)
     return "\n".join(lines) + "\n"
@@ -54,8 +61,9 @@ def table(rows, seeds, fraction):
 def table_rows(rows, variant):
     honest = {r["seed"]: r["test_acc"] for r in rows if r["kind"] == "honest"}
     base = statistics.mean(honest.values())
+    gain = statistics.mean(r["hop_gain"] for r in rows if r["kind"] == "honest")
     lines = [f"| {variant} | none (all honest) | {mean_std(list(honest.values()), '.3f')} | - | "
-             f"- | - | - | - | - |"]
+             f"- | - | - | - | {gain:+.3f} | - |"]
     for kind in KINDS:
         rs = [r for r in rows if r["kind"] == kind]
         acc = statistics.mean(r["test_acc"] for r in rs)
@@ -68,6 +76,8 @@ def table_rows(rows, variant):
             f"{mean_std([r['adversary_coin_share'] for r in rs], '.3f')} | {pop:.2f} | "
             f"{statistics.mean(r[f'{kind}_matches'] for r in rs):.0f} | "
             f"{statistics.mean(r[f'{kind}_wins'] for r in rs):.0f} | "
+            f"{statistics.mean(r['honest_hop_gain'] for r in rs):+.3f} / "
+            f"{statistics.mean(r[f'{kind}_hop_gain'] for r in rs):+.3f} | "
             f"{'met' if ok else 'MISSED'} |")
     return lines
 

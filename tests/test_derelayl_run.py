@@ -204,6 +204,8 @@ def test_trained_economy_with_churn_adversaries_schemes_and_shapley(make_cfg, tm
                 "test_acc", "free_rider_wins", "label_flip_matches", "active_participants"):
         assert key in metrics, key
     assert metrics["free_rider_wins"] == 0
+    # a free-rider's model is its parent: it changes the parent's score on the test cases by 0
+    assert metrics["free_rider_hop_gain"] == 0.0 and "label_flip_hop_gain" in metrics
     assert -1.0 <= metrics["coins_shapley_spearman"] <= 1.0
     shapley = json.loads((out / "shapley.json").read_text())
     assert shapley["lineage"] and set(shapley["values"]) <= {str(p) for _, p in shapley["lineage"]}

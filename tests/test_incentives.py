@@ -8,8 +8,8 @@ from derelayl.core.economy import DeRelayLParams, EconomyState, balances_from_le
 from derelayl.core.errors import ConfigError
 from derelayl.core.incentives import INCENTIVES, Settlement, make_incentive
 from derelayl.core.performance import RandomWalkPerformance
-from derelayl.core.population import (BEHAVIOURS, FREE_RIDER, ChurnParams, Economics,
-                                      EconomicsParams, assign_behaviours)
+from derelayl.core.population import (BEHAVIOURS, FREE_RIDER, LABEL_FLIP, ChurnParams,
+                                      Economics, EconomicsParams, assign_behaviours)
 from derelayl.core.seeding import numpy_rng
 
 PARAMS = {"derelayl": {}, "derelayl_bounded": {"mint_per_win": 2.0, "gamma": 0.5},
@@ -177,3 +177,19 @@ def test_federated_payouts_by_hand():
     d2 = np.array([0.5, 0.5, 0, 0])  # round 1's clients, before round 2
     d3 = 0.5 * d2 + np.array([0, 0.5, 0.5, 0])
     np.testing.assert_allclose(coins, 2 * d2 / d2.sum() + 2 * d3 / d3.sum())
+
+
+def test_hop_gain_is_what_a_hop_did_to_its_parents_score():
+    """A free-rider's hop leaves its parent's score as it was; an honest random-walk hop adds
+    N(1, 1) on average, a label flipper's subtracts |N(1, 1)| (1.17 on average)."""
+    n = 60
+    behaviour = assign_behaviours(n, {"free_rider": 0.2, "label_flip": 0.2}, numpy_rng(2, "b"),
+                                  exclude=(0,))
+    result, _ = run("derelayl", n=n, rounds=60, behaviour=behaviour, seed=2)
+    s = result.state
+    riders, flippers, honest = (behaviour == FREE_RIDER), (behaviour == LABEL_FLIP), behaviour == 0
+    assert s.hops[riders].sum() > 0 and s.hop_gain[riders].sum() == 0.0
+    honest_gain = s.hop_gain[honest].sum() / s.hops[honest].sum()
+    flip_gain = s.hop_gain[flippers].sum() / s.hops[flippers].sum()
+    assert 0.8 < honest_gain < 1.2 and -1.45 < flip_gain < -0.9, (honest_gain, flip_gain)
+    assert s.hops.sum() == sum(row["num_trained"] for row in result.history)

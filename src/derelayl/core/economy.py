@@ -135,6 +135,8 @@ class EconomyState:
     best_score: np.ndarray
     matches: np.ndarray
     wins: np.ndarray
+    hops: np.ndarray  # models each participant trained and returned (tested)
+    hop_gain: np.ndarray  # sum over those of score - parent's score on the round's test cases
     owners: np.ndarray  # this round's model owners (participant ids)
     lineage: np.ndarray  # (owners x N) owner histograms of the owners' newest models (counts)
     active: np.ndarray  # bool: taking part (churn)
@@ -183,6 +185,7 @@ class EconomyState:
                    own_version=np.zeros(n, dtype=np.int64), held_version=held,
                    own_score=score, best_score=score.copy(),
                    matches=np.zeros(n, dtype=np.int64), wins=np.zeros(n, dtype=np.int64),
+                   hops=np.zeros(n, dtype=np.int64), hop_gain=zeros.copy(),
                    owners=np.array([g], dtype=np.int64), lineage=lineage,
                    active=mask, ever_active=mask.copy(),
                    behaviour=(np.zeros(n, dtype=np.int8) if behaviour is None else behaviour),
@@ -341,6 +344,9 @@ def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceMod
     fee = pay_miner(m_test, p.fee_per_test_case * p.num_test_cases
                     + p.fee_per_tested_hash * n_trained)
     state.own_score[trained_t] = scores
+    gains = scores - parent_scores  # what a hop did to its parent on the same test cases
+    state.hops[trained_t] += 1
+    state.hop_gain[trained_t] += gains
     state.best_score[trained_t] = np.maximum(state.best_score[trained_t], scores)
     if ledger is not None and m_test >= 0:
         ledger.append(r, "testing", m_test, {"cases_digest": digest,
@@ -434,6 +440,7 @@ def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceMod
         "retention": float(state.active[:state.initial_active].mean()),
         "joined": float(joined), "left": float(left),
         "samples_seen": float(state.samples_seen),
+        "hop_gain_mean": float(gains.mean()) if n_trained else 0.0,
     }
     if adversary.any():
         total = coins.sum()

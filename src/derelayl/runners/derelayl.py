@@ -123,10 +123,13 @@ def _write_participants(path, state: EconomyState, perf) -> None:
 
 
 def behaviour_metrics(state: EconomyState) -> dict[str, float]:
-    """Per behaviour present: population share, coin share, matches and wins."""
+    """Per behaviour present: population share, coin share, matches, wins and the mean score
+    gain of its hops over their parents (``hop_gain``: the test cases' accuracy points a hop
+    added, negative when it made the model worse)."""
     total = float(state.coins.sum())
     ever = state.ever_active
-    out = {"adversary_coin_share": 0.0, "adversary_population_share": 0.0}
+    out = {"adversary_coin_share": 0.0, "adversary_population_share": 0.0,
+           "hop_gain": _mean_gain(state, ever)}
     adversary = (state.behaviour != HONEST) & ever
     if adversary.any():
         out["adversary_coin_share"] = float(state.coins[adversary].sum() / total) if total else 0.0
@@ -139,7 +142,13 @@ def behaviour_metrics(state: EconomyState) -> dict[str, float]:
         out[f"{name}_coin_share"] = float(state.coins[mask].sum() / total) if total else 0.0
         out[f"{name}_matches"] = int(state.matches[mask].sum())
         out[f"{name}_wins"] = int(state.wins[mask].sum())
+        out[f"{name}_hop_gain"] = _mean_gain(state, mask)
     return out
+
+
+def _mean_gain(state: EconomyState, mask: np.ndarray) -> float:
+    hops = int(state.hops[mask].sum())
+    return float(state.hop_gain[mask].sum() / hops) if hops else 0.0
 
 
 def lineage_shapley(ctx: ExperimentContext, perf: TrainedPerformance, cfg: DictConfig):
