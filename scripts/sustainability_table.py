@@ -1,6 +1,6 @@
 """The README's sustainability table: every incentive scheme, 5 seeds, DeRelayL and FedAvg.
 
-    python scripts/sustainability_table.py [--seeds 5] [--jobs 2] [--update-readme]
+    python scripts/sustainability_table.py [--seeds 5] [--jobs 2] [--update-readme] [--resume]
 
 Digits, Dirichlet(0.5), 20 participants (a pool of 40 identities), churn on, 20% free-riders,
 heterogeneous costs (the `mobile` participants' defaults), 30 rounds, for both methods:
@@ -47,10 +47,12 @@ COLUMNS = [("retention", "retention", ".2f"), ("active_participants", "active at
 
 
 def run_one(job):
-    method, scheme, seed, out, permutations = job
+    method, scheme, seed, out, permutations, resume = job
     overrides = [o.replace("PERMUTATIONS", str(permutations)) for o in SETTING[method]]
+    # resume: a finished run of the same resolved config is reused (skip_finished), an
+    # interrupted DeRelayL run resumes from its checkpoint
     metrics = run_overrides([*overrides, f"incentive={scheme}", f"seed={seed}"],
-                            Path(out) / method / scheme / f"seed{seed}")
+                            Path(out) / method / scheme / f"seed{seed}", fresh=not resume)
     if method == "fedavg":  # FedAvg's model is the last global one; report its best, as DeRelayL
         metrics["test_acc"] = metrics["best_test_acc"]
     return {"method": method, "scheme": scheme, "seed": seed, **metrics}
@@ -125,6 +127,9 @@ def main():
     ap.add_argument("--permutations", type=int, default=20,
                     help="TMC permutations of FedAvg's Shapley values")
     ap.add_argument("--update-readme", action="store_true")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse the finished runs under --out (same resolved config) instead of "
+                         "starting every run afresh")
     ap.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures",
                     help="where the two figures go")
     ap.add_argument("--figures-only", action="store_true",
@@ -133,7 +138,7 @@ def main():
     if args.figures_only:
         print("\n".join(map(str, figures(args.out, args.figures))))
         return
-    jobs = [(m, s, k, str(args.out.resolve()), args.permutations)
+    jobs = [(m, s, k, str(args.out.resolve()), args.permutations, args.resume)
             for m in args.methods for s in args.schemes for k in range(args.seeds)]
 
     def report(job, r):

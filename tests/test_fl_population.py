@@ -157,3 +157,14 @@ def test_bad_fl_population_input_is_one_clear_line(cli_in_process, tmp_path, arg
     code, out, err = cli_in_process("algorithm=fedavg", *args, "tracking=none",
                                     f"hydra.run.dir={tmp_path}/bad")
     assert_one_line_error(code, err, message)
+
+
+def test_a_round_with_nobody_paid_settles_to_nothing_under_every_scheme():
+    from derelayl.core.incentives import INCENTIVES, make_incentive
+
+    for name in INCENTIVES:
+        payouts = FederatedPayouts(make_incentive(name), [5, 7])
+        assert payouts.settle([], []).sum() == 0 and payouts.minted == 0, name
+        payouts.settle([0], [0.1])
+        payouts.settle([], [])  # e.g. both selected clients were free-riders
+        assert payouts.coins.sum() == pytest.approx(payouts.minted), name

@@ -176,7 +176,8 @@ class FederatedPayouts:
             if total > 0:
                 credits = s.mint_per_win * self.decayed / total
             self.decayed *= s.gamma
-            self.decayed[sel] += 1.0 / len(sel)
+            if len(sel):  # a round whose clients were all left unpaid adds nobody
+                self.decayed[sel] += 1.0 / len(sel)
         self.lineage[sel] += 1
         self.coins += credits
         self.minted += float(credits.sum())
