@@ -1,10 +1,13 @@
-"""The README's sustainability table: every incentive scheme, 5 seeds, DeRelayL with real models.
+"""The README's sustainability table: every incentive scheme, 5 seeds, DeRelayL and FedAvg.
 
-    python scripts/sustainability_table.py [--seeds 5] [--jobs 2] [--update-readme]
+    python scripts/sustainability_table.py [--seeds 5] [--jobs 2] [--update-readme] [--resume]
 
-Digits, Dirichlet(0.5), 20 participants, `trained` performance, churn on, 20% free-riders,
-heterogeneous costs (the `mobile` participants' defaults), Shapley values of the best model's
-lineage on. Runs land in outputs/sustainability/<scheme>/seed<k>/; the table also goes to
+Digits, Dirichlet(0.5), 20 participants (a pool of 40 identities), churn on, 20% free-riders,
+heterogeneous costs (the `mobile` participants' defaults), 30 rounds, for both methods:
+DeRelayL with `trained` performance (Shapley values of the best model's lineage), and FedAvg
+with the same population, the scheme paid every round, and Shapley values by truncated Monte
+Carlo over the participants ever active (every coalition reruns FedAvg without churn).
+Runs land in outputs/sustainability/<method>/<scheme>/seed<k>/; the table also goes to
 reports/sustainability_table.md.
 """
 
@@ -22,9 +25,15 @@ sys.path.insert(0, str(ROOT / "src"))
 from derelayl.batch import mean_std, replace_between, run_batch, run_overrides  # noqa: E402
 from derelayl.core.incentives import INCENTIVES  # noqa: E402
 
-SETTING = ["algorithm=derelayl", "derelayl.performance=trained", "partition=dirichlet",
-           "partition.alpha=0.5", "churn.enabled=true", "participants.behaviour.free_rider=0.2",
-           "shapley.enabled=true", "progress_every=1000"]
+POPULATION = ["partition=dirichlet", "partition.alpha=0.5", "churn.enabled=true",
+              "participants.behaviour.free_rider=0.2", "shapley.enabled=true",
+              "progress_every=1000"]
+SETTING = {"derelayl": ["algorithm=derelayl", "derelayl.performance=trained", "derelayl.rounds=30",
+                        *POPULATION],
+           # FL's coalition values rerun all of FedAvg: fewer TMC permutations than DeRelayL's
+           "fedavg": ["algorithm=fedavg", "algorithm.rounds=30", *POPULATION,
+                      "shapley.permutations=PERMUTATIONS"]}
+METHODS = tuple(SETTING)
 START, END = "<!-- sustainability_table:start -->", "<!-- sustainability_table:end -->"
 COLUMNS = [("retention", "retention", ".2f"), ("active_participants", "active at end", ".1f"),
            ("utility_positive_share", "positive utility", ".2f"),
@@ -33,75 +42,44 @@ COLUMNS = [("retention", "retention", ".2f"), ("active_participants", "active at
            ("coins_shapley_pearson", "coins~Shapley (Pearson)", ".2f"),
            ("coins_gini", "Gini", ".2f"), ("coins_minted", "coins issued", ".1f"),
            ("coins_burned", "burned", ".2f"), ("coins_total", "held", ".1f"),
-           ("free_rider_coin_share", "free-riders' coin share", ".3f")]
-
-
-FL_SETTING = ["algorithm=fedavg", "partition=dirichlet", "partition.alpha=0.5",
-              "shapley.enabled=true", "shapley.permutations=20", "progress_every=1000"]
+           ("free_rider_coin_share", "free-riders' coin share", ".3f"),
+           ("samples_seen", "samples trained", ".0f")]
 
 
 def run_one(job):
-    scheme, seed, out = job
-    if scheme == "fedavg":  # one FL run per seed; every scheme's coins are computed from it
-        folder = Path(out) / "fedavg" / f"seed{seed}"
-        metrics = run_overrides([*FL_SETTING, f"seed={seed}"], folder)
-        return {"scheme": "fedavg", "seed": seed, **metrics, **fl_payouts(folder)}
-    metrics = run_overrides([*SETTING, f"incentive={scheme}", f"seed={seed}"],
-                            Path(out) / scheme / f"seed{seed}")
-    return {"scheme": scheme, "seed": seed, **metrics}
+    method, scheme, seed, out, permutations, resume = job
+    overrides = [o.replace("PERMUTATIONS", str(permutations)) for o in SETTING[method]]
+    # resume: a finished run of the same resolved config is reused (skip_finished), an
+    # interrupted DeRelayL run resumes from its checkpoint
+    metrics = run_overrides([*overrides, f"incentive={scheme}", f"seed={seed}"],
+                            Path(out) / method / scheme / f"seed{seed}", fresh=not resume)
+    if method == "fedavg":  # FedAvg's model is the last global one; report its best, as DeRelayL
+        metrics["test_acc"] = metrics["best_test_acc"]
+    return {"method": method, "scheme": scheme, "seed": seed, **metrics}
 
 
-def fl_payouts(folder: Path) -> dict:
-    """Coins of every scheme applied to the FL run's rounds, against its Shapley values."""
-    import numpy as np
-    from omegaconf import OmegaConf
-
-    from derelayl.cli.train import config_dir
-    from derelayl.core.incentives import FederatedPayouts, make_incentive
-    from derelayl.core.metrics import gini
-    from derelayl.core.shapley import pearson, spearman
-
-    rounds = json.loads((folder / "participation.json").read_text())
-    values = json.loads((folder / "shapley.json").read_text())["values"]
-    phi = [values[str(i)] for i in range(len(rounds["samples"]))]
-    out = {}
-    for scheme in INCENTIVES:
-        params = OmegaConf.to_container(OmegaConf.load(config_dir() / "incentive" / f"{scheme}.yaml"))
-        payouts = FederatedPayouts(make_incentive(**params), np.array(rounds["samples"]))
-        for r in rounds["rounds"]:
-            payouts.settle(r["clients"], r["gains"])
-        out[scheme] = {"coins_gini": gini(payouts.coins), "coins_minted": payouts.minted,
-                       "coins_shapley_spearman": spearman(payouts.coins, phi),
-                       "coins_shapley_pearson": pearson(payouts.coins, phi)}
-    return {"fl_schemes": out}
-
-
-def table(rows, seeds):
-    lines = [f"Digits, Dirichlet(0.5), 20 participants (pool of 40 with churn), `trained`, churn "
-             f"on, 20% free-riders, 30 rounds; mean ± std over {seeds} seeds.", "",
-             "| scheme | " + " | ".join(c[1] for c in COLUMNS) + " |",
-             "| --- |" + " --- |" * len(COLUMNS)]
-    for scheme in INCENTIVES:
-        rs = [r for r in rows if r["scheme"] == scheme]
-        if not rs:
+def table(rows, seeds, permutations):
+    lines = [f"Digits, Dirichlet(0.5), 20 participants (pool of 40), churn on, 20% free-riders, "
+             f"heterogeneous costs, 30 rounds; mean ± std over {seeds} seeds. DeRelayL: `trained`, "
+             f"3 local epochs per hop, Shapley values of the best model's lineage. FedAvg: C = 0.1 "
+             f"of the active participants, E = 5, the scheme paid every round (a reward per "
+             f"participating client), Shapley values by TMC with {permutations} permutations over "
+             f"the participants ever active (each coalition reruns FedAvg without churn); best "
+             f"test acc is the best global model's.", ""]
+    for method in METHODS:
+        if not any(r.get("method", "derelayl") == method for r in rows):
             continue
-        cells = [mean_std([r.get(k) for r in rs], fmt) for k, _, fmt in COLUMNS]
-        lines.append(f"| {scheme} | " + " | ".join(cells) + " |")
-    fl = [r for r in rows if r["scheme"] == "fedavg"]
-    if fl:
-        lines += ["", f"The same schemes paid on FedAvg's rounds (a reward per participating "
-                      f"client; no churn, no adversaries, no deposits; Shapley values by TMC with "
-                      f"20 permutations, every coalition rerunning FedAvg alone); FedAvg's best "
-                      f"test acc {mean_std([r['test_acc'] for r in fl], '.3f')}:", "",
-                  "| scheme on FedAvg | coins~Shapley (Spearman) | coins~Shapley (Pearson) | "
-                  "Gini | coins issued |", "| --- | --- | --- | --- | --- |"]
+        head = "scheme" if method == "derelayl" else "scheme on FedAvg"
+        lines += ["| " + head + " | " + " | ".join(c[1] for c in COLUMNS) + " |",
+                  "| --- |" + " --- |" * len(COLUMNS)]
         for scheme in INCENTIVES:
-            vals = [r["fl_schemes"][scheme] for r in fl]
-            lines.append(f"| {scheme} | " + " | ".join(
-                mean_std([v[k] for v in vals], fmt) for k, fmt in
-                (("coins_shapley_spearman", ".2f"), ("coins_shapley_pearson", ".2f"),
-                 ("coins_gini", ".2f"), ("coins_minted", ".1f"))) + " |")
-    return "\n".join(lines) + "\n"
+            rs = [r for r in rows if r.get("method", "derelayl") == method and r["scheme"] == scheme]
+            if not rs:
+                continue
+            cells = [mean_std([r.get(k) for r in rs], fmt) for k, _, fmt in COLUMNS]
+            lines.append(f"| {scheme} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def figures(out: Path, dest: Path) -> list[Path]:
@@ -112,7 +90,7 @@ def figures(out: Path, dest: Path) -> list[Path]:
 
     active, coins, phi = {}, [], []
     for scheme in INCENTIVES:
-        runs = sorted((out / scheme).glob("seed*"))
+        runs = sorted((out / "derelayl" / scheme).glob("seed*"))
         if not runs:
             continue
         active[scheme] = [[json.loads(line)["active_participants"]
@@ -144,9 +122,14 @@ def main():
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "sustainability")
     ap.add_argument("--table", type=Path, default=ROOT / "reports" / "sustainability_table.md")
-    ap.add_argument("--schemes", nargs="+", default=[*INCENTIVES, "fedavg"],
-                    choices=[*INCENTIVES, "fedavg"], help="fedavg: the schemes paid on FedAvg")
+    ap.add_argument("--schemes", nargs="+", default=list(INCENTIVES), choices=INCENTIVES)
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--permutations", type=int, default=20,
+                    help="TMC permutations of FedAvg's Shapley values")
     ap.add_argument("--update-readme", action="store_true")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse the finished runs under --out (same resolved config) instead of "
+                         "starting every run afresh")
     ap.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures",
                     help="where the two figures go")
     ap.add_argument("--figures-only", action="store_true",
@@ -155,14 +138,15 @@ def main():
     if args.figures_only:
         print("\n".join(map(str, figures(args.out, args.figures))))
         return
-    ap_schemes = args.schemes
-    jobs = [(s, k, str(args.out.resolve())) for s in ap_schemes for k in range(args.seeds)]
+    jobs = [(m, s, k, str(args.out.resolve()), args.permutations, args.resume)
+            for m in args.methods for s in args.schemes for k in range(args.seeds)]
 
     def report(job, r):
-        print(f"{r['scheme']:>17} seed {r['seed']}: test_acc {r['test_acc']:.3f}", flush=True)
+        print(f"{r['method']:>8} {r['scheme']:>17} seed {r['seed']}: test_acc "
+              f"{r['test_acc']:.3f}", flush=True)
 
     rows = run_batch(jobs, run_one, workers=args.jobs, progress=report)
-    md = table(rows, args.seeds)
+    md = table(rows, args.seeds, args.permutations)
     args.table.parent.mkdir(parents=True, exist_ok=True)
     args.table.write_text(md)
     args.table.with_suffix(".json").write_text(json.dumps(rows, indent=1, default=str))

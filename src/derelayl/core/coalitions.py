@@ -13,7 +13,9 @@ of the starting model.
 - ``FederatedCoalitionValue``: the core FL runner (FedAvg, FedProx, SCAFFOLD) given only S's
   clients; each client keeps its own hop stream (keyed by its pid, not by its place in S).
   ``clients_per_round`` becomes ``min(clients_per_round, |S|)``, or ``max(round(C |S|), 1)``
-  with ``client_fraction=C``.
+  with ``client_fraction=C``. With ``behaviour`` (per pid), every member keeps its behaviour
+  (a free-rider still returns the global model, a dropout nothing); there is no churn in a
+  coalition's run: it is FL over the members, all present from the first round.
 - ``LineageCoalitionValue``: DeRelayL's best model rebuilt from the genesis weights by replaying
   the hops of its lineage ``[(round, participant), ...]`` whose participant is in S, in order,
   each with its original hop stream. The full coalition reproduces the best model bit for bit.
@@ -24,11 +26,12 @@ from __future__ import annotations
 import copy
 from typing import Iterable, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from derelayl.core.errors import ConfigError
 from derelayl.core.evaluation import EvalSet, evaluate
-from derelayl.core.fl import FederatedRunner, resolve_clients_per_round
+from derelayl.core.fl import FederatedPopulation, FederatedRunner, resolve_clients_per_round
 from derelayl.core.hop import HopStats, HopTrainer
 from derelayl.core.participants import ParticipantData
 from derelayl.core.relay import RelayRunner
@@ -132,8 +135,10 @@ class FederatedCoalitionValue:
 
     def __init__(self, runner: FederatedRunner, model: torch.nn.Module,
                  participants: Sequence[ParticipantData], test: EvalSet,
-                 validation: EvalSet | None = None, client_fraction: float | None = None):
+                 validation: EvalSet | None = None, client_fraction: float | None = None,
+                 behaviour: Mapping[int, int] | None = None, noise_std: float = 1.0):
         self.runner, self.model, self.participants = runner, model, list(participants)
+        self.behaviour, self.noise_std = behaviour, float(noise_std)
         self.players = _pids(self.participants)
         self.by_pid = {int(p.pid): p for p in self.participants}
         self.test = test
@@ -153,11 +158,17 @@ class FederatedCoalitionValue:
             return evaluate(self.model, self.test)[1]
         clients = [self.by_pid[p] for p in self.players if p in members]  # original order
         r = self.runner
+        population = None
+        if self.behaviour is not None:
+            population = FederatedPopulation(
+                behaviour=np.array([self.behaviour[int(c.pid)] for c in clients], dtype=np.int8),
+                noise_std=self.noise_std)
         runner = FederatedRunner(_StreamByPid(r.hop_trainer, r.seed, len(clients)),
                                  copy.deepcopy(r.strategy), seed=r.seed,
                                  clients_per_round=self.clients_per_round(len(clients)),
                                  rounds=r.rounds, sample_budget=r.sample_budget,
-                                 server_lr=r.server_lr, eval_every=_NEVER)
+                                 server_lr=r.server_lr, eval_every=_NEVER,
+                                 population=population)
         result = runner.run(self.model, clients, self.validation, self.test)
         return float(result.metrics["test_acc"])
 

@@ -21,8 +21,9 @@ import numpy as np
 from derelayl.core.errors import ConfigError
 from derelayl.core.incentives import DeRelayLRoyalty, IncentiveScheme, Settlement
 from derelayl.core.ledger import Ledger, sha256_hex
-from derelayl.core.metrics import gini, jain, version_shares
-from derelayl.core.population import DROPOUT, HONEST, SYBIL, ChurnParams
+from derelayl.core.metrics import version_shares
+from derelayl.core.population import (DROPOUT, HONEST, SYBIL, ChurnParams, book_utility,
+                                      churn_step, population_metrics)
 
 
 @dataclass(frozen=True)
@@ -406,25 +407,24 @@ def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceMod
 
     # utility: coins received + value of a better best model - costs - deposits lost
     gain = np.maximum(_held_quality(perf, state.best_score) - best_quality_before, 0.0)
-    utility = received + state.model_value * gain - cost - forfeits
-    utility[~state.active] = 0.0
-    state.utility += utility
-    state.recent_utility[r % len(state.recent_utility)] = utility
-    state.active_rounds[state.active] += 1
+    utility = book_utility(state.utility, state.recent_utility, state.active_rounds,
+                           state.active, r, received + state.model_value * gain - cost - forfeits)
     joined = left = 0
     if churn is not None and churn.enabled:
-        joined, left = _churn(state, churn, churn_rng or rng)
+        is_owner = np.zeros(n, dtype=bool)
+        is_owner[state.owners] = True
+        joined, left = churn_step(state.active, state.ever_active, state.active_rounds,
+                                  state.recent_utility, state.reservation, churn,
+                                  churn_rng or rng, staying=is_owner)
     state.round = r + 1
 
     latest = int(state.held_version.max())
     held = np.where(state.active, state.held_version, -1)
     shares = version_shares(held[state.active], latest, p.version_depth)
-    active_coins = coins[state.active]
     adversary = state.behaviour != HONEST
     metrics = {
-        "coins_gini": gini(active_coins), "coins_jain": jain(active_coins),
-        "coins_total": float(coins.sum()), "coins_mean": float(active_coins.mean()),
-        "coins_max": float(coins.max()),
+        **population_metrics(coins, state.utility, state.active, state.ever_active,
+                             state.initial_active),
         "coins_minted": state.minted - minted0, "coins_burned": state.burned - burned0,
         "coins_issued_total": state.minted, "coins_burned_total": state.burned,
         "num_owners": float(len(owners)), "num_trainers": float(n_trainers),
@@ -435,9 +435,6 @@ def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceMod
         "version_share_older": float(shares[p.version_depth + 1]),
         "version_share_none": float(shares[p.version_depth + 2]),
         "utility_round_mean": float(utility[state.active].mean()) if state.active.any() else 0.0,
-        "utility_positive_share": float((state.utility[state.ever_active] > 0).mean()),
-        "active_participants": float(state.active.sum()),
-        "retention": float(state.active[:state.initial_active].mean()),
         "joined": float(joined), "left": float(left),
         "samples_seen": float(state.samples_seen),
         "hop_gain_mean": float(gains.mean()) if n_trained else 0.0,
@@ -457,23 +454,3 @@ def _held_quality(perf: PerformanceModel, best_score: np.ndarray) -> np.ndarray:
     q = perf.quality(np.where(np.isfinite(best_score), best_score, 0.0))
     return np.where(np.isfinite(best_score), q, 0.0)
 
-
-def _churn(state: EconomyState, churn: ChurnParams, rng: np.random.Generator) -> tuple[int, int]:
-    """Leavers (recent utility below reservation) and joiners (from the never-active pool)."""
-    window = len(state.recent_utility)
-    recent = state.recent_utility.mean(axis=0)
-    is_owner = np.zeros(len(state.active), dtype=bool)
-    is_owner[state.owners] = True
-    leaving = (state.active & (state.active_rounds >= window) & (recent < state.reservation)
-               & ~is_owner)
-    state.active[leaving] = False
-    pool = np.flatnonzero(~state.ever_active)
-    n_active = int(state.active.sum())
-    expected = float(recent[state.active].mean()) if n_active else 0.0
-    rate = churn.join_rate * max(n_active, 1) * max(0.0, math.tanh(expected / churn.join_scale))
-    joining = min(int(rng.poisson(rate)), len(pool))
-    newcomers = pool[:joining]
-    state.active[newcomers] = True
-    state.ever_active[newcomers] = True
-    state.recent_utility[:, newcomers] = 0.0
-    return joining, int(leaving.sum())

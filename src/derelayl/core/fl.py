@@ -16,6 +16,19 @@ in what the server does with the results:
 
 Costs: every selected client downloads and uploads the model (SCAFFOLD: also c down and its
 control-variate delta up); a round waits for its slowest selected client.
+
+Populations (``FederatedPopulation``, off by default: everybody honest and always there), with
+the keys and meanings of DeRelayL's economy (``core.population``): a ``dropout`` client downloads
+the model and returns nothing (left out of the aggregate); a ``free_rider`` returns the global
+model unchanged, aggregated with its declared sample weight (it dilutes the update) but, as in
+DeRelayL, never paid (an unchanged model is never eligible); a ``noise`` client returns the
+global weights plus N(0, noise_std^2) (stream ``noise/<round>/<pid>``); ``label_flip`` and
+``sybil`` clients train honestly on the data they were given (``adversarial_data``). With
+economics, incentive payouts are settled every round and each participant's utility is
+coins received + model value x the gain in quality (validation accuracy) of the best global
+model it downloaded - samples trained x cost per sample - transfers x cost per transfer; with
+churn on, that utility decides who leaves and how many join (``churn_step``, stream
+``churn/<round>``), and clients are selected among the active participants only.
 """
 
 from __future__ import annotations
@@ -32,7 +45,10 @@ from derelayl.core.errors import ConfigError
 from derelayl.core.evaluation import EvalSet, evaluate
 from derelayl.core.events import Observer, Observers, RoundRecord
 from derelayl.core.hop import HopStats, HopTrainer
+from derelayl.core.incentives import FederatedPayouts
 from derelayl.core.participants import ParticipantData
+from derelayl.core.population import (DROPOUT, FREE_RIDER, HONEST, NOISE, ChurnParams, Economics,
+                                      book_utility, churn_step, population_metrics)
 from derelayl.core.profiles import Devices, model_bytes, parameter_bytes
 from derelayl.core.seeding import numpy_rng, torch_generator
 
@@ -131,6 +147,35 @@ class Scaffold(FedAvg):
 
 # -- the runner -------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class FederatedPopulation:
+    """Who an FL run's clients are: behaviour codes per identity (``core.population``), and
+    optionally their economics and churn. Identities ``[0, initial_active)`` (default: all)
+    are active at the start, the rest wait in the join pool."""
+
+    behaviour: np.ndarray
+    economics: Economics | None = None
+    churn: ChurnParams | None = None
+    initial_active: int | None = None
+    noise_std: float = 1.0
+
+    def __post_init__(self):
+        if self.churn is not None and self.churn.enabled and self.economics is None:
+            raise ConfigError("FL churn needs the participants' economics (utility drives it)")
+
+
+@dataclass(frozen=True)
+class PopulationOutcome:
+    """The population at the end of an FL run (arrays over identities)."""
+
+    behaviour: np.ndarray
+    active: np.ndarray
+    ever_active: np.ndarray
+    utility: np.ndarray  # cumulative: the satisfaction index
+    matches: np.ndarray  # rounds each identity was selected in
+    initial_active: int
+
+
+@dataclass(frozen=True)
 class RoundsResult:
     """What a round-based run (FL, local, centralized) returns."""
 
@@ -144,7 +189,10 @@ class RoundsResult:
     metrics: dict[str, float]  # the last round's metrics
     # FL only: per round, the participating clients and each one's gain (its local model's
     # validation accuracy minus the global model's before the round): what incentives pay for
+    # (clients that were paid: the aggregated ones whose model changed, their gains)
     participation: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...] = ()
+    payouts: FederatedPayouts | None = None  # settled round by round, when the run pays
+    population: PopulationOutcome | None = None
 
 
 def resolve_clients_per_round(num_participants: int, clients_per_round: int | None,
@@ -203,7 +251,9 @@ class FederatedRunner:
                  clients_per_round: int, rounds: int | None = None,
                  sample_budget: int | None = None, server_lr: float = 1.0, eval_every: int = 1,
                  devices: Devices | None = None, observers: list[Observer] | tuple = (),
-                 track_gains: bool = False):
+                 track_gains: bool = False, payouts: FederatedPayouts | None = None,
+                 population: FederatedPopulation | None = None,
+                 client_fraction: float | None = None):
         check_schedule(rounds, sample_budget, eval_every)
         self.track_gains = bool(track_gains)  # evaluate every local model (marginal_gain pay)
         if clients_per_round < 1:
@@ -220,13 +270,25 @@ class FederatedRunner:
         self.eval_every = int(eval_every)
         self.devices = devices
         self.observers = Observers(observers)
+        self.payouts = payouts  # settled every round (utility needs the coins as they come)
+        self.population = population
+        # with churn, C is a fraction of the *active* participants (else clients_per_round caps)
+        self.client_fraction = client_fraction
 
     def select(self, rnd: int, num_participants: int) -> list[int]:
-        if self.clients_per_round >= num_participants:
-            return list(range(num_participants))
+        return self.select_among(rnd, np.arange(num_participants), self.clients_per_round)
+
+    def select_among(self, rnd: int, candidates: np.ndarray, count: int) -> list[int]:
+        if count >= len(candidates):
+            return [int(i) for i in candidates]
         rng = numpy_rng(self.seed, "clients", rnd)
-        return sorted(int(i) for i in rng.choice(num_participants, self.clients_per_round,
-                                                 replace=False))
+        return sorted(int(candidates[i]) for i in rng.choice(len(candidates), count,
+                                                             replace=False))
+
+    def clients_among(self, num_active: int) -> int:
+        if self.client_fraction is not None:
+            return resolve_clients_per_round(num_active, None, self.client_fraction)
+        return min(self.clients_per_round, num_active)
 
     def run(self, model: torch.nn.Module, participants: list[ParticipantData],
             validation: EvalSet, test: EvalSet) -> RoundsResult:
@@ -234,6 +296,21 @@ class FederatedRunner:
         if self.clients_per_round > n:
             raise ConfigError(f"algorithm.clients_per_round must be in 1..{n} "
                               f"(num_participants) (got {self.clients_per_round})")
+        pop = self.population
+        if pop is not None and len(pop.behaviour) != n:
+            raise ConfigError(f"FL population: {len(pop.behaviour)} behaviours for {n} clients")
+        behaviour = np.zeros(n, dtype=np.int8) if pop is None else np.asarray(pop.behaviour)
+        economics = None if pop is None else pop.economics
+        churn = None if pop is None or pop.churn is None or not pop.churn.enabled else pop.churn
+        initial = n if pop is None or not pop.initial_active else int(pop.initial_active)
+        active = np.zeros(n, dtype=bool)
+        active[:initial] = True
+        ever_active = active.copy()
+        matches = np.zeros(n, dtype=np.int64)
+        utility = np.zeros(n)
+        recent = np.zeros((pop.churn.window if pop is not None and pop.churn else 10, n))
+        active_rounds = np.zeros(n, dtype=np.int64)
+        held = np.zeros(n)  # quality of the best global model each participant downloaded
         model = copy.deepcopy(model)
         state = list(model.state_dict(keep_vars=True).values())  # live tensors of the model
         params = [p for p in model.parameters() if p.requires_grad]
@@ -253,39 +330,61 @@ class FederatedRunner:
         rnd = hops = samples_seen = nbytes = 0
         sim = None if self.devices is None else 0.0
         done = False
-        global_acc = evaluate(model, validation)[1] if self.track_gains else 0.0
+        needs_global = self.track_gains or economics is not None
+        global_acc = evaluate(model, validation)[1] if needs_global else 0.0
         while not done:
             rnd += 1
-            selected = self.select(rnd, n)
-            gains = []
-            weights = sizes[selected] / sizes[selected].sum()
+            selected = self.select_among(rnd, np.flatnonzero(active),
+                                         self.clients_among(int(active.sum())))
+            matches[selected] += 1
+            returning = [pid for pid in selected if behaviour[pid] != DROPOUT]
+            gains, paid = [], []
+            weights = sizes[returning] / sizes[returning].sum() if returning else []
             mean = [torch.zeros_like(g) if g.is_floating_point() else g.clone()
                     for g in global_state]
             losses, slowest, before = [], 0.0, samples_seen
-            for pid, w in zip(selected, weights):
+            trained_samples = np.zeros(n)
+            for pid in (p for p in selected if behaviour[p] == DROPOUT):
+                nbytes += down_up // 2  # downloaded, never returned
+                if sim is not None:
+                    slowest = max(slowest, self.devices.transfer_seconds(pid, down_up // 2))
+            for pid, w in zip(returning, weights):
+                kind = int(behaviour[pid])
                 with torch.no_grad():
                     for t, g in zip(state, global_state):
                         t.copy_(g)
-                stats = self.hop_trainer(
-                    model, participants[pid], torch_generator(self.seed, "hop", rnd, pid),
-                    grad_correction=self.strategy.correction(pid, params, global_params))
-                self.strategy.client_done(pid, params, global_params, stats)
-                if self.track_gains:
-                    gains.append(evaluate(model, validation)[1] - global_acc)
+                samples = 0
+                if kind == NOISE:
+                    gen = torch_generator(self.seed, "noise", rnd, int(participants[pid].pid))
+                    with torch.no_grad():
+                        for t in state:
+                            if t.is_floating_point():
+                                t.add_(pop.noise_std * torch.randn(t.shape, generator=gen))
+                elif kind != FREE_RIDER:  # a free-rider sends the global model back as it is
+                    stats = self.hop_trainer(
+                        model, participants[pid], torch_generator(self.seed, "hop", rnd, pid),
+                        grad_correction=self.strategy.correction(pid, params, global_params))
+                    self.strategy.client_done(pid, params, global_params, stats)
+                    samples = stats.samples
+                    losses.append(stats.train_loss)
+                    hops += 1
+                if kind != FREE_RIDER:  # an unchanged model is never paid (as in DeRelayL)
+                    paid.append(pid)
+                    if self.track_gains:
+                        gains.append(evaluate(model, validation)[1] - global_acc)
                 with torch.no_grad():
                     for acc, t in zip(mean, state):
                         if acc.is_floating_point():
                             acc.add_(t, alpha=float(w))
-                hops += 1
-                samples_seen += stats.samples
+                samples_seen += samples
+                trained_samples[pid] = samples
                 nbytes += down_up
-                losses.append(stats.train_loss)
                 if sim is not None:
                     slowest = max(slowest, self.devices.transfer_seconds(pid, down_up)
-                                  + self.devices.train_seconds(pid, stats.samples))
+                                  + self.devices.train_seconds(pid, samples))
             with torch.no_grad():
                 for g, m in zip(global_state, mean):
-                    if not g.is_floating_point():
+                    if not g.is_floating_point() or not returning:
                         continue
                     if self.server_lr == 1.0:
                         g.copy_(m)  # exactly the weighted mean
@@ -298,18 +397,58 @@ class FederatedRunner:
                 sim += slowest
             done = finished(rnd, samples_seen, self.rounds, self.sample_budget,
                             samples_seen - before)
-            metrics = {"train_loss": float(np.mean(losses)), "clients": float(len(selected))}
+            credits = (self.payouts.settle(paid, gains) if self.payouts is not None
+                       else np.zeros(n))
+            metrics = {"train_loss": float(np.mean(losses)) if losses else float("nan"),
+                       "clients": float(len(selected))}
+            if economics is not None:
+                quality_before = held.copy()
+                held[selected] = np.maximum(held[selected], global_acc)  # what they downloaded
+                transfers = np.zeros(n)
+                transfers[selected] = 1.0
+                transfers[returning] = 2.0
+                cost = (economics.cost_per_sample * trained_samples
+                        + economics.cost_per_transfer * transfers)
+                this_round = book_utility(
+                    utility, recent, active_rounds, active, rnd,
+                    credits + economics.model_value * np.maximum(held - quality_before, 0.0)
+                    - cost)
+                joined = left = 0
+                if churn is not None:
+                    joined, left = churn_step(active, ever_active, active_rounds, recent,
+                                              economics.reservation, churn,
+                                              numpy_rng(self.seed, "churn", rnd))
+                    done = done or not active.any()  # nobody left to train: nobody will join
+                coins = self.payouts.coins if self.payouts is not None else np.zeros(n)
+                metrics.update(population_metrics(coins, utility, active, ever_active, initial))
+                metrics.update(
+                    coins_minted=float(credits.sum()),
+                    coins_issued_total=self.payouts.minted if self.payouts is not None else 0.0,
+                    utility_round_mean=(float(this_round[active].mean()) if active.any()
+                                        else 0.0),
+                    joined=float(joined), left=float(left))
+                adversary = (behaviour != HONEST) & ever_active
+                if adversary.any():
+                    total = coins.sum()
+                    metrics["adversary_coin_share"] = (float(coins[adversary].sum() / total)
+                                                       if total > 0 else 0.0)
             metrics.update(evaluate_model(model, validation, test,
                                           rnd % self.eval_every == 0 or done))
             global_acc = metrics["val_acc"]
-            participation.append((tuple(selected), tuple(gains)))
+            participation.append((tuple(paid), tuple(gains)))
             record = make_round_record(rnd, hops, samples_seen, nbytes, sim, metrics)
             history.append(record)
             self.observers.on_round(record)
+        people = None
+        if pop is not None:
+            people = PopulationOutcome(behaviour=behaviour.copy(), active=active.copy(),
+                                       ever_active=ever_active.copy(), utility=utility.copy(),
+                                       matches=matches.copy(), initial_active=initial)
         result = RoundsResult(model=model, history=tuple(history), rounds=rnd, hops=hops,
                               samples_seen=samples_seen, bytes=nbytes, sim_time_s=sim,
                               metrics=dict(history[-1].metrics),
-                              participation=tuple(participation))
+                              participation=tuple(participation), payouts=self.payouts,
+                              population=people)
         self.observers.on_run_end(result)
         return result
 

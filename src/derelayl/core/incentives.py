@@ -145,7 +145,9 @@ class FederatedPayouts:
     lineage, once per round each participated in (the current round's clients get theirs from
     later rounds, like a DeRelayL trainer whose model is built on); ``derelayl_bounded`` mints
     ``mint_per_win`` a round, split over that lineage with weight gamma^d for the round d rounds
-    back (shared equally by its clients). FL has no deposits: nothing is burned.
+    back (shared equally by its clients). FL has no deposits: nothing is burned. A round's
+    clients here are those paid: a dropout returned nothing and a free-rider's unchanged model
+    is never eligible, as in DeRelayL (``core.fl``).
     """
 
     def __init__(self, scheme: IncentiveScheme, declared_samples: np.ndarray):
@@ -176,7 +178,8 @@ class FederatedPayouts:
             if total > 0:
                 credits = s.mint_per_win * self.decayed / total
             self.decayed *= s.gamma
-            self.decayed[sel] += 1.0 / len(sel)
+            if len(sel):  # a round whose clients were all left unpaid adds nobody
+                self.decayed[sel] += 1.0 / len(sel)
         self.lineage[sel] += 1
         self.coins += credits
         self.minted += float(credits.sum())

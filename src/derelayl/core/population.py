@@ -2,16 +2,21 @@
 utility), their behaviour (honest or adversarial) and how the population churns.
 
 All draws come from the run's seed (streams "economics", "behaviour", "churn/<round>").
+DeRelayL's economy and the FL baselines share everything here: the adversaries' data, the
+utility bookkeeping, the leave/join rule and the per-behaviour metrics.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
 
 from derelayl.core.errors import ConfigError
+from derelayl.core.metrics import gini, jain
+from derelayl.core.participants import ParticipantData
 
 BEHAVIOURS = ("honest", "dropout", "free_rider", "label_flip", "noise", "sybil")
 HONEST, DROPOUT, FREE_RIDER, LABEL_FLIP, NOISE, SYBIL = range(len(BEHAVIOURS))
@@ -122,3 +127,101 @@ class ChurnParams:
 
     def pool_size(self, num_participants: int) -> int:
         return int(round(num_participants * self.pool_factor)) if self.enabled else num_participants
+
+
+def adversarial_data(participants: list[ParticipantData], behaviour: np.ndarray,
+                     num_classes: int) -> list[ParticipantData]:
+    """Label flippers train on l -> L-1-l; all sybil identities share one actor's data."""
+    out = list(participants)
+    sybils = np.flatnonzero(behaviour == SYBIL)
+    for i in np.flatnonzero(behaviour == LABEL_FLIP):
+        p = out[i]
+        out[i] = ParticipantData(p.pid, p.x, num_classes - 1 - p.y)
+    for i in sybils[1:]:
+        actor = out[sybils[0]]
+        out[i] = ParticipantData(int(i), actor.x, actor.y)
+    return out
+
+
+def book_utility(utility: np.ndarray, recent_utility: np.ndarray, active_rounds: np.ndarray,
+                 active: np.ndarray, round_: int, this_round: np.ndarray) -> np.ndarray:
+    """Add a round's utilities (zero for the inactive) to the satisfaction index, in place."""
+    this_round = np.where(active, this_round, 0.0)
+    utility += this_round
+    recent_utility[round_ % len(recent_utility)] = this_round
+    active_rounds[active] += 1
+    return this_round
+
+
+def churn_step(active: np.ndarray, ever_active: np.ndarray, active_rounds: np.ndarray,
+               recent_utility: np.ndarray, reservation: np.ndarray, churn: ChurnParams,
+               rng: np.random.Generator, staying: np.ndarray | None = None) -> tuple[int, int]:
+    """Leavers (recent utility below reservation) and joiners (from the never-active pool).
+
+    Updates the arrays in place; ``staying`` marks who may not leave this round (DeRelayL's
+    model owners serve their round first). Returns (joined, left).
+    """
+    window = len(recent_utility)
+    recent = recent_utility.mean(axis=0)
+    leaving = active & (active_rounds >= window) & (recent < reservation)
+    if staying is not None:
+        leaving &= ~staying
+    active[leaving] = False
+    pool = np.flatnonzero(~ever_active)
+    n_active = int(active.sum())
+    expected = float(recent[active].mean()) if n_active else 0.0
+    rate = churn.join_rate * max(n_active, 1) * max(0.0, math.tanh(expected / churn.join_scale))
+    joining = min(int(rng.poisson(rate)), len(pool))
+    newcomers = pool[:joining]
+    active[newcomers] = True
+    ever_active[newcomers] = True
+    recent_utility[:, newcomers] = 0.0
+    return joining, int(leaving.sum())
+
+
+def population_metrics(coins: np.ndarray, utility: np.ndarray, active: np.ndarray,
+                       ever_active: np.ndarray, initial_active: int) -> dict[str, float]:
+    """A round's coin and population figures (coins' Gini and Jain over the active)."""
+    active_coins = coins[active]
+    return {"coins_gini": gini(active_coins), "coins_jain": jain(active_coins),
+            "coins_total": float(coins.sum()),
+            "coins_mean": float(active_coins.mean()) if active.any() else 0.0,
+            "coins_max": float(coins.max()),
+            "utility_positive_share": float((utility[ever_active] > 0).mean()),
+            "active_participants": float(active.sum()),
+            "retention": float(active[:initial_active].mean())}
+
+
+def behaviour_metrics(behaviour: np.ndarray, ever_active: np.ndarray, coins: np.ndarray,
+                      matches: np.ndarray, wins: np.ndarray | None = None,
+                      hops: np.ndarray | None = None,
+                      hop_gain: np.ndarray | None = None) -> dict[str, float]:
+    """Per behaviour present: population share, coin share, matches (and wins; and, given each
+    participant's tested ``hops`` and the sum of their score changes over the parents,
+    ``hop_gain``: the mean, over all hops as ``hop_gain`` and per behaviour)."""
+    total = float(coins.sum())
+    ever = ever_active
+    out = {"adversary_coin_share": 0.0, "adversary_population_share": 0.0}
+    if hops is not None:
+        out["hop_gain"] = _mean_gain(hops, hop_gain, ever)
+    adversary = (behaviour != HONEST) & ever
+    if adversary.any():
+        out["adversary_coin_share"] = float(coins[adversary].sum() / total) if total else 0.0
+        out["adversary_population_share"] = float(adversary.sum() / ever.sum())
+    for code, name in enumerate(BEHAVIOURS):
+        mask = (behaviour == code) & ever
+        if not mask.any() or (code == HONEST and not adversary.any()):
+            continue
+        out[f"{name}_population_share"] = float(mask.sum() / ever.sum())
+        out[f"{name}_coin_share"] = float(coins[mask].sum() / total) if total else 0.0
+        out[f"{name}_matches"] = int(matches[mask].sum())
+        if wins is not None:
+            out[f"{name}_wins"] = int(wins[mask].sum())
+        if hops is not None:
+            out[f"{name}_hop_gain"] = _mean_gain(hops, hop_gain, mask)
+    return out
+
+
+def _mean_gain(hops: np.ndarray, gain: np.ndarray, mask: np.ndarray) -> float:
+    count = int(hops[mask].sum())
+    return float(gain[mask].sum() / count) if count else 0.0

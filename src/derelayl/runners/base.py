@@ -71,9 +71,10 @@ class ExperimentContext:
 
     @property
     def population_size(self) -> int:
-        """Participants holding data: N, or the join pool when DeRelayL's churn is on."""
+        """Participants holding data: N, or the join pool when churn is on (DeRelayL, FL)."""
         churn = self.cfg.get("churn")
-        if churn is not None and churn.get("enabled") and self.cfg.algorithm.name == "derelayl":
+        if churn is not None and churn.get("enabled") and self.cfg.algorithm.name in (
+                "derelayl", "fedavg", "fedprox", "scaffold"):
             return int(round(int(self.cfg.num_participants) * float(churn.pool_factor)))
         return int(self.cfg.num_participants)
 

@@ -17,16 +17,14 @@ from derelayl.core.events import RoundRecord
 from derelayl.core.ledger import Ledger, canonical_json, sha256_hex
 from derelayl.core.coalitions import LineageCoalitionValue
 from derelayl.core.incentives import make_incentive
-from derelayl.core.participants import ParticipantData
 from derelayl.core.performance import RandomWalkPerformance, TrainedPerformance
-from derelayl.core.population import (BEHAVIOURS, HONEST, LABEL_FLIP, SYBIL, ChurnParams,
-                                      Economics, EconomicsParams, assign_behaviours)
-from derelayl.core.seeding import numpy_rng
+from derelayl.core.population import BEHAVIOURS, adversarial_data, behaviour_metrics
 from derelayl.core.shapley import pearson, spearman
 from derelayl.reporting.economy_plots import (plot_coins, plot_reward_vs_shapley,
                                               plot_version_shares)
 from derelayl.runners.base import ExperimentContext, Outcome, register
 from derelayl.runners.fairness import check_shapley, estimate, save, wanted
+from derelayl.runners.population import churn_from_config, population
 from derelayl.tracking.economy_files import MODELS_DIR, EconomyFiles, FileModelStore
 
 log = logging.getLogger("derelayl")
@@ -38,42 +36,11 @@ PARAM_KEYS = ("rounds", "active_share", "trainers_per_owner", "owner_budget", "w
               "fee_per_model_case", "genesis_participant", "version_depth", "acceptance_margin")
 
 
-def churn_from_config(cfg: DictConfig) -> ChurnParams:
-    return ChurnParams(**OmegaConf.to_container(cfg.churn, resolve=True))
-
-
 def params_from_config(cfg: DictConfig) -> DeRelayLParams:
     d = cfg.derelayl
     pool = churn_from_config(cfg).pool_size(int(cfg.num_participants))
     return DeRelayLParams(num_participants=pool, initial_active=int(cfg.num_participants),
                           **{k: d[k] for k in PARAM_KEYS})
-
-
-def population(cfg: DictConfig, params: DeRelayLParams):
-    """Behaviours and economics of every identity in the pool (from the seed)."""
-    pcfg = cfg.participants
-    fractions = {k: float(v) for k, v in pcfg.get("behaviour", {}).items()}
-    behaviour = assign_behaviours(params.num_participants, fractions,
-                                  numpy_rng(cfg.seed, "behaviour"),
-                                  exclude=(params.genesis_participant,))
-    economics = Economics.draw(params.num_participants,
-                               EconomicsParams(**pcfg.get("economics", {})),
-                               numpy_rng(cfg.seed, "economics"))
-    return behaviour, economics
-
-
-def adversarial_data(participants: list[ParticipantData], behaviour: np.ndarray,
-                     num_classes: int) -> list[ParticipantData]:
-    """Label flippers train on l -> L-1-l; all sybil identities share one actor's data."""
-    out = list(participants)
-    sybils = np.flatnonzero(behaviour == SYBIL)
-    for i in np.flatnonzero(behaviour == LABEL_FLIP):
-        p = out[i]
-        out[i] = ParticipantData(p.pid, p.x, num_classes - 1 - p.y)
-    for i in sybils[1:]:
-        actor = out[sybils[0]]
-        out[i] = ParticipantData(int(i), actor.x, actor.y)
-    return out
 
 
 def fingerprint(cfg: DictConfig) -> str:
@@ -122,35 +89,6 @@ def _write_participants(path, state: EconomyState, perf) -> None:
                         "" if not np.isfinite(best[i]) else best[i]])
 
 
-def behaviour_metrics(state: EconomyState) -> dict[str, float]:
-    """Per behaviour present: population share, coin share, matches, wins and the mean score
-    gain of its hops over their parents (``hop_gain``: the test cases' accuracy points a hop
-    added, negative when it made the model worse)."""
-    total = float(state.coins.sum())
-    ever = state.ever_active
-    out = {"adversary_coin_share": 0.0, "adversary_population_share": 0.0,
-           "hop_gain": _mean_gain(state, ever)}
-    adversary = (state.behaviour != HONEST) & ever
-    if adversary.any():
-        out["adversary_coin_share"] = float(state.coins[adversary].sum() / total) if total else 0.0
-        out["adversary_population_share"] = float(adversary.sum() / ever.sum())
-    for code, name in enumerate(BEHAVIOURS):
-        mask = (state.behaviour == code) & ever
-        if not mask.any() or (code == HONEST and not adversary.any()):
-            continue
-        out[f"{name}_population_share"] = float(mask.sum() / ever.sum())
-        out[f"{name}_coin_share"] = float(state.coins[mask].sum() / total) if total else 0.0
-        out[f"{name}_matches"] = int(state.matches[mask].sum())
-        out[f"{name}_wins"] = int(state.wins[mask].sum())
-        out[f"{name}_hop_gain"] = _mean_gain(state, mask)
-    return out
-
-
-def _mean_gain(state: EconomyState, mask: np.ndarray) -> float:
-    hops = int(state.hops[mask].sum())
-    return float(state.hop_gain[mask].sum() / hops) if hops else 0.0
-
-
 def lineage_shapley(ctx: ExperimentContext, perf: TrainedPerformance, cfg: DictConfig):
     """Shapley values of the contributors on the best model's lineage (hops replayed)."""
     value = LineageCoalitionValue(ctx.hop, copy.deepcopy(perf.genesis_model()), perf.lineage(),
@@ -166,7 +104,8 @@ def run_derelayl(ctx: ExperimentContext) -> Outcome:
     churn = churn_from_config(cfg)
     incentive = make_incentive(**{k: v for k, v in OmegaConf.to_container(
         cfg.incentive, resolve=True).items()})
-    behaviour, economics = population(cfg, params)
+    behaviour, economics = population(cfg, params.num_participants,
+                                      honest=(params.genesis_participant,))
     perf, store, declared = _performance(ctx, params, behaviour)
     files = EconomyFiles(out, params.num_participants, fingerprint(cfg),
                          checkpoint_every=cfg.derelayl.checkpoint_every,
@@ -213,7 +152,8 @@ def run_derelayl(ctx: ExperimentContext) -> Outcome:
                 "version_share_none", "utility_positive_share", "num_owners", "retention",
                 "active_participants"):
         metrics[key] = last[key]
-    metrics.update(behaviour_metrics(state))
+    metrics.update(behaviour_metrics(state.behaviour, state.ever_active, state.coins,
+                                     state.matches, state.wins, state.hops, state.hop_gain))
     model, history_rows = None, []
     metrics.update(coins_shapley_spearman=None, coins_shapley_pearson=None)
     if isinstance(perf, TrainedPerformance) and wanted(cfg):

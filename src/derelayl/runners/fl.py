@@ -7,24 +7,40 @@ is null. ``budget_epochs`` defaults to 5 = the relay's default (5 rounds x 1 loc
 round = every participant trains once = one FedAvg round with full participation). To compare
 with ``algorithm=derelayl``, set ``algorithm.sample_budget`` to its ``samples_seen``
 (``scripts/fl_table.py`` does).
+
+Populations (fedavg, fedprox, scaffold): with ``churn.enabled=true`` or any
+``participants.behaviour.<kind>`` fraction > 0 the run has DeRelayL's population: the same
+behaviours, economics and churn (pool of ``churn.pool_size(N)`` identities holding data, the
+first N active), the configured incentive settled every round, and the same population metrics.
 """
 
 from __future__ import annotations
+
+import csv
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from derelayl.core.baselines import CentralizedRunner, LocalRunner
 from derelayl.core.errors import ConfigError
-from derelayl.core.fl import (FedAvg, FederatedRunner, FedProx, RoundsResult, Scaffold,
-                              resolve_clients_per_round)
+from derelayl.core.fl import (FedAvg, FederatedPopulation, FederatedRunner, FedProx,
+                              RoundsResult, Scaffold, resolve_clients_per_round)
 from derelayl.core.coalitions import FederatedCoalitionValue
 from derelayl.core.incentives import FederatedPayouts, make_incentive
 from derelayl.core.metrics import gini, jain
+from derelayl.core.population import (BEHAVIOURS, adversarial_data, assign_behaviours,
+                                      behaviour_metrics)
 from derelayl.core.shapley import pearson, spearman
 from derelayl.runners.base import ExperimentContext, Outcome, build, register
 from derelayl.runners.fairness import check_shapley, participants_shapley, wanted
+from derelayl.runners.population import (behaviour_fractions, churn_from_config,
+                                         economics_params, population)
 from derelayl.tracking.files import write_json
+
+FEDERATED = ("fedavg", "fedprox", "scaffold")
+# FL has no genesis participant; identity 0 stays honest as DeRelayL's default genesis does, so
+# one seed makes the same identities adversarial under every algorithm
+HONEST_IDENTITIES = (0,)
 
 
 def sample_budget(algo: DictConfig, total_samples: int) -> int | None:
@@ -55,6 +71,11 @@ def check_config(cfg: DictConfig) -> None:
                                   algo.get("client_fraction"))
         if not algo.server_lr > 0:
             raise ConfigError(f"algorithm.server_lr must be > 0 (got {algo.server_lr})")
+    if name in FEDERATED:
+        churn_from_config(cfg)
+        economics_params(cfg)
+        assign_behaviours(int(cfg.num_participants), behaviour_fractions(cfg),
+                          np.random.default_rng(0))
     if name == "fedprox":
         FedProx(algo.mu)
     if name == "scaffold" and algo.optimizer.get("momentum", 0):
@@ -105,54 +126,101 @@ def _schedule(ctx: ExperimentContext) -> dict:
             "devices": ctx.devices, "observers": ctx.observers}
 
 
+def fl_population(ctx: ExperimentContext) -> FederatedPopulation | None:
+    """The run's population, or None (the default: everybody honest, always there)."""
+    cfg = ctx.cfg
+    churn = churn_from_config(cfg)
+    if not churn.enabled and not any(v > 0 for v in behaviour_fractions(cfg).values()):
+        return None
+    behaviour, economics = population(cfg, len(ctx.participants), honest=HONEST_IDENTITIES)
+    return FederatedPopulation(behaviour=behaviour, economics=economics, churn=churn,
+                               initial_active=int(cfg.num_participants),
+                               noise_std=float(cfg.participants.get("noise_std", 1.0)))
+
+
 def incentive_metrics(ctx: ExperimentContext, run: RoundsResult) -> tuple[dict, np.ndarray]:
-    """Coins of every participant under the configured incentive scheme, round by round."""
-    node = ctx.cfg.get("incentive")
-    scheme = make_incentive(**OmegaConf.to_container(node, resolve=True))
-    payouts = FederatedPayouts(scheme, [len(p) for p in ctx.participants])
-    for selected, gains in run.participation:
-        payouts.settle(selected, gains)
+    """Coins of every participant under the configured incentive scheme (settled each round)."""
+    payouts = run.payouts
     coins = payouts.coins
+    held = coins if run.population is None else coins[run.population.active]
     write_json(ctx.output_dir / "participation.json", {
         "samples": [len(p) for p in ctx.participants],
         "rounds": [{"clients": list(sel), "gains": list(g)} for sel, g in run.participation],
         "coins": coins.tolist()})
-    return {"incentive": scheme.name, "coins_total": float(coins.sum()),
-            "coins_minted": payouts.minted, "coins_gini": gini(coins),
-            "coins_jain": jain(coins)}, coins
+    return {"incentive": payouts.scheme.name, "coins_total": float(coins.sum()),
+            "coins_minted": payouts.minted, "coins_gini": gini(held),
+            "coins_jain": jain(held)}, coins
+
+
+def population_summary(ctx: ExperimentContext, run: RoundsResult, coins: np.ndarray) -> dict:
+    """DeRelayL's population metrics (same names), and participants.csv."""
+    people, last = run.population, run.metrics
+    metrics = {"coins_burned": 0.0}  # FL has no deposits
+    for key in ("retention", "active_participants", "utility_positive_share"):
+        metrics[key] = last[key]
+    metrics.update(behaviour_metrics(people.behaviour, people.ever_active, coins, people.matches))
+    with open(ctx.output_dir / "participants.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["participant", "behaviour", "active", "coins", "utility", "matches"])
+        for i in np.flatnonzero(people.ever_active):
+            w.writerow([int(i), BEHAVIOURS[people.behaviour[i]], int(people.active[i]), coins[i],
+                        people.utility[i], int(people.matches[i])])
+    return metrics
 
 
 def run_federated(ctx: ExperimentContext) -> Outcome:
     algo = ctx.cfg.algorithm
     m = resolve_clients_per_round(int(ctx.cfg.num_participants), algo.get("clients_per_round"),
                                   algo.get("client_fraction"))
-    paying = ctx.cfg.get("incentive") is not None
+    # C stays a fraction of the participants taking part (with churn: of the active ones)
+    fraction = None if algo.get("clients_per_round") is not None else algo.get("client_fraction")
+    pop = fl_population(ctx)
+    participants = ctx.participants
+    if pop is not None:
+        participants = adversarial_data(participants, pop.behaviour, ctx.data.num_classes)
+    node = ctx.cfg.get("incentive")
+    payouts = None
+    if node is not None:
+        scheme = make_incentive(**OmegaConf.to_container(node, resolve=True))
+        payouts = FederatedPayouts(scheme, [len(p) for p in ctx.participants])
     runner = FederatedRunner(ctx.hop, _strategy(algo), clients_per_round=m,
                              server_lr=algo.server_lr, **_schedule(ctx),
-                             track_gains=paying)
-    run = runner.run(ctx.new_model(), ctx.participants, ctx.data.val, ctx.data.test)
+                             track_gains=payouts is not None, payouts=payouts, population=pop,
+                             client_fraction=fraction)
+    run = runner.run(ctx.new_model(), participants, ctx.data.val, ctx.data.test)
     result = outcome(run)
     coins = None
-    if paying:
+    if payouts is not None:
         paid, coins = incentive_metrics(ctx, run)
         result.metrics.update(paid)
         result.files.append(ctx.output_dir / "participation.json")
+    if pop is not None:
+        result.metrics.update(population_summary(
+            ctx, run, coins if coins is not None else np.zeros(len(participants))))
+        result.files.append(ctx.output_dir / "participants.csv")
     if wanted(ctx.cfg):
         schedule = {**_schedule(ctx), "devices": None, "observers": ()}
         quiet = FederatedRunner(ctx.hop, _strategy(algo), clients_per_round=m,
                                 server_lr=algo.server_lr, **schedule)
-        # a coalition keeps the run's fraction of clients per round (or its fixed count)
-        fraction = None if algo.get("clients_per_round") is not None else algo.get("client_fraction")
-        value = FederatedCoalitionValue(quiet, ctx.new_model(), ctx.participants, ctx.data.test,
-                                        client_fraction=fraction)
+        # a coalition keeps the run's fraction of clients per round (or its fixed count); with a
+        # population, the players are those ever active, each with its behaviour, and a
+        # coalition's run has no churn (README, "Shapley values")
+        players, behaviour = participants, None
+        if pop is not None:
+            players = [participants[i] for i in np.flatnonzero(run.population.ever_active)]
+            behaviour = {int(p.pid): int(pop.behaviour[p.pid]) for p in players}
+        value = FederatedCoalitionValue(quiet, ctx.new_model(), players, ctx.data.test,
+                                        client_fraction=fraction, behaviour=behaviour,
+                                        noise_std=pop.noise_std if pop is not None else 1.0)
         result.metrics.update(participants_shapley(ctx, value))
         if coins is not None:
             import json
 
             values = json.loads((ctx.output_dir / "shapley.json").read_text())["values"]
-            phi = [values[str(p.pid)] for p in ctx.participants]
-            result.metrics.update(coins_shapley_spearman=spearman(coins, phi),
-                                  coins_shapley_pearson=pearson(coins, phi))
+            phi = [values[str(p.pid)] for p in players]
+            mine = coins[[p.pid for p in players]]
+            result.metrics.update(coins_shapley_spearman=spearman(mine, phi),
+                                  coins_shapley_pearson=pearson(mine, phi))
     return result
 
 
