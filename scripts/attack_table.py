@@ -3,7 +3,9 @@
     python scripts/attack_table.py [--seeds 3] [--fraction 0.3] [--jobs 2] [--update-readme]
 
 DeRelayL with real models on digits, Dirichlet(0.5), 20 participants, 30 rounds, the authors'
-incentive rule, at the default hop (3 local epochs) and, for comparison, at 1 and 5 local epochs.
+incentive rule, at the default hop (3 local epochs) and, for comparison, at 1 and 5 local epochs;
+and FedAvg on the same participants (30 epochs of budget, about DeRelayL's computation; its
+clients' coins under the same incentive, its final global model's test accuracy).
 For each kind: the best model's test accuracy (mean of the seeds) and its difference from the
 all-honest run of the same seeds and hop, the attackers' share of coins against their share of
 the population, and what a hop does to its parent's score on the round's test cases (honest
@@ -24,13 +26,16 @@ sys.path.insert(0, str(ROOT / "src"))
 from derelayl.batch import mean_std, replace_between, run_batch, run_overrides, slug  # noqa: E402
 
 KINDS = ("dropout", "free_rider", "label_flip", "noise", "sybil")
-# the authors' protocol at three hop sizes (the default first); --verification M adds our
-# verification step (a model may not score more than M below its parent on the round's test
-# cases) at the default hop
-VARIANTS = {"3 local epochs (default)": [], "1 local epoch": ["algorithm.local_epochs=1"],
-            "5 local epochs": ["algorithm.local_epochs=5"]}
-SETTING = ["algorithm=derelayl", "derelayl.performance=trained", "partition=dirichlet",
-           "partition.alpha=0.5", "shapley.enabled=false", "progress_every=1000"]
+# the authors' protocol at three hop sizes (the default first), then FedAvg, which has no test
+# step; --verification M adds our verification step (a model may not score more than M below its
+# parent on the round's test cases) at the default hop
+DERELAYL = ["algorithm=derelayl", "derelayl.performance=trained"]
+VARIANTS = {"DeRelayL, 3 local epochs (default)": DERELAYL,
+            "DeRelayL, 1 local epoch": [*DERELAYL, "algorithm.local_epochs=1"],
+            "DeRelayL, 5 local epochs": [*DERELAYL, "algorithm.local_epochs=5"],
+            "FedAvg, 30 epochs of budget": ["algorithm=fedavg", "algorithm.budget_epochs=30"]}
+SETTING = ["partition=dirichlet", "partition.alpha=0.5", "shapley.enabled=false",
+           "progress_every=1000"]
 START, END = "<!-- attack_table:start -->", "<!-- attack_table:end -->"
 
 
@@ -46,10 +51,11 @@ def table(rows, seeds, fraction):
     lines = [f"Digits, Dirichlet(0.5), 20 participants, `trained`, 30 rounds, incentive "
              f"`derelayl`; {fraction:.0%} attackers of one kind; mean ± std over {seeds} seeds. "
              f"Bar: accuracy within 2 points of the all-honest run, coin share below population "
-             f"share.", "",
+             f"share. FedAvg: its final global model; it has no test step, no wins and no hops.",
+             "",
              "Hop gain: mean change of a model's score (accuracy on the round's 100 test cases) "
              "over its parent's, honest hops / the attackers' hops.", "",
-             "| hop | attackers | best test acc | vs all-honest (points) | attackers' coin "
+             "| protocol | attackers | best test acc | vs all-honest (points) | attackers' coin "
              "share | their population share | matches | wins | hop gain honest / attackers "
              "| bar |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -61,9 +67,9 @@ def table(rows, seeds, fraction):
 def table_rows(rows, variant):
     honest = {r["seed"]: r["test_acc"] for r in rows if r["kind"] == "honest"}
     base = statistics.mean(honest.values())
-    gain = statistics.mean(r["hop_gain"] for r in rows if r["kind"] == "honest")
+    gain = mean_of(rows, "honest", "hop_gain", "+.3f")
     lines = [f"| {variant} | none (all honest) | {mean_std(list(honest.values()), '.3f')} | - | "
-             f"- | - | - | - | {gain:+.3f} | - |"]
+             f"- | - | - | - | {gain} | - |"]
     for kind in KINDS:
         rs = [r for r in rows if r["kind"] == kind]
         acc = statistics.mean(r["test_acc"] for r in rs)
@@ -75,11 +81,17 @@ def table_rows(rows, variant):
             f"| {variant} | {kind} | {mean_std([r['test_acc'] for r in rs], '.3f')} | {delta:+.1f} | "
             f"{mean_std([r['adversary_coin_share'] for r in rs], '.3f')} | {pop:.2f} | "
             f"{statistics.mean(r[f'{kind}_matches'] for r in rs):.0f} | "
-            f"{statistics.mean(r[f'{kind}_wins'] for r in rs):.0f} | "
-            f"{statistics.mean(r['honest_hop_gain'] for r in rs):+.3f} / "
-            f"{statistics.mean(r[f'{kind}_hop_gain'] for r in rs):+.3f} | "
+            f"{mean_of(rs, kind, f'{kind}_wins', '.0f')} | "
+            f"{mean_of(rs, kind, 'honest_hop_gain', '+.3f')} / "
+            f"{mean_of(rs, kind, f'{kind}_hop_gain', '+.3f')} | "
             f"{'met' if ok else 'MISSED'} |")
     return lines
+
+
+def mean_of(rows, kind, key, fmt):
+    """Mean of a metric over a kind's runs, "-" where the protocol has no such metric."""
+    values = [r[key] for r in rows if r["kind"] == kind and r.get(key) is not None]
+    return format(statistics.mean(values), fmt) if values else "-"
 
 
 def main():
@@ -94,8 +106,8 @@ def main():
     ap.add_argument("--update-readme", action="store_true")
     args = ap.parse_args()
     if args.verification is not None:
-        VARIANTS[f"with verification (margin {args.verification:g})"] = [
-            f"derelayl.acceptance_margin={args.verification}"]
+        VARIANTS[f"DeRelayL with verification (margin {args.verification:g})"] = [
+            *DERELAYL, f"derelayl.acceptance_margin={args.verification}"]
     out = str(args.out.resolve())
     jobs = [(v, k, args.fraction, s, out) for v in VARIANTS for k in ("honest", *KINDS)
             for s in range(args.seeds)]
