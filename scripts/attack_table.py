@@ -113,8 +113,8 @@ def main():
             for s in range(args.seeds)]
 
     def report(job, r):
-        print(f"{r['variant'][:8]} {r['kind']:>10} seed {r['seed']}: test_acc {r['test_acc']:.3f} adversary coin "
-              f"share {r['adversary_coin_share']:.3f}", flush=True)
+        print(f"{r['variant']}: {r['kind']:>10} seed {r['seed']}: test_acc {r['test_acc']:.3f} adversary coin "
+              f"share {r.get('adversary_coin_share', 0.0):.3f}", flush=True)
 
     rows = run_batch(jobs, run_one, workers=args.jobs, progress=report)
     md = table(rows, args.seeds, args.fraction)
