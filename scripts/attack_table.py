@@ -15,7 +15,6 @@ hops against the attackers'). Runs: outputs/attacks/<variant>/<kind>/seed<k>/.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from derelayl.batch import mean_std, replace_between, run_batch, run_overrides, slug  # noqa: E402
+from derelayl.batch import mean_std, publish, run_batch, run_overrides, slug  # noqa: E402
 
 KINDS = ("dropout", "free_rider", "label_flip", "noise", "sybil")
 # the authors' protocol at three hop sizes (the default first), then FedAvg, which has no test
@@ -118,12 +117,8 @@ def main():
 
     rows = run_batch(jobs, run_one, workers=args.jobs, progress=report)
     md = table(rows, args.seeds, args.fraction)
-    args.table.parent.mkdir(parents=True, exist_ok=True)
-    args.table.write_text(md)
-    args.table.with_suffix(".json").write_text(json.dumps(rows, indent=1, default=str))
-    print(md)
-    if args.update_readme:
-        replace_between(ROOT / "README.md", START, END, md)
+    publish(md, rows, args.table, ROOT / "README.md" if args.update_readme else None,
+            (START, END))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from derelayl.batch import mean_std, replace_between, run_batch, run_overrides, slug  # noqa: E402
+from derelayl.batch import mean_std, publish, run_batch, run_overrides, slug  # noqa: E402
 METHODS = ("derelayl", "relay", "fedavg", "fedprox", "scaffold", "local", "centralized")
 # extra overrides per method; derelayl is compared with its `trained` performance model
 METHOD_OVERRIDES = {"derelayl": ["algorithm=derelayl", "derelayl.performance=trained",
@@ -161,16 +161,10 @@ def main() -> None:
         target = float(compose(config_name="train", overrides=[f"data_dir={ROOT}/data"]).target_acc)
     md = table(rows, [m for m in METHODS if m in methods], args.partitions, len(seeds), target,
                note, skipped)
-    args.table.parent.mkdir(parents=True, exist_ok=True)
-    args.table.write_text(md)
-    (args.table.with_suffix(".json")).write_text(json.dumps(
-        [{k: v for k, v in r.items() if isinstance(v, (int, float, str)) or v is None}
-         for r in rows], indent=1, default=lambda v: None if isinstance(v, float)
-        and not math.isfinite(v) else v))
-    print(md)
-    if args.update_readme:
-        replace_between(ROOT / "README.md", START, END, md)
-        print(f"updated {ROOT / 'README.md'}")
+    publish(md, [{k: v for k, v in r.items() if isinstance(v, (int, float, str)) or v is None}
+                 for r in rows], args.table, ROOT / "README.md" if args.update_readme else None,
+            (START, END), default=lambda v: None if isinstance(v, float)
+            and not math.isfinite(v) else v)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from derelayl.batch import mean_std, replace_between, run_batch, run_overrides  # noqa: E402
+from derelayl.batch import mean_std, publish, run_batch, run_overrides  # noqa: E402
 from derelayl.core.incentives import INCENTIVES  # noqa: E402
 
 POPULATION = ["partition=dirichlet", "partition.alpha=0.5", "churn.enabled=true",
@@ -147,13 +147,9 @@ def main():
 
     rows = run_batch(jobs, run_one, workers=args.jobs, progress=report)
     md = table(rows, args.seeds, args.permutations)
-    args.table.parent.mkdir(parents=True, exist_ok=True)
-    args.table.write_text(md)
-    args.table.with_suffix(".json").write_text(json.dumps(rows, indent=1, default=str))
-    print(md)
     figures(args.out, args.figures)
-    if args.update_readme:
-        replace_between(ROOT / "README.md", START, END, md)
+    publish(md, rows, args.table, ROOT / "README.md" if args.update_readme else None,
+            (START, END))
 
 
 if __name__ == "__main__":

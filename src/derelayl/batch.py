@@ -84,3 +84,18 @@ def replace_between(path: Path, start: str, end: str, text: str) -> None:
     else:
         doc = doc.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(doc)
+
+
+def publish(md: str, rows: list[dict], table: Path, readme: Path | None = None,
+            markers: tuple[str, str] = ("", ""), default: Callable[[Any], Any] = str) -> None:
+    """A script's table: Markdown to ``table``, its rows as JSON beside it (``.json``),
+    printed, and (with ``readme``) put between the README's two ``markers``."""
+    import json
+
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text(md)
+    table.with_suffix(".json").write_text(json.dumps(rows, indent=1, default=default))
+    print(md)
+    if readme is not None:
+        replace_between(readme, *markers, md)
+        print(f"updated {readme}")
