@@ -35,15 +35,16 @@ def naive_rate(n: int, rounds: int, seed: int = 0) -> float:
     rnd = random.Random(seed)
 
     class Model:
-        __slots__ = ("parent", "owner", "perf", "version")
+        __slots__ = ("parent", "owner", "mo", "perf", "version")
 
-        def __init__(self, parent, owner, perf, version):
-            self.parent, self.owner, self.perf, self.version = parent, owner, perf, version
+        def __init__(self, parent, owner, mo, perf, version):
+            self.parent, self.owner, self.mo = parent, owner, mo  # mo: who commissioned it
+            self.perf, self.version = perf, version
 
     coins = [0.0] * n
     own_version = [0] * n
     newest = [None] * n
-    newest[0] = Model(None, 0, 0.0, 0)
+    newest[0] = Model(None, 0, 0, 0.0, 0)
     owners = [0]
     t = time.perf_counter()
     for r in range(rounds):
@@ -61,13 +62,13 @@ def naive_rate(n: int, rounds: int, seed: int = 0) -> float:
                 coins[o] -= bo
                 pairs.append((tr, o, bids[tr], bo))
         for _ in range(4):
-            coins[rnd.choice(miners)] += 0.001 * len(pairs)
+            coins[rnd.choice(miners)] += 0.001 * len(pairs)  # one record per pair
         trained = []
         for tr, o, bt, bo in pairs:
             if rnd.random() < 0.1:
                 continue
             parent = newest[o]
-            newest[tr] = Model(parent, tr, parent.perf + rnd.gauss(1, 1), r + 1)
+            newest[tr] = Model(parent, tr, o, parent.perf + rnd.gauss(1, 1), r + 1)
             own_version[tr] = r + 1
             trained.append((tr, o, bt, bo))
         trained.sort(key=lambda p: -newest[p[0]].perf)
@@ -75,9 +76,9 @@ def naive_rate(n: int, rounds: int, seed: int = 0) -> float:
         for tr, o, bt, bo in trained[:k]:
             coins[tr] += bt
             coins[o] += bo
-            a = newest[tr].parent
-            while a is not None:  # +1 to the owner of every model on the lineage
-                coins[a.owner] += 1
+            a = newest[tr]
+            while a is not None:  # the authors' walk: +1 to each model's MO, down to model 0
+                coins[a.mo] += 1
                 a = a.parent
         if k:
             owners = [tr for tr, _, _, _ in trained[:k]]

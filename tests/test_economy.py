@@ -9,6 +9,7 @@ from derelayl.core.derelayl import DeRelayLRunner, EconomyObserver
 from derelayl.core.economy import (DeRelayLParams, EconomyState, balances_from_ledger,
                                    play_round)
 from derelayl.core.errors import ConfigError
+from derelayl.core.incentives import make_incentive
 from derelayl.core.ledger import Ledger, verify_chain
 from derelayl.core.metrics import gini, jain, version_shares
 from derelayl.core.performance import RandomWalkPerformance
@@ -26,10 +27,11 @@ class Collect(EconomyObserver):
         self.states.append((state.round, state.coins.copy(), state.minted, state.burned))
 
 
-def run_random_walk(n=40, rounds=60, seed=0, **kw):
+def run_random_walk(n=40, rounds=60, seed=0, incentive=None, **kw):
     params = DeRelayLParams(num_participants=n, rounds=rounds, **kw)
     obs = Collect()
-    result = DeRelayLRunner(params, RandomWalkPerformance(n), seed, observers=[obs]).run()
+    result = DeRelayLRunner(params, RandomWalkPerformance(n), seed, observers=[obs],
+                            incentive=incentive).run()
     return params, result, obs
 
 
@@ -45,35 +47,118 @@ def test_books_balance_after_every_round_and_match_the_ledger():
         assert r_minted == pytest.approx(minted) and r_burned == pytest.approx(burned)
 
 
-def test_royalties_equal_a_walk_up_every_winners_lineage():
-    """Independent check of the vectorised lineage rows: walk parent links in the ledger."""
-    params, result, obs = run_random_walk(n=30, rounds=40, seed=2)
-    genesis = RandomWalkPerformance(30).hashes[0]
-    parent, owner = {genesis: None}, {genesis: params.genesis_participant}
+def _walk_ledger(params, obs, pay):
+    """Credits of every settlement recomputed from the ledger alone: refunds of the winning
+    pairs plus ``pay(winner, parent, trainer, mo)`` (royalties from a walk of parent links)."""
+    genesis = RandomWalkPerformance(params.num_participants).hashes[0]
+    g = params.genesis_participant
+    links = {"parent": {genesis: None}, "trainer": {genesis: g}, "mo": {genesis: g}}
     by_round = defaultdict(dict)
     for b in obs.blocks:
         by_round[b["round"]][b["kind"]] = b
     for r in sorted(by_round):
         blocks = by_round[r]
         for h, ph, trainer, mo, version in blocks["commitment"]["payload"]["models"]:
-            parent[h], owner[h] = ph, trainer
+            links["parent"][h], links["trainer"][h], links["mo"][h] = ph, trainer, mo
             assert version == r + 1
         expected = defaultdict(float)
         committed = {m[0]: m for m in blocks["commitment"]["payload"]["models"]}
         deposits = {(t, o): (bt, bo) for t, bt, o, bo in blocks["deposit"]["payload"]["deposits"]}
+        minted = 0.0
         for w in blocks["settlement"]["payload"]["winners"]:
             _, ph, trainer, mo, _ = committed[w]
             bt, bo = deposits[(trainer, mo)]
             expected[trainer] += bt
             expected[mo] += bo
-            a = ph
-            while a is not None:  # +1 coin to the owner of every model on the lineage
-                expected[owner[a]] += params.royalty
-                a = parent[a]
-        credits = {int(k): v for k, v in blocks["settlement"]["payload"]["credits"].items()}
+            for who in pay(w, links):
+                expected[who] += params.royalty
+                minted += params.royalty
+        settlement = blocks["settlement"]["payload"]
+        assert settlement["royalties_minted"] == pytest.approx(minted, rel=1e-12)
+        credits = {int(k): v for k, v in settlement["credits"].items()}
         assert set(credits) == {k for k, v in expected.items() if v != 0}
         for who, amount in credits.items():
             assert amount == pytest.approx(expected[who], rel=1e-12)
+
+
+def test_royalties_equal_the_authors_walk_of_each_models_owner():
+    """The authors' settlement, recomputed from the ledger: 1 coin to the winning model's MO,
+    then down the parent links to the genesis model 1 coin to each model's MO (model 0's is the
+    genesis participant, which is thus paid twice per win: r + 2 coins at depth r)."""
+    params, result, obs = run_random_walk(n=30, rounds=40, seed=2)
+
+    def authors(winner, links):
+        m = winner
+        while m is not None:
+            yield links["mo"][m]
+            m = links["parent"][m]
+
+    _walk_ledger(params, obs, authors)
+
+
+def test_royalties_once_equal_a_walk_up_every_winners_lineage():
+    """Our earlier rule (royalty_rule=once), recomputed from the ledger: 1 coin to the owner
+    of every model the winner was built on, genesis model included (r + 1 coins)."""
+    params, result, obs = run_random_walk(
+        n=30, rounds=40, seed=2, incentive=make_incentive("derelayl", royalty_rule="once"))
+
+    def once(winner, links):
+        a = links["parent"][winner]
+        while a is not None:  # +1 coin to the owner of every model on the lineage
+            yield links["trainer"][a]
+            a = links["parent"][a]
+
+    _walk_ledger(params, obs, once)
+
+
+def test_the_authors_rule_pays_the_genesis_participant_one_more_coin_per_win():
+    """On the same settlements, the two rules differ by exactly one coin per winner, paid to
+    the genesis participant (so the lineage-row trick stays one vector operation)."""
+    authors = make_incentive("derelayl", royalty=1.0)
+    once = make_incentive("derelayl", royalty=1.0, royalty_rule="once")
+    seen = []
+
+    class Both(type(authors)):
+        def mint(self, s):
+            a, o = authors.mint(s), once.mint(s)
+            seen.append((a - o, int(s.winners.sum()), float(o.sum())))
+            return a
+
+    params = DeRelayLParams(num_participants=24, rounds=12, genesis_participant=3)
+    DeRelayLRunner(params, RandomWalkPerformance(24, genesis=3), 0, incentive=Both()).run()
+    assert sum(wins for _, wins, _ in seen) > 0
+    for diff, wins, minted_once in seen:
+        assert diff[3] == wins and np.delete(diff, 3) == pytest.approx(0)
+        assert minted_once >= wins  # once: at least the genesis model's owner per win
+
+
+@pytest.mark.parametrize("records, per_pair", [("pair", 1), ("deposit", 2)])
+def test_deposit_block_fee_per_record(records, per_pair):
+    """The authors' deposit block pays fee_per_deposit per record, one record per matched
+    owner-trainer pair; ``deposit`` counts each of the pair's two deposits."""
+    params, result, obs = run_random_walk(n=40, rounds=8, deposit_records=records,
+                                          fee_per_deposit=0.01)
+    blocks = [b for b in obs.blocks if b["kind"] == "deposit"]
+    assert blocks
+    for b in blocks:
+        pairs = b["payload"]["deposits"]
+        assert b["payload"]["fee"] == pytest.approx(0.01 * per_pair * len(pairs), rel=1e-12)
+
+
+@pytest.mark.parametrize("rule", ["keep_owners", "reset"])
+def test_a_round_with_no_winner(rule):
+    """floor(0.2 x 4 trained) = 0 winners in round 0. keep_owners (ours): the genesis owner
+    stays and the relay goes on; reset (the authors' code): no owners, the economy stops."""
+    params = DeRelayLParams(num_participants=16, rounds=4, dropout=0.0, winner_share=0.2,
+                            no_winner=rule)
+    result = DeRelayLRunner(params, RandomWalkPerformance(16), 0).run()
+    h = result.history
+    assert h[0]["num_winners"] == 0 and h[0]["num_trained"] == 4
+    if rule == "keep_owners":
+        assert all(r["num_owners"] == 1 and r["num_trained"] == 4 for r in h)
+    else:
+        assert all(r["num_owners"] == 0 and r["num_matched"] == 0 for r in h[1:])
+        assert all(r["coins_minted"] > 0 for r in h[1:])  # miners still write (empty) blocks
 
 
 def test_auction_and_matching_follow_the_protocol():
@@ -127,6 +212,8 @@ def test_winners_are_the_top_share_and_become_owners():
     ({"trainers_per_owner": 0}, "trainers_per_owner"), ({"active_share": 1.0}, "active_share"),
     ({"active_share": 0.0}, "active_share"), ({"num_participants": 3}, "too small for the roles"),
     ({"dropout": 1.0}, "dropout"), ({"rounds": 0}, "rounds"), ({"fee_per_deposit": -1}, "fee_per_deposit"),
+    ({"deposit_records": "block"}, "deposit_records must be one of pair, deposit"),
+    ({"no_winner": "stop"}, "no_winner must be one of keep_owners, reset"),
 ])
 def test_bad_parameters(kw, message):
     with pytest.raises(ConfigError, match=message):

@@ -83,7 +83,10 @@ def test_unit_payouts_by_hand():
                    scores=np.array([0.9, 0.5, 0.7]), parent_scores=np.array([0.6, 0.6, 0.6]),
                    declared_samples=np.array([0, 10, 30, 10.0]), lineage=lineage,
                    lineage_decay=decay)
-    np.testing.assert_allclose(make_incentive("derelayl", royalty=1.0).mint(s), [2, 1, 2, 1])
+    # two winners; the authors' rule adds one coin per winner to the genesis participant (0)
+    np.testing.assert_allclose(make_incentive("derelayl", royalty=1.0).mint(s), [4, 1, 2, 1])
+    np.testing.assert_allclose(make_incentive("derelayl", royalty=1.0, royalty_rule="once").mint(s),
+                               [2, 1, 2, 1])
     bounded = make_incentive("derelayl_bounded", mint_per_win=2.0, gamma=0.5).mint(s)
     np.testing.assert_allclose(bounded, 2 * decay[0] / 1.5 + 2 * decay[1] / 2.75)
     assert bounded.sum() == pytest.approx(4.0)  # fixed amount per win
@@ -122,6 +125,7 @@ def test_churn_is_off_by_default_and_moves_people_when_on():
     (lambda: make_incentive("derelayl_bounded", gamma=0.0), r"gamma must be in \(0, 1\]"),
     (lambda: make_incentive("derelayl_bounded", gamma=1.5), r"gamma must be in \(0, 1\]"),
     (lambda: make_incentive("tax"), "allowed: derelayl, derelayl_bounded"),
+    (lambda: make_incentive("derelayl", royalty_rule="twice"), "royalty_rule must be one of"),
     (lambda: assign_behaviours(10, {"free_rider": 0.6, "noise": 0.5}, numpy_rng(0, "b")),
      "sum to 1.1"),
     (lambda: assign_behaviours(10, {"byzantine": 0.1}, numpy_rng(0, "b")), "allowed: dropout"),

@@ -26,6 +26,10 @@ from derelayl.core.population import (DROPOUT, HONEST, SYBIL, ChurnParams, book_
                                       churn_step, population_metrics)
 
 
+DEPOSIT_RECORDS = ("pair", "deposit")
+NO_WINNER_RULES = ("keep_owners", "reset")
+
+
 @dataclass(frozen=True)
 class DeRelayLParams:
     """Every protocol constant; defaults are the authors' simulation values."""
@@ -39,7 +43,10 @@ class DeRelayLParams:
     dropout: float = 0.1
     num_test_cases: int = 100
     royalty: float = 1.0  # coins to the owner of every model on a winner's lineage
-    fee_per_deposit: float = 0.001  # deposit block
+    fee_per_deposit: float = 0.001  # deposit block, per deposit record
+    # what a deposit record is: "pair" (the authors': one record per matched owner-trainer pair,
+    # holding both deposits) or "deposit" (ours before: one per deposit, two per pair)
+    deposit_records: str = "pair"
     fee_per_commitment: float = 0.001  # commitment block, per model hash
     fee_per_test_case: float = 0.001  # testing block, per case ...
     fee_per_tested_hash: float = 0.001  # ... and per model hash
@@ -52,6 +59,10 @@ class DeRelayLParams:
     # verification (our extension; None = the authors' protocol): a model is eligible to win
     # only if its score is at least its parent's score on the same test cases minus this margin
     acceptance_margin: float | None = None
+    # a round in which no model wins: "keep_owners" (ours: last round's owners stay owners and
+    # try again next round) or "reset" (the authors' code: the owner list is rebuilt from the
+    # winners, so it is left empty and the economy stops)
+    no_winner: str = "keep_owners"
 
     def __post_init__(self):
         n = self.initial_active or self.num_participants
@@ -77,6 +88,12 @@ class DeRelayLParams:
         if self.acceptance_margin is not None and self.acceptance_margin < 0:
             raise ConfigError(f"derelayl.acceptance_margin must be >= 0 or null "
                               f"(got {self.acceptance_margin})")
+        if self.deposit_records not in DEPOSIT_RECORDS:
+            raise ConfigError(f"derelayl.deposit_records must be one of "
+                              f"{', '.join(DEPOSIT_RECORDS)} (got {self.deposit_records!r})")
+        if self.no_winner not in NO_WINNER_RULES:
+            raise ConfigError(f"derelayl.no_winner must be one of {', '.join(NO_WINNER_RULES)} "
+                              f"(got {self.no_winner!r})")
         if self.initial_active > self.num_participants:
             raise ConfigError("initial_active exceeds num_participants")
         if not 0 <= self.genesis_participant < n:
@@ -299,9 +316,10 @@ def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceMod
         state.minted += fee
         return fee
 
-    # 4. deposit block
+    # 4. deposit block: one record per pair (both deposits), or one per deposit
     m_dep = miner()
-    fee = pay_miner(m_dep, p.fee_per_deposit * 2 * n_pairs)
+    records = n_pairs if p.deposit_records == "pair" else 2 * n_pairs
+    fee = pay_miner(m_dep, p.fee_per_deposit * records)
     if ledger is not None and m_dep >= 0:
         ledger.append(r, "deposit", m_dep, {
             "deposits": [[int(t), float(bt), int(o), float(bo)]
@@ -373,7 +391,7 @@ def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceMod
         num_participants=n, trainers=trained_t, owner_rows=trained_row, eligible=eligible,
         winners=winners, scores=scores, parent_scores=parent_scores,
         declared_samples=state.declared_samples, lineage=state.lineage,
-        lineage_decay=state.lineage_decay))
+        lineage_decay=state.lineage_decay, genesis=p.genesis_participant))
     forfeits = (_credit(pair_bid_t[~win_mask], pair_t[~win_mask], n)
                 + _credit(pair_bid_o[~win_mask], pair_o[~win_mask], n))
     credits = refunds + minted
@@ -404,6 +422,11 @@ def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceMod
             decay[np.arange(n_win), win_t] += 1.0
             state.lineage_decay = decay
         state.owners, state.lineage = win_t.astype(np.int64), lineage
+    elif p.no_winner == "reset":  # the authors' code: no winners, no owners (the economy stops)
+        state.owners = state.owners[:0]
+        state.lineage = state.lineage[:0]
+        if state.lineage_decay is not None:
+            state.lineage_decay = state.lineage_decay[:0]
 
     # utility: coins received + value of a better best model - costs - deposits lost
     gain = np.maximum(_held_quality(perf, state.best_score) - best_quality_before, 0.0)

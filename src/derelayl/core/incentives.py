@@ -4,8 +4,14 @@ Deposits work the same under every scheme (winners and their owners get theirs b
 else's are burned); a scheme decides what is *minted* on top. A model returned unchanged
 (identical to its parent: a free-rider) is never eligible, under any scheme.
 
-- ``derelayl``: the authors' rule: for every winner, +``royalty`` to the owner of each model on
-  its lineage (its owner included), genesis included: a win at depth r mints r + 1 coins.
+- ``derelayl``: the authors' rule (``royalty_rule="authors"``, the default): for every winner,
+  +``royalty`` to the winning model's owner (the MO that commissioned it), then down its parent
+  links to the genesis model +``royalty`` to *each model's* MO. The genesis participant is the
+  MO of model 0 and of every model trained from it (the version-1 models), so it is paid twice
+  per win, and a win at depth r (version r + 1) mints r + 2 coins. ``royalty_rule="once"``
+  (our earlier rule) pays the owner of each model the winner was built on once, genesis model
+  included: r + 1 coins, so a participant's royalty is exactly its number of models on the
+  lineage.
 - ``derelayl_bounded``: each win mints a fixed ``mint_per_win`` M split along the lineage with
   geometric decay: the owner of the ancestor at distance d (d = 0: the winner's owner) gets
   M * gamma^d / sum_{j<L} gamma^j. Supply grows linearly in rounds; recent contributors weigh
@@ -42,6 +48,7 @@ class Settlement:
     declared_samples: np.ndarray  # per participant
     lineage: np.ndarray  # owners x N ancestor-owner counts
     lineage_decay: np.ndarray | None  # owners x N, sum_d gamma^d e_owner(ancestor at d)
+    genesis: int = 0  # the genesis participant: the MO of model 0
 
 
 class IncentiveScheme:
@@ -64,15 +71,35 @@ def _per_trainer(values: np.ndarray, trainers: np.ndarray, n: int) -> np.ndarray
     return np.bincount(trainers, weights=values, minlength=n) if len(trainers) else np.zeros(n)
 
 
+ROYALTY_RULES = ("authors", "once")
+
+
 class DeRelayLRoyalty(IncentiveScheme):
+    """Lineage royalties in one vector operation.
+
+    A lineage row counts, per participant, the models on the owner's newest model's lineage it
+    owns (genesis model included): paying a winner's row pays each model the winner was built on
+    once (``once``: r + 1 coins at depth r). The authors' walk pays each model's *MO* instead,
+    from the winner down to model 0: the same payees, except that the genesis participant is
+    the MO of both model 0 and the version-1 model on the lineage, so ``authors`` adds one coin
+    per win to it (r + 2 coins).
+    """
+
     name = "derelayl"
 
-    def __init__(self, royalty: float = 1.0):
+    def __init__(self, royalty: float = 1.0, royalty_rule: str = "authors"):
         self.royalty = _non_negative("royalty", royalty)
+        if royalty_rule not in ROYALTY_RULES:
+            raise ConfigError(f"incentive.royalty_rule must be one of {', '.join(ROYALTY_RULES)} "
+                              f"(got {royalty_rule!r})")
+        self.royalty_rule = royalty_rule
 
     def mint(self, s):
         counts = np.bincount(s.owner_rows[s.winners], minlength=len(s.lineage))
-        return (counts.astype(s.lineage.dtype) @ s.lineage).astype(np.float64) * self.royalty
+        paid = (counts.astype(s.lineage.dtype) @ s.lineage).astype(np.float64)
+        if self.royalty_rule == "authors":
+            paid[s.genesis] += float(counts.sum())
+        return paid * self.royalty
 
 
 class BoundedRoyalty(IncentiveScheme):
@@ -143,7 +170,9 @@ class FederatedPayouts:
     global model before the round (validation accuracy; nothing for a non-positive gain);
     ``derelayl`` pays ``royalty`` to the owner of every earlier aggregate on the global model's
     lineage, once per round each participated in (the current round's clients get theirs from
-    later rounds, like a DeRelayL trainer whose model is built on); ``derelayl_bounded`` mints
+    later rounds, like a DeRelayL trainer whose model is built on); its ``royalty_rule`` changes
+    nothing here: the initial global model is the server's, so there is no genesis participant
+    to pay a second time; ``derelayl_bounded`` mints
     ``mint_per_win`` a round, split over that lineage with weight gamma^d for the round d rounds
     back (shared equally by its clients). FL has no deposits: nothing is burned. A round's
     clients here are those paid: a dropout returned nothing and a free-rider's unchanged model

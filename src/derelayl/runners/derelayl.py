@@ -33,7 +33,8 @@ PERFORMANCE_MODELS = ("random_walk", "trained")
 PARAM_KEYS = ("rounds", "active_share", "trainers_per_owner", "owner_budget", "winner_share",
               "dropout", "num_test_cases", "royalty", "fee_per_deposit", "fee_per_commitment",
               "fee_per_test_case", "fee_per_tested_hash", "fee_per_ranked_model",
-              "fee_per_model_case", "genesis_participant", "version_depth", "acceptance_margin")
+              "fee_per_model_case", "genesis_participant", "version_depth", "acceptance_margin",
+              "deposit_records", "no_winner")
 
 
 def params_from_config(cfg: DictConfig) -> DeRelayLParams:
