@@ -62,7 +62,7 @@ def naive_rate(n: int, rounds: int, seed: int = 0) -> float:
                 coins[o] -= bo
                 pairs.append((tr, o, bids[tr], bo))
         for _ in range(4):
-            coins[rnd.choice(miners)] += 0.001 * len(pairs)  # one record per pair
+            coins[rnd.choice(miners)] += 0.001 * len(pairs)
         trained = []
         for tr, o, bt, bo in pairs:
             if rnd.random() < 0.1:

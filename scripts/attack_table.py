@@ -32,7 +32,9 @@ DERELAYL = ["algorithm=derelayl", "derelayl.performance=trained"]
 VARIANTS = {"DeRelayL, 3 local epochs (default)": DERELAYL,
             "DeRelayL, 1 local epoch": [*DERELAYL, "algorithm.local_epochs=1"],
             "DeRelayL, 5 local epochs": [*DERELAYL, "algorithm.local_epochs=5"],
-            "FedAvg, 30 epochs of budget": ["algorithm=fedavg", "algorithm.budget_epochs=30"]}
+            # FedAvg pays only when asked: the same incentive as DeRelayL, for the coin share
+            "FedAvg, 30 epochs of budget": ["algorithm=fedavg", "algorithm.budget_epochs=30",
+                                            "incentive=derelayl"]}
 SETTING = ["partition=dirichlet", "partition.alpha=0.5", "shapley.enabled=false",
            "progress_every=1000"]
 START, END = "<!-- attack_table:start -->", "<!-- attack_table:end -->"
