@@ -40,3 +40,17 @@ def test_fedavg_pays_only_when_an_incentive_is_asked_for(make_cfg, tmp_path):
     # ... which changes nothing in training: the same numbers as the unpaid run
     for key in ("test_acc", "val_acc", "samples_seen", "bytes"):
         assert paid[key] == plain[key], key
+
+
+def test_derelayl_train_returns_the_optimized_metric_a_validation_metric(make_cfg, tmp_path):
+    """What a sweeper maximises is `optimized_metric` (val_acc by default), not test_acc."""
+    from derelayl.cli.train import optimized_value
+
+    cfg = make_cfg("algorithm=relay", "tracking=none", "num_participants=5", "algorithm.rounds=1")
+    assert cfg.optimized_metric == "val_acc"
+    metrics = run_experiment(cfg, tmp_path / "run")
+    assert optimized_value(cfg, metrics) == metrics["val_acc"] != metrics["test_acc"]
+    other = make_cfg("algorithm=relay", "optimized_metric=best_val_acc")
+    assert optimized_value(other, metrics) == metrics["best_val_acc"]
+    rw = make_cfg("derelayl.performance=random_walk")  # no validation split: None, with a warning
+    assert optimized_value(rw, {"best_quality": 0.9, "test_acc": None}) is None

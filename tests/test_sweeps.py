@@ -68,13 +68,18 @@ def test_optuna_preset_composes_and_tunes_relay(cli, tmp_path):
     assert sweeper["_target_"].endswith("OptunaSweeper") and sweeper["direction"] == "maximize"
     assert set(sweeper["params"]) == {"algorithm.optimizer.lr", "algorithm.local_epochs"}
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert 0 < result["best_value"] <= 1  # the test accuracy derelayl-train returns
+    assert 0 < result["best_value"] <= 1  # the validation accuracy derelayl-train returns
     assert "sweep progress: 2/2 jobs done" in proc.stderr + proc.stdout
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("tune").experiment_id])
     parent = [r for r in runs if r.data.tags.get("derelayl.sweep") == "parent"]
     assert len(parent) == 1 and len(runs) == 3
-    assert parent[0].data.metrics["best/test_acc"] == pytest.approx(result["best_value"])
+    # Optuna maximised the validation accuracy (optimized_metric), never the test accuracy
+    assert parent[0].data.metrics["best/val_acc"] == pytest.approx(result["best_value"])
+    trials = [yaml.safe_load((sweep / f"{i}/.hydra/config.yaml").read_text()) for i in (0, 1)]
+    assert {t["optimized_metric"] for t in trials} == {"val_acc"}
+    vals = [json.loads((sweep / f"{i}/metrics.json").read_text()) for i in (0, 1)]
+    assert result["best_value"] == pytest.approx(max(m["val_acc"] for m in vals))
 
 
 def test_interrupted_sweep_resumes_without_redoing_finished_jobs(cli, tmp_path):

@@ -60,7 +60,19 @@ def hydra_main(cfg: DictConfig) -> float | None:
         metrics = run_experiment(cfg, HydraConfig.get().runtime.output_dir)
     except (ConfigError, DataError) as err:
         fail(str(err))
-    return metrics.get("test_acc")  # the value a Hydra sweeper optimises
+    return optimized_value(cfg, metrics)
+
+
+def optimized_value(cfg: DictConfig, metrics: dict) -> float | None:
+    """The value a Hydra sweeper optimises: ``metrics[cfg.optimized_metric]`` (a validation
+    metric by default; never the test split unless a user asks for it by name)."""
+    key = cfg.get("optimized_metric") or "val_acc"
+    value = metrics.get(key)
+    if value is None:
+        log.warning("optimized_metric %r is not reported by this run (metrics.json has: %s); "
+                    "a sweeper gets None", key, ", ".join(sorted(k for k, v in metrics.items()
+                                                                 if isinstance(v, (int, float)))))
+    return value
 
 
 def main() -> None:

@@ -143,12 +143,14 @@ class SweepCallback(Callback):
         client, parent = self._client, self._parent_id
         children = [r for r in self._children(parent) if r.info.status != "KILLED"]
         finished = [r for r in children if r.info.status == "FINISHED"]
-        accs = [r.data.metrics["final/test_acc"] for r in finished
-                if "final/test_acc" in r.data.metrics]
         metrics = {"sweep/jobs_finished": len(finished), "sweep/jobs_failed":
                    sum(r.info.status == "FAILED" for r in children)}
-        if accs:
-            metrics.update({"best/test_acc": max(accs), "mean/test_acc": sum(accs) / len(accs)})
+        # what the sweep optimised (a validation metric), and the test accuracy, reported
+        for key in dict.fromkeys([str(config.get("optimized_metric") or "val_acc"), "test_acc"]):
+            vals = [r.data.metrics[f"final/{key}"] for r in finished
+                    if f"final/{key}" in r.data.metrics]
+            if vals:
+                metrics.update({f"best/{key}": max(vals), f"mean/{key}": sum(vals) / len(vals)})
         for key, value in metrics.items():
             client.log_metric(parent, key, float(value))
         client.set_terminated(parent, "FINISHED" if len(finished) == len(children) else "FAILED")
