@@ -96,9 +96,10 @@ def test_mlflow_ui_shows_sweep_runs_and_a_metric_chart(tiny_study, mlflow_server
     assert len(parents) == 1 and len(children) == 4
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
 
-    # the runs table: the sweep's parent row, and all five runs counted
+    # the runs table: the sweep's parent row, named by what the sweep varies, and all five runs
     dom = chromium(f"{mlflow_server}/#/experiments/{exp.experiment_id}/runs", "--dump-dom")
-    assert parents[0].info.run_name in dom, dom[-3000:]
+    assert parents[0].info.run_name == "sweep: seed=0,1 x partition.alpha=0.1,1.0 (4 jobs)"
+    assert parents[0].info.run_name in visible_text(dom), visible_text(dom)[:3000]
     assert "5 matching runs" in visible_text(dom), visible_text(dom)[:3000]
 
     # a metric chart (plotly) of two child runs' test accuracy
@@ -108,8 +109,9 @@ def test_mlflow_ui_shows_sweep_runs_and_a_metric_chart(tiny_study, mlflow_server
              f"&experiments=[%22{exp.experiment_id}%22]&plot_metric_keys=[%22test_acc%22]")
     dom = chromium(chart, "--dump-dom")
     assert "scatterlayer" in dom and dom.count('class="trace scatter') >= 2, dom[-3000:]
-    for run in shown:
-        assert run.info.run_name in dom
+    for run in shown:  # the chart's legend names each run by what it is, not a random name
+        assert run.info.run_name.startswith("relay dirichlet(") and "seed=" in run.info.run_name
+        assert run.info.run_name in visible_text(dom)
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "mlflow_ui_test_acc.png"

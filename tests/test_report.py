@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from derelayl.cli.report import main as report_main
 from derelayl.reporting.study import RunRecord, group_runs, mean_std_curve, run_curve, write_report
 
@@ -94,3 +96,44 @@ def test_mean_std_interpolates_different_x():
                                          "round": {1: 1, 2: 1, 3: 2, 4: 2}}, "hop")
     x, y = run_curve(run, "round")
     assert list(x) == [1, 2] and list(y) == [0.4, 0.8]  # the last hop of each round
+
+
+def test_a_report_keeps_one_run_per_config_and_seed_the_latest(tmp_path):
+    """A standalone seed-0 run and a sweep's seeds 0 and 1 are 2 seeds, not 3 runs: the latest
+    finished run of each (config, seed) counts; a different config stays a group of its own."""
+    def run(seed, acc, at, lr="0.02"):
+        params = {"seed": str(seed), "algorithm.name": "relay", "algorithm.optimizer.lr": lr,
+                  "tracking.parent_run_id": f"p{at}"}
+        return RunRecord(f"r{seed}-{at}", "x", {"algorithm": "relay", "seed": str(seed)}, params,
+                         {"test_acc": acc}, {}, "hop", finished_at=float(at))
+
+    runs = [run(0, 0.50, at=1), run(0, 0.70, at=3), run(1, 0.90, at=2), run(0, 0.10, 4, "0.5")]
+    report = write_report(runs, tmp_path, title="t", source="test")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    same = summary["relay, algorithm.optimizer.lr=0.02"]
+    assert same["runs"] == 2 and same["seeds"] == "0,1"
+    assert same["test_acc"]["mean"] == pytest.approx(0.80)  # the latest seed-0 run (0.70)
+    assert summary["relay, algorithm.optimizer.lr=0.5"]["runs"] == 1
+    assert "1 repeated run of the same config and seed left out" in report.markdown.read_text()
+    assert any("repeated run" in n for n in report.notes)
+
+
+def test_report_std_is_the_sample_std(tmp_path):
+    """One convention everywhere (report, scripts, README): the sample std, ddof = 1."""
+    import statistics
+
+    from derelayl.batch import mean_std
+
+    accs = [0.94, 0.87, 0.92]
+    runs = [RunRecord(f"r{s}", "x", {"algorithm": "derelayl", "seed": str(s)},
+                      {"seed": str(s)}, {"test_acc": a}, {}, "round", finished_at=s)
+            for s, a in enumerate(accs)]
+    write_report(runs, tmp_path, title="t", source="test")
+    got = json.loads((tmp_path / "summary.json").read_text())["derelayl"]["test_acc"]
+    assert got["std"] == pytest.approx(statistics.stdev(accs))
+    assert mean_std(accs, ".3f") == f"{statistics.mean(accs):.3f} ± {statistics.stdev(accs):.3f}"
+    # one run: no spread (not a std of 0)
+    write_report(runs[:1], tmp_path / "one", title="t", source="test")
+    one = json.loads((tmp_path / "one/summary.json").read_text())["derelayl"]["test_acc"]
+    assert one == {"mean": 0.94, "std": None}
+    assert "| 0.9400 |" in (tmp_path / "one/report.md").read_text()

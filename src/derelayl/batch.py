@@ -67,6 +67,7 @@ def slug(text: str) -> str:
 
 
 def mean_std(values: Sequence[float], fmt: str) -> str:
+    """``mean ± std`` with the sample std (ddof = 1), as derelayl-report; one value alone."""
     values = [v for v in values if v is not None]
     if not values:
         return "-"

@@ -70,9 +70,10 @@ def reach_target(history: list[dict[str, Any]], target: float) -> dict[str, Any]
     return out
 
 
-def _make_tracker(cfg: DictConfig):
+def _make_tracker(cfg: DictConfig, run_name: str | None = None):
     if not cfg.tracking.enabled:
         return None
+    from derelayl.tracking import naming
     from derelayl.tracking.mlflow_tracker import MlflowTracker
 
     tags = {"git_commit": git_commit(), "dataset": cfg.dataset.name,
@@ -84,7 +85,8 @@ def _make_tracker(cfg: DictConfig):
             else str(incentive)
     tracker = MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment,
                             artifact_location=cfg.tracking.artifact_location,
-                            run_name=cfg.tracking.get("run_name"), tags=tags,
+                            run_name=cfg.tracking.get("run_name") or run_name
+                            or naming.run_name(cfg), tags=tags,
                             parent_run_id=cfg.tracking.get("parent_run_id"))
     tracker.log_params(flatten(cfg))
     return tracker
@@ -126,8 +128,12 @@ def finished_metrics(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None
     return done if _comparable(before) == _comparable(now) else None
 
 
-def run_experiment(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
-    """Run the configured experiment, write its files to ``output_dir``; return metrics.json."""
+def run_experiment(cfg: DictConfig, output_dir: str | Path,
+                   run_name: str | None = None) -> dict[str, Any]:
+    """Run the configured experiment, write its files to ``output_dir``; return metrics.json.
+
+    ``run_name`` names the MLflow run (default: ``tracking.run_name``, else a name built from
+    the config, ``derelayl.tracking.naming.run_name``)."""
     started = time.perf_counter()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -161,7 +167,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
                  "sizes %d-%d", cfg.dataset.name, len(ctx.data.train_y), len(ctx.data.val),
                  len(ctx.data.test), len(sizes), cfg.partition.name, sizes.min(), sizes.max())
 
-    tracker = _make_tracker(cfg)
+    tracker = _make_tracker(cfg, run_name)
     if tracker is not None:
         ctx.observers.append(tracker)
     status = "FAILED"

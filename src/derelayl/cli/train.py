@@ -57,10 +57,26 @@ def hydra_main(cfg: DictConfig) -> float | None:
     from derelayl.pipeline import run_experiment
 
     try:
-        metrics = run_experiment(cfg, HydraConfig.get().runtime.output_dir)
+        metrics = run_experiment(cfg, HydraConfig.get().runtime.output_dir,
+                                 run_name=launch_name(cfg))
     except (ConfigError, DataError) as err:
         fail(str(err))
     return optimized_value(cfg, metrics)
+
+
+def launch_name(cfg: DictConfig) -> str:
+    """The MLflow run name: the algorithm, data, seed and the command line's keys that differ
+    from their defaults (compared with the config of the same group choices alone)."""
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
+    from derelayl.tracking import naming
+
+    overrides = list(HydraConfig.get().overrides.task)
+    groups = sorted(p.name for p in config_dir().iterdir() if p.is_dir())
+    return naming.run_name(cfg, naming.varied(
+        overrides, cfg, lambda choices: compose(config_name="train", overrides=list(choices)),
+        groups))
 
 
 def optimized_value(cfg: DictConfig, metrics: dict) -> float | None:

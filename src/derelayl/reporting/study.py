@@ -1,7 +1,9 @@
 """The study report: runs of a study (MLflow experiment or run folders) -> figures and tables.
 
 Runs are grouped by method (the algorithm, plus whatever else differs between the runs except the
-seed), and each group's curves are averaged over its seeds (mean +- std). Metrics that only some
+seed), and each group's curves are averaged over its seeds (mean +- sample std, ddof = 1: the
+convention of every table in this project). A group keeps one run per (config, seed): the latest
+finished, so a run repeated by hand or by another sweep is not counted as another seed. Metrics that only some
 algorithms log (``bytes``, ``sim_time_s``, ``retention``, ``coins_gini``, ...) give their
 figures and sections where they exist; otherwise the report says what is missing.
 """
@@ -72,6 +74,7 @@ class RunRecord:
     final: dict[str, float]
     series: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> step -> value
     step_unit: str = "hop"
+    finished_at: float = 0.0  # when the run ended (seconds since the epoch): the latest wins
 
     @property
     def seed(self) -> str:
@@ -109,7 +112,8 @@ def load_mlflow_runs(tracking_uri: str, experiment: str, parent_run_id: str | No
         params = dict(run.data.params)
         runs.append(RunRecord(run.info.run_id, run.info.run_name or run.info.run_id,
                               dict(run.data.tags), params, final, _accuracy_series(series),
-                              params.get("algorithm.step_unit", "hop")))
+                              params.get("algorithm.step_unit", "hop"),
+                              (run.info.end_time or run.info.start_time or 0) / 1000.0))
     return runs
 
 
@@ -166,11 +170,29 @@ def load_run_dirs(paths: Iterable[str | Path]) -> list[RunRecord]:
                 series["round"] = {s: float(s) for s in next(iter(series.values()), {})}
         runs.append(RunRecord(str(folder), str(folder), tags, params, final,
                               _accuracy_series(dict(series)),
-                              step_unit))
+                              step_unit, (folder / "metrics.json").stat().st_mtime))
     return runs
 
 
 # -- grouping and aggregation ---------------------------------------------------------------------
+def config_key(run: RunRecord) -> tuple:
+    """What makes two runs the same experiment: every param that is not bookkeeping, and the seed."""
+    return (run.seed, tuple(run.tags.get(t) for t in GROUP_TAGS),
+            tuple(sorted((k, v) for k, v in run.params.items()
+                         if not k.startswith(IGNORED_PARAMS))))
+
+
+def latest_per_config(runs: Sequence[RunRecord]) -> tuple[list[RunRecord], int]:
+    """One run per (config, seed), the latest finished: a standalone run repeated by a sweep
+    (or twice by hand) is the same measurement, not another seed. Returns (runs, left out)."""
+    latest: dict[tuple, RunRecord] = {}
+    for run in runs:
+        key = config_key(run)
+        if key not in latest or run.finished_at >= latest[key].finished_at:
+            latest[key] = run
+    kept = [r for r in runs if latest[config_key(r)] is r]
+    return kept, len(runs) - len(kept)
+
 def run_value(run: RunRecord, key: str) -> str:
     """A run's tag ``key``, else its param ``key`` (or ``key.name``: a config group), else "-"."""
     return run.tags.get(key) or run.params.get(key) or run.params.get(f"{key}.name") or "-"
@@ -281,14 +303,16 @@ def mean_std_curve(curves: Sequence[tuple[np.ndarray, np.ndarray]], points: int 
             return None
         grid = np.linspace(lo, hi, points)
         ys = np.stack([np.interp(grid, x, y) for x, y in curves])
-    return grid, ys.mean(axis=0), ys.std(axis=0)
+    std = ys.std(axis=0, ddof=1) if len(ys) > 1 else np.zeros(len(grid))
+    return grid, ys.mean(axis=0), std
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample std (ddof = 1; nan for a single value, which then shows alone)."""
     arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
     if not len(arr):
         return math.nan, math.nan
-    return float(arr.mean()), float(arr.std())
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else math.nan
 
 
 def final_table(groups: Mapping[str, list[RunRecord]]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -363,7 +387,7 @@ def plot_curves(groups: Mapping[str, list[RunRecord]], x_key: str, x_label: str,
         ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    ax.set_title(title + "\n(mean ± std over seeds)", fontsize=10)
+    ax.set_title(title + "\n(mean ± sample std over seeds)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -383,14 +407,14 @@ def plot_bars(rows: Sequence[dict[str, Any]], keys: Sequence[str], title: str, p
     for ax, key in zip(axes[0], keys):
         labels = [short[r["group"]] for r in rows if r.get(key)]
         means = [r[key][0] for r in rows if r.get(key)]
-        stds = [r[key][1] for r in rows if r.get(key)]
+        stds = [0.0 if math.isnan(r[key][1]) else r[key][1] for r in rows if r.get(key)]
         ax.bar(range(len(labels)), means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel(key)
         ax.set_title(key, fontsize=10)
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle(title + "\n(mean ± std over seeds)", fontsize=10)
+    fig.suptitle(title + "\n(mean ± sample std over seeds)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -405,8 +429,10 @@ def _fmt(cell: Any) -> str:
         mean, std = cell
         if math.isnan(mean):
             return "-"
-        if std == 0 and float(mean).is_integer():
+        if (std == 0 or math.isnan(std)) and float(mean).is_integer():
             return str(int(mean))
+        if math.isnan(std):  # a single run: no spread to show
+            return f"{mean:.4g}" if abs(mean) >= 1000 else f"{mean:.4f}"
         if abs(mean) >= 1000:
             return f"{mean:.4g} ± {std:.2g}"
         return f"{mean:.4f} ± {std:.4f}"
@@ -436,6 +462,7 @@ def write_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str,
 
     if not runs:
         raise ReportError(f"no finished runs in {source}")
+    runs, repeated = latest_per_config(runs)
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -481,14 +508,20 @@ def write_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str,
                 figs.append((heading, p))
         sections.append((name.capitalize(), figs, [] if figs else ["no figure: values missing"]))
 
-    summary = {row["group"]: {k: ({"mean": v[0], "std": v[1]} if isinstance(v, tuple) else v)
+    def finite(x: float) -> float | None:
+        return None if math.isnan(x) else x
+
+    summary = {row["group"]: {k: ({"mean": finite(v[0]), "std": finite(v[1])}
+                                  if isinstance(v, tuple) else v)
                               for k, v in row.items() if k != "group"} for row in rows}
     summary_path = out_dir / "summary.json"
     summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
 
     header = ["group", "runs", "seeds", *present]
+    kept = (f" ({repeated} repeated run{'s' if repeated != 1 else ''} of the same config and "
+            f"seed left out: the latest finished counts)" if repeated else "")
     md = [f"# {title}", "", f"Source: `{source}`; {len(runs)} finished runs in {len(groups)} "
-          f"groups (mean ± std over seeds).", ""]
+          f"groups (mean ± sample std over seeds){kept}.", ""]
     md += ["## Final numbers", "", "| " + " | ".join(header) + " |",
            "|" + " --- |" * len(header)]
     md += ["| " + " | ".join(_fmt(r.get(h)) for h in header) + " |" for r in rows]
@@ -502,7 +535,7 @@ def write_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str,
     esc = html.escape
     body = [f"<h1>{esc(title)}</h1>",
             f"<p>Source: <code>{esc(source)}</code>; {len(runs)} finished runs in "
-            f"{len(groups)} groups (mean &plusmn; std over seeds).</p>",
+            f"{len(groups)} groups (mean &plusmn; sample std over seeds){esc(kept)}.</p>",
             "<h2>Final numbers</h2>", "<table><thead><tr>"
             + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>"]
     body += ["<tr>" + "".join(f"<td>{esc(_fmt(r.get(h)))}</td>" for h in header) + "</tr>"
@@ -522,4 +555,7 @@ def write_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str,
         "</head><body>\n" + "\n".join(body) + "\n</body></html>\n")
     figures = [p for _, figs, _ in sections for _, p in figs]
     all_notes = [n for _, _, ns in sections for n in ns]
+    if repeated:
+        all_notes.insert(0, f"{repeated} repeated run(s) of the same config and seed left out "
+                            f"(the latest finished of each counts)")
     return Report(out_dir, html_path, md_path, summary_path, figures, all_notes)

@@ -22,6 +22,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from derelayl.tracking import naming
+
 log = logging.getLogger("derelayl")
 STATE_FILE = "sweep.json"
 DONE_DIR = ".done"
@@ -122,13 +124,22 @@ class SweepCallback(Callback):
             except Exception:  # deleted, or another store: start a new parent
                 pass
         overrides = " ".join(state["overrides"])
-        run = client.create_run(exp_id, run_name=f"sweep {sweep_dir.name}", tags={
+        # named by its study and what it varies, and tagged with the varied values (a sweep over
+        # algorithm=fedavg,scaffold is tagged "algorithm: fedavg,scaffold", not the default's)
+        sweeper = config.hydra.sweeper
+        optuna = "n_trials" in sweeper
+        params = sweeper.get("params")
+        axes = naming.sweep_axes(OmegaConf.to_container(params) if params else {},
+                                 state["overrides"])
+        study = (sweeper.get("study_name") if optuna else None) \
+            or OmegaConf.select(config, "hydra.runtime.choices.experiment", default=None)
+        name = naming.sweep_name(str(study) if study else None, axes, state["total_jobs"], optuna)
+        run = client.create_run(exp_id, run_name=name, tags={
             "derelayl.sweep": "parent", "sweep_dir": str(sweep_dir.resolve()),
-            "sweep_overrides": overrides[:5000],
-            "algorithm": str(config.algorithm.name) if "algorithm" in config else "",
-            "dataset": str(config.dataset.name) if "dataset" in config else "",
-            "mlflow.note.content": f"Sweep `{overrides}`: {state['total_jobs'] or '?'} jobs; "
-                                   f"its runs are the nested child runs.",
+            "sweep_overrides": overrides[:5000], **naming.sweep_tags(config, axes),
+            "mlflow.note.content": f"Sweep `{overrides}` in `{sweep_dir}`: "
+                                   f"{state['total_jobs'] or '?'} jobs; its runs are the nested "
+                                   f"child runs.",
         })
         return run.info.run_id
 
