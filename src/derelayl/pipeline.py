@@ -26,6 +26,13 @@ log = logging.getLogger("derelayl")
 SUMMARY_KEYS = ("test_acc", "test_loss", "best_quality", "coins_gini", "version_share_latest")
 
 
+def summary_text(metrics: dict[str, Any]) -> str:
+    """``test_acc 0.9370, test_loss 0.1977, ...``: the summary metrics a run has (a random-walk
+    DeRelayL run has no test accuracy, but a best quality)."""
+    return ", ".join(f"{k} {metrics[k]:.4f}" for k in SUMMARY_KEYS
+                     if isinstance(metrics.get(k), (int, float)) and not isinstance(metrics[k], bool))
+
+
 def flatten(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as ``{"a.b.c": value}`` (MLflow params)."""
     out: dict[str, Any] = {}
@@ -140,8 +147,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path,
     if cfg.get("skip_finished"):
         done = finished_metrics(cfg, output_dir)
         if done is not None:  # a re-run sweep: this job finished before, with this very config
-            log.info("skipped: %s already holds a finished run of this config (test_acc %s)",
-                     output_dir, done.get("test_acc"))
+            log.info("skipped: %s already holds a finished run of this config (%s)",
+                     output_dir, summary_text(done) or "no summary metrics")
             return done
     validate_common(cfg)
     runner = runner_for(cfg.algorithm.name)
@@ -159,6 +166,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path,
     files = [output_dir / "config.yaml"]
     if uses_data(cfg):
         # build (and so validate) the data and partition before any tracking run exists
+        log.info("loading dataset %s and partitioning it (%s) ...", cfg.dataset.name,
+                 cfg.partition.name)
         sizes = ctx.partition.sizes
         write_json(output_dir / "partition.json", {"sizes": sizes.tolist(),
                                                    "label_histogram": ctx.label_histogram.tolist()})
@@ -167,6 +176,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path,
                  "sizes %d-%d", cfg.dataset.name, len(ctx.data.train_y), len(ctx.data.val),
                  len(ctx.data.test), len(sizes), cfg.partition.name, sizes.min(), sizes.max())
 
+    if cfg.tracking.enabled:
+        log.info("opening an MLflow run in %s ...", cfg.tracking.uri)
     tracker = _make_tracker(cfg, run_name)
     if tracker is not None:
         ctx.observers.append(tracker)
@@ -199,9 +210,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path,
             for f in large:
                 log.info("not copied to MLflow (over tracking.max_artifact_mb): %s", f)
             tracker.log_artifacts([f for f in files if f not in large])
-        summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in SUMMARY_KEYS
-                            if isinstance(metrics.get(k), float))
-        log.info("done: %s after %s hops (%s rounds) in %.1fs", summary, metrics.get("hops"),
+        log.info("done: %s after %s hops (%s rounds) in %.1fs", summary_text(metrics),
+                 metrics.get("hops"),
                  metrics.get("rounds"), metrics["wall_time_s"])
         log.info("results: %s%s", output_dir,
                  f" | MLflow run {tracker.run_id} in {cfg.tracking.uri} (see: mlflow ui)"

@@ -10,7 +10,6 @@ import hydra
 from omegaconf import DictConfig
 
 from derelayl.core.errors import ConfigError
-from derelayl.data import DataError
 
 log = logging.getLogger("derelayl")
 PROG = "derelayl-train"
@@ -54,6 +53,9 @@ def check_group_choices(argv: list[str], conf: Path) -> None:
 def hydra_main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
+    log.info("%s: %s on %s, seed %s; loading PyTorch ...", PROG, cfg.algorithm.name,
+             cfg.dataset.name, cfg.seed)
+    from derelayl.data import DataError  # imports torch (seconds): after the first line
     from derelayl.pipeline import run_experiment
 
     try:

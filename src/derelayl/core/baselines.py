@@ -19,7 +19,7 @@ import torch
 from derelayl.core.evaluation import EvalSet, evaluate
 from derelayl.core.events import Observer, Observers, RoundRecord
 from derelayl.core.fl import (RoundsResult, check_schedule, estimate_rounds, evaluate_model,
-                              finished, make_round_record)
+                              finished, make_round_record, run_length)
 from derelayl.core.hop import HopTrainer
 from derelayl.core.participants import ParticipantData
 from derelayl.core.profiles import Devices, tensor_bytes
@@ -52,7 +52,8 @@ class LocalRunner(_BudgetedRunner):
         expected = estimate_rounds(self.rounds, self.sample_budget,
                                    total * getattr(self.hop_trainer, "local_epochs", 1))
         self.observers.on_run_start({"total_hops": expected * len(participants),
-                                     "rounds": expected, "participants": len(participants)})
+                                     **run_length(self.rounds, self.sample_budget, expected),
+                                     "participants": len(participants)})
         history: list[RoundRecord] = []
         rnd = hops = samples_seen = 0
         sim = None if self.devices is None else 0.0
@@ -109,7 +110,8 @@ class CentralizedRunner(_BudgetedRunner):
             sim = max(self.devices.transfer_seconds(i, b) for i, b in enumerate(upload))
         expected = estimate_rounds(self.rounds, self.sample_budget,
                                    len(pooled) * getattr(self.hop_trainer, "local_epochs", 1))
-        self.observers.on_run_start({"total_hops": expected, "rounds": expected,
+        self.observers.on_run_start({"total_hops": expected,
+                                     **run_length(self.rounds, self.sample_budget, expected),
                                      "participants": len(participants)})
         history: list[RoundRecord] = []
         rnd = samples_seen = 0

@@ -233,6 +233,14 @@ def finished(rnd: int, samples_seen: int, rounds: int | None, sample_budget: int
     return samples_seen + round_samples / 2 >= sample_budget
 
 
+def run_length(rounds: int | None, sample_budget: int | None, expected: int) -> dict:
+    """What ``on_run_start`` says about a run's length: exact ``rounds``, or (budgeted runs, whose
+    last round is only known when the budget is reached) the ``sample_budget`` and an estimate."""
+    if rounds is not None:
+        return {"rounds": rounds}
+    return {"rounds": None, "sample_budget": sample_budget, "expected_rounds": expected}
+
+
 def estimate_rounds(rounds: int | None, sample_budget: int | None, per_round: float) -> int:
     if rounds is not None:
         return rounds
@@ -324,7 +332,8 @@ class FederatedRunner:
                                    sizes.mean() * self.clients_per_round
                                    * getattr(self.hop_trainer, "local_epochs", 1))
         self.observers.on_run_start({"total_hops": expected * self.clients_per_round,
-                                     "rounds": expected, "participants": n})
+                                     **run_length(self.rounds, self.sample_budget, expected),
+                                     "participants": n})
         history: list[RoundRecord] = []
         participation = []
         rnd = hops = samples_seen = nbytes = 0

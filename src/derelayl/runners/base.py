@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -18,6 +20,8 @@ from derelayl.core.participants import ParticipantData, build_participants
 from derelayl.core.profiles import Devices
 from derelayl.core.seeding import derive_seed, numpy_rng
 from derelayl.data import DatasetSplits, load_dataset
+
+log = logging.getLogger("derelayl")
 
 if TYPE_CHECKING:  # Lightning is imported when a model or hop is built, not by data-only commands
     from derelayl.models.lit import ClassifierModule
@@ -119,6 +123,9 @@ class ExperimentContext:
 
     def new_model(self, stream: str = "model_init") -> ClassifierModule:
         """A freshly initialised model (same weights for the same seed and stream)."""
+        if "pytorch_lightning" not in sys.modules:  # the first model: a ~2 s import
+            log.info("building the %s model (importing PyTorch Lightning) ...",
+                     self.cfg.model.name)
         from derelayl.models.lit import ClassifierModule
 
         torch.manual_seed(derive_seed(self.cfg.seed, stream))

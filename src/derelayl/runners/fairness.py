@@ -7,6 +7,7 @@ estimator with the ``shapley.*`` settings and writes ``shapley.json``.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from derelayl.core.errors import ConfigError
@@ -35,12 +36,44 @@ def wanted(cfg) -> bool:
     return bool(sc.enabled)
 
 
+class ProgressValue:
+    """A value function that logs how many coalitions it has evaluated, every ``every_s``
+    seconds: a run's Shapley values take from seconds to minutes."""
+
+    def __init__(self, value, total: int | None = None, every_s: float = 3.0):
+        self.value, self.total, self.every_s = value, total, every_s
+        self.players = value.players
+        self.count = 0
+        self.started = self.last = time.perf_counter()
+
+    def __call__(self, coalition) -> float:
+        out = self.value(coalition)
+        self.count += 1
+        now = time.perf_counter()
+        if now - self.last >= self.every_s:
+            self.last = now
+            of = f"/{self.total}" if self.total else ""
+            log.info("Shapley: %d%s coalitions evaluated (%.0fs)", self.count, of,
+                     now - self.started)
+        return out
+
+
 def estimate(ctx: ExperimentContext, value, what: str) -> ShapleyResult:
     sc = ctx.cfg.shapley
-    log.info("Shapley values of %d players (%s)", len(value.players), what)
-    return shapley_values(value.players, value, exact_max=int(sc.exact_max),
-                          permutations=int(sc.permutations), tolerance=float(sc.tolerance),
-                          rng=numpy_rng(ctx.cfg.seed, "shapley"), convergence=sc.convergence)
+    n = len(value.players)
+    exact = n <= int(sc.exact_max)
+    log.info("Shapley values of %d players (%s; %s) ...", n, what,
+             f"exact: {2 ** n} coalitions" if exact
+             else f"truncated Monte Carlo, at most {int(sc.permutations)} permutations")
+    started = time.perf_counter()
+    result = shapley_values(value.players, ProgressValue(value, 2 ** n if exact else None),
+                            exact_max=int(sc.exact_max), permutations=int(sc.permutations),
+                            tolerance=float(sc.tolerance), rng=numpy_rng(ctx.cfg.seed, "shapley"),
+                            convergence=sc.convergence)
+    log.info("Shapley: done, %d coalitions%s (%.1fs)", result.evaluations,
+             f" over {result.permutations} permutations" if result.permutations else "",
+             time.perf_counter() - started)
+    return result
 
 
 def save(ctx: ExperimentContext, result: ShapleyResult, **extra: Any) -> dict[str, Any]:
