@@ -18,6 +18,21 @@ from pathlib import Path
 PROG = "derelayl-report"
 
 
+def study_folders(roots: list[str], params_file: str) -> list[str]:
+    """``<root>/<method>/seed<seed>`` for the study's methods and seeds (those that exist)."""
+    import yaml
+
+    from derelayl.reporting.study import ReportError
+
+    try:
+        params = yaml.safe_load(Path(params_file).read_text()) or {}
+        methods, seeds = list(params["methods"]), list(params["seeds"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
+        raise ReportError(f"--params {params_file}: needs `methods` and `seeds` lists ({err})")
+    folders = [Path(r) / str(m) / f"seed{s}" for r in roots for m in methods for s in seeds]
+    return [str(f) for f in folders if f.is_dir()]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,6 +50,11 @@ def main(argv=None) -> None:
     parser.add_argument("--where", nargs="+", default=None, metavar="KEY=VALUE",
                         help="only the runs whose tag or param KEY is VALUE (all must hold), "
                              "e.g. --where partition=dirichlet partition.alpha=0.1")
+    parser.add_argument("--params", default=None, metavar="PARAMS_YAML",
+                        help="with --runs DIR: only the run folders DIR/<method>/seed<seed> of "
+                             "the `methods` and `seeds` in this file (a DVC study's "
+                             "params.yaml), so folders of methods or seeds dropped from the "
+                             "study are not reported")
     parser.add_argument("--out", default=None, help="output folder")
     parser.add_argument("--title", default=None)
     args = parser.parse_args(argv)
@@ -55,7 +75,8 @@ def main(argv=None) -> None:
             missing = [p for p in args.runs if not Path(p).exists()]
             if missing:
                 raise ReportError(f"no such run folder: {', '.join(missing)}")
-            runs = load_run_dirs(args.runs)
+            runs = load_run_dirs(study_folders(args.runs, args.params) if args.params
+                                 else args.runs)
             source = "run folders " + ", ".join(args.runs)
             out = args.out or "outputs/report/runs"
         if args.where:

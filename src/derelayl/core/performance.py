@@ -269,7 +269,10 @@ class TrainedPerformance:
     def round_metrics(self):
         held = self.best_val >= 0
         gb = self.global_best
+        # val_acc / test_acc: those of the run's model, the best so far by validation (what the
+        # relay and FL report as theirs), so every method's history has the same columns
         return {"best_val_acc": float(gb[1]), "best_test_acc": float(gb[2]),
+                "val_acc": float(gb[1]), "test_acc": float(gb[2]),
                 "mean_participant_best_test_acc": float(np.nanmean(self.best_test[held])),
                 "bytes": float(self.bytes), "sim_time_s": self.sim_time_s}
 
