@@ -66,7 +66,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
     return optimized_value(cfg, metrics)
 
 
-def launch_name(cfg: DictConfig) -> str:
+def launch_name(cfg: DictConfig) -> str | None:
     """The MLflow run name: the algorithm, data, seed and the command line's keys that differ
     from their defaults (compared with the config of the same group choices alone)."""
     from hydra import compose
@@ -74,11 +74,15 @@ def launch_name(cfg: DictConfig) -> str:
 
     from derelayl.tracking import naming
 
-    overrides = list(HydraConfig.get().overrides.task)
-    groups = sorted(p.name for p in config_dir().iterdir() if p.is_dir())
-    return naming.run_name(cfg, naming.varied(
-        overrides, cfg, lambda choices: compose(config_name="train", overrides=list(choices)),
-        groups))
+    try:
+        overrides = list(HydraConfig.get().overrides.task)
+        groups = sorted(p.name for p in config_dir().iterdir() if p.is_dir())
+        return naming.run_name(cfg, naming.varied(
+            overrides, cfg, lambda choices: compose(config_name="train", overrides=list(choices)),
+            groups))
+    except Exception as err:  # a name must never fail a run: fall back to the config's own
+        log.debug("run name from the command line failed (%s)", err)
+        return None
 
 
 def optimized_value(cfg: DictConfig, metrics: dict) -> float | None:
