@@ -1,0 +1,305 @@
+"""Sweeps on real cluster engines, started on this machine (loopback only) by tests/engines.py:
+
+- a one-node SLURM cluster (munge, slurmdbd on MariaDB, slurmctld, slurmd) running a sweep through
+  the submitit preset (``hydra/launcher=slurm``), with a job cancelled by ``scancel``;
+- a Ray head node running the same sweep through derelayl's Ray launcher
+  (``hydra/launcher=ray_cluster``);
+- a team MLflow server (PostgreSQL backend, artifact root, basic authentication) that the SLURM
+  and Ray sweeps log to and that 8 concurrent jobs write to at once.
+
+Marked ``cluster``: ``python -m pytest -m "not cluster"`` leaves them out. Where an engine is not
+installed they skip, saying so; under CI (``CI`` set, and ``.ci/run`` installs the engines) they
+fail instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from engines import MlflowServer, RayHead, Slurm, postgres_bindir, slurm_missing, wait_for
+
+# tiny jobs: the relay, one round of 5 hops on digits (~1 s of work after the imports)
+JOB = ("algorithm=relay", "algorithm.rounds=1", "num_participants=5", "progress_every=100")
+SEEDS = (0, 1, 2, 3)
+# what a job's run folder holds and MLflow must hold too (artifacts)
+ARTIFACTS = {"config.yaml", "metrics.json", "history.csv", "partition.json", "model.pt",
+             "accuracy_vs_hops.png"}
+# metrics.json values that differ between two runs of the same config
+RUN_SPECIFIC = ("wall_time_s", "mlflow_run_id")
+
+
+def require(missing: list[str], what: str) -> None:
+    if not missing:
+        return
+    message = f"{what}: {', '.join(missing)} not installed (bash .ci/run installs it)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def modules_missing(*modules: str) -> list[str]:
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+# -- engines -----------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def mlflow_server():
+    require(([] if postgres_bindir() else ["postgresql"])
+            + modules_missing("psycopg", "flask_wtf"), "team MLflow server")
+    with MlflowServer() as server:
+        yield server
+
+
+@pytest.fixture
+def slurm():
+    require(slurm_missing() + modules_missing("hydra_plugins.hydra_submitit_launcher"), "SLURM")
+    with Slurm() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def ray_head():
+    require(modules_missing("ray"), "Ray")
+    with RayHead() as head:
+        yield head
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def train_cmd(tmp: Path, server: MlflowServer, experiment: str, *args: str) -> list[str]:
+    flags = [a for a in args if a.startswith("-")]
+    rest = [a for a in args if not a.startswith("-")]
+    return [sys.executable, "-m", "derelayl.cli.train", *flags, f"data_dir={tmp}/data",
+            "tracking=server", f"tracking.uri={server.uri}", f"tracking.experiment={experiment}",
+            *rest]
+
+
+def run_train(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float = 300
+              ) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, env=dict(env, HYDRA_FULL_ERROR="0"),
+                          cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture
+def client(mlflow_server, monkeypatch):
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(key, mlflow_server.env[key])
+    return MlflowClient(tracking_uri=mlflow_server.uri)
+
+
+def sweep_children(client: MlflowClient, sweep: Path) -> tuple[str, list]:
+    parent = json.loads((sweep / "sweep.json").read_text())["parent_run_id"]
+    exp = client.get_run(parent).info.experiment_id
+    return parent, client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent}'")
+
+
+def assert_one_finished_run_per_job(client: MlflowClient, sweep: Path, n: int) -> list:
+    """Every job of the sweep is one FINISHED child run of its parent (a cancelled or killed
+    attempt may leave a KILLED one, never a second FINISHED one); the parent is FINISHED."""
+    parent, children = sweep_children(client, sweep)
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    assert sorted(r.info.status for r in children if r not in finished) in ([], ["KILLED"])
+    assert sorted(int(r.data.params["seed"]) for r in finished) == list(range(n))
+    ids = {json.loads((sweep / str(k) / "metrics.json").read_text())["mlflow_run_id"]
+           for k in range(n)}
+    assert ids == {r.info.run_id for r in finished}  # each folder's run is the one in MLflow
+    parent_run = client.get_run(parent)
+    assert parent_run.info.status == "FINISHED"
+    assert parent_run.data.metrics["sweep/jobs_finished"] == n
+    return finished
+
+
+def local_reference(make_cfg, tmp: Path, seed: int) -> Path:
+    """The same job run in this process, without tracking."""
+    from derelayl.pipeline import run_experiment
+
+    out = tmp / f"local-{seed}"
+    run_experiment(make_cfg(*JOB, f"seed={seed}", "tracking=none"), out)
+    return out
+
+
+def assert_same_numbers(a: Path, b: Path) -> None:
+    """Same config + seed = same numbers, whichever machine or engine ran the job."""
+    ma, mb = (json.loads((p / "metrics.json").read_text()) for p in (a, b))
+    for key in RUN_SPECIFIC:
+        ma.pop(key), mb.pop(key)
+    assert ma == mb, (a, b)
+    wa, wb = (torch.load(p / "model.pt", weights_only=True) for p in (a, b))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), (a, b)
+
+
+# -- fast, no engine ---------------------------------------------------------------------------
+def test_hydra_finds_the_ray_launcher_plugin():
+    """The preset's target is a plugin Hydra discovers (its module imports no ray)."""
+    import yaml
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.launcher import Launcher
+
+    from derelayl.cli.train import config_dir
+
+    preset = yaml.safe_load((config_dir() / "hydra/launcher/ray_cluster.yaml").read_text())
+    found = {f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(Launcher)}
+    assert preset["_target_"] in found
+
+
+# -- SLURM -------------------------------------------------------------------------------------
+@pytest.mark.cluster
+def test_slurm_sweep_finishes_and_a_cancelled_job_is_redone(slurm, mlflow_server, client,
+                                                            make_cfg, tmp_path):
+    sweep = tmp_path / "sweep"
+    cmd = train_cmd(tmp_path, mlflow_server, "slurm", "-m", "hydra/launcher=slurm",
+                    "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10", *JOB,
+                    "seed=" + ",".join(map(str, SEEDS)), f"hydra.sweep.dir={sweep}")
+    # SLURM_CONF for the clients, MLflow's credentials (sbatch hands the environment to jobs)
+    env = {**slurm.env, **{k: v for k, v in mlflow_server.env.items() if k.startswith("MLFLOW")}}
+
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(env, HYDRA_FULL_ERROR="0"), cwd=tmp_path)
+    try:
+        # the array's last job, cancelled once it runs (its imports alone take seconds)
+        def running(task: str) -> str | None:
+            for line in slurm.cmd("squeue", "-h", "-r", "-o", "%i %T").splitlines():
+                job, state = line.split()
+                if job.endswith(f"_{task}") and state == "RUNNING":
+                    return job
+            return None
+
+        wait_for(lambda: running("3") is not None, 240, "job 3 running", procs=[first])
+        cancelled = running("3")
+        slurm.cmd("scancel", cancelled)
+        out, err = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode != 0, "the cancelled job fails the launch"
+    assert f"{cancelled}" in out + err or "CANCELLED" in out + err, err[-3000:]
+    state = slurm.cmd("sacct", "-n", "-X", "-P", "-o", "State", "-j", cancelled).split()
+    assert state and state[0].startswith("CANCELLED"), state
+    done = {k: (sweep / str(k) / "metrics.json").read_bytes() for k in SEEDS[:3]}
+    assert not (sweep / "3/metrics.json").exists()
+
+    # the same command again: only the cancelled job trains, the finished ones are kept
+    second = run_train(cmd, env, tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.*"))
+    assert logs.count("skipped: ") == 3, logs[-3000:]
+    for k, before in done.items():
+        assert (sweep / str(k) / "metrics.json").read_bytes() == before
+    assert_one_finished_run_per_job(client, sweep, len(SEEDS))
+    for seed in SEEDS:  # numbers independent of the engine that ran the job
+        assert_same_numbers(sweep / str(seed), local_reference(make_cfg, tmp_path, seed))
+
+
+# -- Ray ---------------------------------------------------------------------------------------
+@pytest.mark.cluster
+def test_ray_sweep_finishes_with_the_numbers_of_a_local_run(ray_head, mlflow_server, client,
+                                                             make_cfg, tmp_path):
+    sweep = tmp_path / "sweep"
+    cmd = train_cmd(tmp_path, mlflow_server, "ray", "-m", "hydra/launcher=ray_cluster", *JOB,
+                    "seed=" + ",".join(map(str, SEEDS)), f"hydra.sweep.dir={sweep}")
+    # the jobs get MLflow's credentials from the launching shell (hydra.launcher.ray.env_vars),
+    # not from the Ray daemons' environment
+    env = {**ray_head.env, **{k: v for k, v in mlflow_server.env.items() if k.startswith("MLFLOW")},
+           "RAY_ADDRESS": ray_head.address}
+    assert "MLFLOW_TRACKING_PASSWORD" not in ray_head.env
+    started = time.monotonic()
+    proc = run_train(cmd, env, tmp_path)
+    print(f"Ray sweep of {len(SEEDS)} jobs: {time.monotonic() - started:.1f} s")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert f"sweep progress: {len(SEEDS)}/{len(SEEDS)} jobs done" in log  # jobs' lines reach us
+    assert_one_finished_run_per_job(client, sweep, len(SEEDS))
+    for seed in SEEDS:
+        assert_same_numbers(sweep / str(seed), local_reference(make_cfg, tmp_path, seed))
+
+    # again: every job is skipped; bad input in a job: one line, exit status 2
+    started = time.monotonic()
+    again = run_train(cmd, env, tmp_path)
+    print(f"Ray sweep, all skipped: {time.monotonic() - started:.1f} s")
+    assert again.returncode == 0 and (again.stdout + again.stderr).count("skipped: ") == 4
+    assert_one_finished_run_per_job(client, sweep, len(SEEDS))
+    started = time.monotonic()
+    bad = run_train(train_cmd(tmp_path, mlflow_server, "ray", "-m", "hydra/launcher=ray_cluster",
+                              *JOB, "num_participants=0", f"hydra.sweep.dir={tmp_path}/bad"),
+                    env, tmp_path)
+    assert bad.returncode == 2, bad.stderr[-3000:]
+    assert "derelayl-train: error: num_participants must be >= 1" in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stdout + bad.stderr
+    print(f"Ray sweep, bad input: {time.monotonic() - started:.1f} s")
+
+
+# -- a team MLflow server ----------------------------------------------------------------------
+@pytest.mark.cluster
+def test_team_server_takes_eight_concurrent_jobs(mlflow_server, client, tmp_path):
+    sweep, n = tmp_path / "sweep", 8
+    env = {**os.environ, **mlflow_server.env, "DERELAYL_JOBS": str(n)}
+    started = time.monotonic()
+    proc = run_train(train_cmd(tmp_path, mlflow_server, "team", "-m", "hydra/launcher=parallel",
+                               *JOB, "seed=" + ",".join(map(str, range(n))),
+                               f"hydra.sweep.dir={sweep}"), env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(f"8 concurrent jobs against the server: {time.monotonic() - started:.1f} s")
+    runs = assert_one_finished_run_per_job(client, sweep, n)
+    parent, _ = sweep_children(client, sweep)
+
+    for run in runs:
+        folder = sweep / run.data.params["seed"]
+        metrics = json.loads((folder / "metrics.json").read_text())
+        # every number: the summary keys, and each hop's values
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                assert run.data.metrics[f"final/{key}"] == pytest.approx(value), key
+        hops = [m.value for m in client.get_metric_history(run.info.run_id, "val_acc")]
+        assert len(hops) == metrics["hops"]
+        history = [float(line.split(",")[header.index("val_acc")]) for header in
+                   [(folder / "history.csv").read_text().splitlines()[0].split(",")]
+                   for line in (folder / "history.csv").read_text().splitlines()[1:]]
+        assert hops == pytest.approx(history)
+        # every artifact: listed by the server, byte for byte in its artifact root
+        listed = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert ARTIFACTS <= listed, ARTIFACTS - listed
+        stored = mlflow_server.artifacts / run.info.experiment_id / run.info.run_id / "artifacts"
+        for name in listed:
+            assert sha256(stored / name) == sha256(folder / name), name
+    # and served back through the API
+    one = runs[0]
+    got = client.download_artifacts(one.info.run_id, "metrics.json", str(tmp_path / "dl"))
+    assert Path(got).read_bytes() == (sweep / one.data.params["seed"] / "metrics.json").read_bytes()
+
+    # the study report reads it back from the server
+    report = subprocess.run([sys.executable, "-m", "derelayl.cli.report", "--tracking-uri",
+                             mlflow_server.uri, "--experiment", "team", "--parent-run", parent,
+                             "--out", str(tmp_path / "report")],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert f"{n} runs -> " in report.stdout
+    from derelayl.cli.report import main as report_main
+
+    report_main(["--runs", str(sweep), "--out", str(tmp_path / "from-folders")])
+    served, local = (json.loads((tmp_path / d / "summary.json").read_text())
+                     for d in ("report", "from-folders"))
+    assert served.keys() == local.keys() and sum(g["runs"] for g in served.values()) == n
+    for group in served:
+        assert served[group]["test_acc"]["mean"] == pytest.approx(local[group]["test_acc"]["mean"])
+
+    # the server is not open: no credentials, no data
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{mlflow_server.uri}/api/2.0/mlflow/experiments/get-by-name"
+                               f"?experiment_name=team", timeout=10)
+    assert refused.value.code == 401
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
