@@ -342,7 +342,8 @@ def postgres_bindir() -> Path | None:
 
 class MlflowServer(Engine):
     """PostgreSQL on loopback (a fresh cluster in a temp folder) and ``mlflow server`` on it,
-    with basic authentication: ``uri``, ``username``/``password`` (an admin) and ``env``."""
+    with basic authentication: ``uri``, a user's ``username``/``password`` and ``env`` (which
+    holds them as MLFLOW_TRACKING_USERNAME/PASSWORD)."""
 
     name = "mlflow"
 
@@ -378,13 +379,16 @@ class MlflowServer(Engine):
                  "mlflow", db], env=pg_env)
         db = f"postgresql+psycopg://mlflow:{self.db_password}@127.0.0.1:{self.db_port}"
 
-        # basic auth: users and permissions in their own database; one admin
-        self.username, self.password = "admin", secrets.token_hex(12)
+        # basic auth: users and permissions in their own database; an admin, who then creates
+        # the user that the jobs log as (as docs/cluster.md does for a team)
+        admin, admin_password = "admin", secrets.token_hex(12)
         (d / "auth.ini").write_text(
             "[mlflow]\ndefault_permission = READ\n"
             f"database_uri = {db}/mlflow_auth\n"
-            f"admin_username = {self.username}\nadmin_password = {self.password}\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+            f"admin_username = {admin}\nadmin_password = {admin_password}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            # without it every request pays a deliberately slow password hash (~0.1 s of CPU)
+            "auth_cache_ttl_seconds = 60\n")
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.artifacts = d / "artifacts"
@@ -396,6 +400,12 @@ class MlflowServer(Engine):
                              "--host", "127.0.0.1", "--port", str(self.port), "--workers", "2"],
                             "mlflow.out", env=server_env, cwd=d)
         wait_for(self._healthy, 180, "mlflow server", [d / "mlflow.out"], [mlflow])
+        self.username, self.password = "researcher", secrets.token_hex(12)
+        run([sys.executable, "-c", "import sys; from mlflow.server import get_app_client; "
+             "get_app_client('basic-auth', tracking_uri=sys.argv[1]).create_user(*sys.argv[2:])",
+             self.uri, self.username, self.password],
+            env=dict(self.env, MLFLOW_TRACKING_USERNAME=admin,
+                     MLFLOW_TRACKING_PASSWORD=admin_password))
         self.env.update(MLFLOW_TRACKING_USERNAME=self.username,
                         MLFLOW_TRACKING_PASSWORD=self.password)
 

@@ -165,6 +165,7 @@ def test_slurm_sweep_finishes_and_a_cancelled_job_is_redone(slurm, mlflow_server
     # SLURM_CONF for the clients, MLflow's credentials (sbatch hands the environment to jobs)
     env = {**slurm.env, **{k: v for k, v in mlflow_server.env.items() if k.startswith("MLFLOW")}}
 
+    started = time.monotonic()
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env=dict(env, HYDRA_FULL_ERROR="0"), cwd=tmp_path)
     try:
@@ -179,7 +180,9 @@ def test_slurm_sweep_finishes_and_a_cancelled_job_is_redone(slurm, mlflow_server
         wait_for(lambda: running("3") is not None, 240, "job 3 running", procs=[first])
         cancelled = running("3")
         slurm.cmd("scancel", cancelled)
+        print(f"SLURM: job 3 running and cancelled after {time.monotonic() - started:.1f} s")
         out, err = first.communicate(timeout=300)
+        print(f"SLURM: first launch ended after {time.monotonic() - started:.1f} s")
     finally:
         if first.poll() is None:
             first.kill()
@@ -191,7 +194,9 @@ def test_slurm_sweep_finishes_and_a_cancelled_job_is_redone(slurm, mlflow_server
     assert not (sweep / "3/metrics.json").exists()
 
     # the same command again: only the cancelled job trains, the finished ones are kept
+    started = time.monotonic()
     second = run_train(cmd, env, tmp_path)
+    print(f"SLURM: rerun {time.monotonic() - started:.1f} s")
     assert second.returncode == 0, second.stderr[-3000:]
     logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.*"))
     assert logs.count("skipped: ") == 3, logs[-3000:]
