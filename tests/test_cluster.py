@@ -14,6 +14,7 @@ fail instead.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import importlib.util
 import json
@@ -37,6 +38,9 @@ SEEDS = (0, 1, 2, 3)
 # what a job's run folder holds and MLflow must hold too (artifacts)
 ARTIFACTS = {"config.yaml", "metrics.json", "history.csv", "partition.json", "model.pt",
              "accuracy_vs_hops.png"}
+# per-hop metrics of the relay, logged at step = hop (history.csv has them too)
+HOP_KEYS = ("val_acc", "val_loss", "test_acc", "test_loss", "train_loss", "samples_seen", "bytes",
+            "sim_time_s")
 # metrics.json values that differ between two runs of the same config
 RUN_SPECIFIC = ("wall_time_s", "mlflow_run_id")
 
@@ -266,12 +270,12 @@ def test_team_server_takes_eight_concurrent_jobs(mlflow_server, client, tmp_path
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 assert run.data.metrics[f"final/{key}"] == pytest.approx(value), key
-        hops = [m.value for m in client.get_metric_history(run.info.run_id, "val_acc")]
-        assert len(hops) == metrics["hops"]
-        history = [float(line.split(",")[header.index("val_acc")]) for header in
-                   [(folder / "history.csv").read_text().splitlines()[0].split(",")]
-                   for line in (folder / "history.csv").read_text().splitlines()[1:]]
-        assert hops == pytest.approx(history)
+        with (folder / "history.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == metrics["hops"]
+        for key in HOP_KEYS:  # each hop's value, at its step
+            logged = {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+            assert logged == pytest.approx({int(r["hop"]): float(r[key]) for r in rows}), key
         # every artifact: listed by the server, byte for byte in its artifact root
         listed = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert ARTIFACTS <= listed, ARTIFACTS - listed
