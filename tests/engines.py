@@ -85,7 +85,10 @@ class Engine:
         # short paths: unix sockets (munge, Ray) live here, and sun_path holds 107 bytes
         self.dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir="/tmp"))
         self.procs: list[subprocess.Popen] = []
-        self.env = dict(os.environ)
+        # every process of this engine inherits this variable, also those that leave the
+        # daemons' sessions (jobs get the submitter's environment); stop() ends them too
+        self.markers = [f"DERELAYL_TEST_ENGINE={self.dir}"]
+        self.env = dict(os.environ, DERELAYL_TEST_ENGINE=str(self.dir))
 
     def spawn(self, cmd: list[str], log: str, **kwargs) -> subprocess.Popen:
         out = open(self.dir / log, "ab")
@@ -99,6 +102,16 @@ class Engine:
         for proc in reversed(self.procs):
             _end_group(proc)
         self.procs.clear()
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # what escaped: by its environment
+            left = _marked(self.markers)
+            for pid in left:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 5
+            while left and time.monotonic() < deadline and _marked(self.markers):
+                time.sleep(0.1)
 
     def __enter__(self):
         try:
@@ -144,6 +157,27 @@ def _end_group(proc: subprocess.Popen, grace: float = 15) -> None:
             time.sleep(0.1)
     if proc.poll() is None:
         proc.wait(timeout=5)
+
+
+def _marked(markers: list[str]) -> list[int]:
+    """Live processes whose environment holds one of ``markers`` (``NAME=value``), but this."""
+    needles = [b"\0" + m.encode() + b"\0" for m in markers]
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = b"\0" + f.read() + b"\0"
+            if not any(needle in environ for needle in needles):
+                continue
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in ("Z", "X"):
+            found.append(int(entry))
+    return found
 
 
 def _session_members(sid: int) -> list[int]:
@@ -207,6 +241,8 @@ AccountingStoragePort={dbd_port}
 # for slurmdbd connections this names the munge socket
 AccountingStoragePass={munge_socket}
 JobCompType=jobcomp/none
+# the node as declared here, whatever the machine has: a 4-job array runs at once on 2 cores
+SlurmdParameters=config_overrides
 NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
 PartitionName={partition} Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
@@ -245,10 +281,11 @@ class Slurm(Engine):
         self.values = dict(
             cluster=self.cluster, host=host, dir=d, user=pwd.getpwuid(os.getuid()).pw_name,
             ctld_port=free_port(), slurmd_port=free_port(), dbd_port=free_port(),
-            db_port=free_port(), munge_socket=d / "run/munge.socket", cpus=os.cpu_count() or 1,
+            db_port=free_port(), munge_socket=d / "run/munge.socket", cpus=max(4, os.cpu_count() or 1),
             memory_mb=_memory_mb(), partition=self.partition)
         v = self.values
         self.env["SLURM_CONF"] = str(d / "slurm.conf")
+        self.markers.append(f"SLURM_CONF={d}/slurm.conf")  # all slurmstepd keeps of its environ
         (d / "slurm.conf").write_text(SLURM_CONF.format(**v))
         (d / "slurmdbd.conf").write_text(SLURMDBD_CONF.format(**v))
         (d / "slurmdbd.conf").chmod(0o600)  # slurmdbd refuses a readable one
@@ -326,7 +363,7 @@ class RayHead(Engine):
                            f"--port={port}", f"--num-cpus={self.num_cpus}", "--num-gpus=0",
                            "--include-dashboard=false", "--disable-usage-stats",
                            f"--temp-dir={self.dir}", "--object-store-memory=100000000"],
-                          "ray.out")
+                          "ray.out", cwd=self.dir)  # workers start here, not where a sweep is
         wait_for(lambda: subprocess.run([*ray, "status", f"--address={self.address}"],
                                         capture_output=True, env=self.env, timeout=30
                                         ).returncode == 0,
