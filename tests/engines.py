@@ -2,7 +2,8 @@
 
 Each engine is started from its Debian or PyPI package in a fresh temporary folder (its
 configuration, state, sockets and logs live there), listens on 127.0.0.1 at free ports, and is
-stopped by terminating the process groups it started (and nothing else):
+stopped by ending the processes it started: each daemon's session, and what carries the engine's
+marker in its environment (nothing else):
 
 - ``Slurm``: munge (authentication), MariaDB + slurmdbd (accounting: submitit reads job states
   with ``sacct``, so a cancelled job is seen as cancelled), slurmctld and slurmd: a one-node
@@ -13,7 +14,7 @@ stopped by terminating the process groups it started (and nothing else):
   authentication switched on.
 
 ``.ci/run`` installs the packages (Debian: slurmctld, slurmd, slurmdbd, slurm-client, munge,
-mariadb-server, postgresql; PyPI: the ``cluster``, ``ray`` and ``postgres`` extras).
+mariadb-server, postgresql; PyPI: the ``test``, ``ray`` and ``server`` extras).
 """
 
 from __future__ import annotations
@@ -55,11 +56,13 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, logs: list[Pa
                 return
         except Exception:
             pass
-        dead = [p for p in procs if p.poll() is not None]
-        if dead:
+        if any(p.poll() is not None for p in procs):
+            why = "exited"
             break
         time.sleep(0.25)
-    raise EngineError(f"{what} did not come up in {timeout:.0f} s" + "".join(
+    else:
+        why = f"did not come up in {timeout:.0f} s"
+    raise EngineError(f"{what}: {why}" + "".join(
         f"\n--- {log} ---\n{tail(log)}" for log in logs))
 
 
@@ -117,7 +120,7 @@ class Engine:
         try:
             self.start()
         except BaseException:
-            self.stop()
+            self.__exit__()
             raise
         return self
 

@@ -182,7 +182,8 @@ def test_slurm_sweep_finishes_and_a_cancelled_job_is_redone(slurm, mlflow_server
                     return job
             return None
 
-        wait_for(lambda: running("3") is not None, 240, "job 3 running", procs=[first])
+        wait_for(lambda: running("3") is not None, 240, "SLURM job 3 to run (the launch)",
+                 procs=[first])
         cancelled = running("3")
         slurm.cmd("scancel", cancelled)
         print(f"SLURM: job 3 running and cancelled after {time.monotonic() - started:.1f} s")
@@ -235,12 +236,7 @@ def test_ray_sweep_finishes_with_the_numbers_of_a_local_run(ray_head, mlflow_ser
     for seed in SEEDS:
         assert_same_numbers(sweep / str(seed), local_reference(make_cfg, tmp_path, seed))
 
-    # again: every job is skipped; bad input in a job: one line, exit status 2
-    started = time.monotonic()
-    again = run_train(cmd, env, tmp_path)
-    print(f"Ray sweep, all skipped: {time.monotonic() - started:.1f} s")
-    assert again.returncode == 0 and (again.stdout + again.stderr).count("skipped: ") == 4
-    assert_one_finished_run_per_job(client, sweep, len(SEEDS))
+    # bad input in a job: one line, exit status 2 (resuming is engine-independent: the SLURM test)
     started = time.monotonic()
     bad = run_train(train_cmd(tmp_path, mlflow_server, "ray", "-m", "hydra/launcher=ray_cluster",
                               *JOB, "num_participants=0", "hydra.sweep.dir=bad"),
@@ -289,21 +285,16 @@ def test_team_server_takes_eight_concurrent_jobs(mlflow_server, client, tmp_path
     got = client.download_artifacts(one.info.run_id, "metrics.json", str(tmp_path / "dl"))
     assert Path(got).read_bytes() == (sweep / one.data.params["seed"] / "metrics.json").read_bytes()
 
-    # the study report reads it back from the server
-    report = subprocess.run([sys.executable, "-m", "derelayl.cli.report", "--tracking-uri",
-                             mlflow_server.uri, "--experiment", "team", "--parent-run", parent,
-                             "--out", str(tmp_path / "report")],
-                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
-    assert report.returncode == 0, report.stderr[-3000:]
-    assert f"{n} runs -> " in report.stdout
+    # the study report reads the study back from the server
     from derelayl.cli.report import main as report_main
 
-    report_main(["--runs", str(sweep), "--out", str(tmp_path / "from-folders")])
-    served, local = (json.loads((tmp_path / d / "summary.json").read_text())
-                     for d in ("report", "from-folders"))
-    assert served.keys() == local.keys() and sum(g["runs"] for g in served.values()) == n
-    for group in served:
-        assert served[group]["test_acc"]["mean"] == pytest.approx(local[group]["test_acc"]["mean"])
+    report_main(["--tracking-uri", mlflow_server.uri, "--experiment", "team", "--parent-run",
+                 parent, "--out", str(tmp_path / "report")])
+    summary = json.loads((tmp_path / "report/summary.json").read_text())
+    (group,) = summary.values()  # one method, 8 seeds
+    accs = [json.loads((sweep / str(k) / "metrics.json").read_text())["test_acc"] for k in range(n)]
+    assert group["runs"] == n
+    assert group["test_acc"]["mean"] == pytest.approx(sum(accs) / n)
 
     # the server is not open: no credentials, no data
     with pytest.raises(urllib.error.HTTPError) as refused:
