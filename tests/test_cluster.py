@@ -30,7 +30,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from engines import MlflowServer, RayHead, Slurm, postgres_bindir, slurm_missing, wait_for
+from conftest import assert_one_line_error
+from engines import (MlflowServer, RayHead, Slurm, free_port, postgres_bindir, slurm_missing,
+                     wait_for)
 
 # tiny jobs: the relay, one round of 5 hops on digits (~1 s of work after the imports)
 JOB = ("algorithm=relay", "algorithm.rounds=1", "num_participants=5", "progress_every=100")
@@ -156,6 +158,20 @@ def test_hydra_finds_the_ray_launcher_plugin():
     preset = yaml.safe_load((config_dir() / "hydra/launcher/ray_cluster.yaml").read_text())
     found = {f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(Launcher)}
     assert preset["_target_"] in found
+
+
+def test_ray_sweep_without_a_cluster_is_one_line(tmp_path):
+    """A wrong address: one line and exit status 2 at once, not Ray's minutes of retries."""
+    require(modules_missing("ray"), "Ray")
+    port = free_port()  # nothing listens there
+    proc = subprocess.run([sys.executable, "-m", "derelayl.cli.train", "-m",
+                           "hydra/launcher=ray_cluster", *JOB, "tracking=none",
+                           f"hydra.sweep.dir={tmp_path}/sweep"], capture_output=True, text=True,
+                          env=dict(os.environ, RAY_ADDRESS=f"127.0.0.1:{port}",
+                                   HYDRA_FULL_ERROR="0"), cwd=tmp_path, timeout=120)
+    assert_one_line_error(proc.returncode, proc.stderr,
+                          f"derelayl-train: error: no Ray cluster answers at 127.0.0.1:{port}")
+    assert not list(tmp_path.glob("sweep/*/metrics.json"))
 
 
 # -- SLURM -------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ How a job runs, and why:
 - ``max_retries`` re-runs a job whose worker or node died; a retried job starts again in the same
   folder (``skip_finished`` returns a finished run; DeRelayL resumes from its checkpoint).
 - A job that exits with a status (bad input: one line on stderr, status 2) ends the sweep with
-  that status once the other jobs are done.
+  that status once the other jobs are done; no cluster at the address is one line and status 2.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -70,7 +71,7 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]],
         runtime_env["env_vars"] = {**forwarded, **(runtime_env.get("env_vars") or {})}
         init["runtime_env"] = runtime_env
     if not ray.is_initialized():
-        ray.init(**init)
+        join(ray, init)
     log.info("Ray (%s) is launching %d jobs, sweep folder %s", ray.get_runtime_context()
              .gcs_address, len(job_overrides), sweep_dir)
 
@@ -92,6 +93,29 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]],
     if exits:
         raise SystemExit(exits[0].code)
     return results
+
+
+def join(ray: Any, init: dict[str, Any]) -> None:
+    """``ray.init``, or one line and exit status 2 where no cluster answers (Ray itself would
+    retry a wrong address for minutes)."""
+    address = init.get("address")
+    where = "hydra.launcher.ray.init.address or RAY_ADDRESS"
+    if address and address not in ("auto", "local") and "://" not in address:
+        host, _, port = str(address).rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout=10).close()
+        except (OSError, ValueError):
+            fail(f"no Ray cluster answers at {address} ({where}); start one with "
+                 f"`ray start --head`")
+    try:
+        ray.init(**init)
+    except ConnectionError as err:
+        fail(f"cannot join a Ray cluster at {address} ({where}): {str(err).splitlines()[0]}")
+
+
+def fail(message: str) -> None:
+    print(f"derelayl-train: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def execute_job(hydra_context: Any, sweep_config: DictConfig, task_function: Any,
