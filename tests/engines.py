@@ -7,7 +7,9 @@ marker in its environment (nothing else):
 
 - ``Slurm``: munge (authentication), MariaDB + slurmdbd (accounting: submitit reads job states
   with ``sacct``, so a cancelled job is seen as cancelled), slurmctld and slurmd: a one-node
-  cluster with one partition.
+  cluster with one partition. Every address in its configuration is 127.0.0.1; slurmctld, slurmd
+  and slurmdbd still listen on all interfaces (Slurm 22.05 has no bind setting), at free ports,
+  and take only requests signed with this cluster's fresh munge key.
 - ``RayHead``: ``ray start --head --block`` on 127.0.0.1.
 - ``MlflowServer``: PostgreSQL (run as the ``postgres`` user when we are root: it refuses root)
   and ``mlflow server`` with that backend and an artifact root, with MLflow's basic
