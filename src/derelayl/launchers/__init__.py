@@ -1,0 +1,1 @@
+"""Hydra launchers maintained with derelayl (registered with Hydra under ``hydra_plugins``)."""
