@@ -117,6 +117,11 @@ def main(argv: list[str] | None = None) -> None:
             TrackingUri().check("--tracking-uri", args.tracking_uri)
         except ConfigError as err:
             ap.error(str(err))
+    import re
+
+    for run_id in args.run_id or []:
+        if not re.fullmatch(r"[0-9a-f]{32}", run_id):
+            ap.error(f"--run-id {run_id!r} is not an MLflow run id (32 hex digits)")
     if not args.run_dir.is_dir():
         print(f"{PROG}: error: {args.run_dir} is not a directory", file=sys.stderr)
         raise SystemExit(2)
