@@ -250,6 +250,11 @@ RULES: dict[str, Any] = {
     "tracking.flush_every_s": Number(ge=0),
 }
 
+# keys every run needs (Hydra can delete a key: ``~seed``)
+REQUIRED = ("seed", "num_participants", "torch_threads", "dataset.name", "partition.name",
+            "model.name", "algorithm.name", "tracking.enabled", "tracking.uri",
+            "tracking.experiment")
+
 # how a few keys are named in messages (the symbol the protocol's description uses)
 LABELS = {
     "derelayl.winner_share": "derelayl.winner_share (s)",
@@ -274,14 +279,14 @@ def _show(value: Any) -> str:
 
 
 def _leaves(node: Any, prefix: str = ""):
+    """(dotted key, value) of every leaf; a key with a rule is a leaf whatever its value."""
     if isinstance(node, Mapping):
         for k, v in node.items():
             key = f"{prefix}.{k}" if prefix else str(k)
-            if isinstance(v, Mapping) and v:
+            if isinstance(v, Mapping) and v and rule_for(key) is None:
                 yield from _leaves(v, key)
             else:
                 yield key, v
-    return
 
 
 def rule_for(key: str):
@@ -294,11 +299,21 @@ def rule_for(key: str):
 
 
 def check_values(values: Mapping[str, Any]) -> None:
-    """Check a resolved config (nested mappings) against :data:`RULES`."""
+    """Check a resolved config (nested mappings) against :data:`REQUIRED` and :data:`RULES`."""
+    for key in REQUIRED:
+        node: Any = values
+        for part in key.split("."):
+            node = node.get(part, _MISSING) if isinstance(node, Mapping) else _MISSING
+        if node is _MISSING:
+            raise ConfigError(f"{key} is missing: every run needs it (do not delete it with "
+                              f"~{key})")
     for key, value in _leaves(values):
         rule = rule_for(key)
         if rule is not None:
             rule.check(LABELS.get(key, key), value)
+
+
+_MISSING = object()
 
 
 def check_config(cfg) -> None:

@@ -27,6 +27,25 @@ from derelayl.core.errors import ConfigError, RunInterrupted
 MAX_CHECKED_JOBS = 256
 
 
+class Refused(BaseException):
+    """A refusal raised from a Hydra callback: Hydra turns an ``Exception`` raised there into a
+    warning and carries on, so the callback wraps the one-line error in a BaseException."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _refusing(method):
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as err:
+            raise Refused(err) from None
+    wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
+    return wrapper
+
+
 def describe(err: BaseException) -> str:
     """One line for an error raised by Hydra or OmegaConf while composing the config."""
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
@@ -74,7 +93,10 @@ def one_line_errors(prog: str) -> Iterator[None]:
     previous = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        yield
+        try:
+            yield
+        except Refused as refused:  # from a callback: re-raise what it refused with
+            raise refused.error from None
     except (ConfigError, DataError) as err:
         _fail(prog, str(err), 2)
     except (HydraException, OmegaConfBaseException) as err:
@@ -102,11 +124,13 @@ def _fail(prog: str, message: str, code: int) -> None:
 class RunGuard(Callback):
     """Hydra callback (first in ``hydra.callbacks``): see the module docstring."""
 
+    @_refusing
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
         from derelayl.tracking.rundir import note_hydra_run_dir
 
         note_hydra_run_dir(Path(str(config.hydra.run.dir)))
 
+    @_refusing
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         from hydra.core.hydra_config import HydraConfig
 
@@ -167,6 +191,7 @@ def check_sweep(config: Any) -> None:
     jobs = sweep_jobs(config)
     if not jobs or not GlobalHydra.instance().is_initialized():
         return
+    swept = _swept_keys(config)
     loader = GlobalHydra.instance().config_loader()
     master = HydraConfig.instance().cfg
     try:
@@ -182,6 +207,21 @@ def check_sweep(config: Any) -> None:
                 if check is not None:
                     check(job_cfg)
             except ConfigError as err:
-                raise ConfigError(f"sweep job {' '.join(job)}: {err}") from None
+                shown = [o for o in job if o.split("=", 1)[0] in swept] or job
+                raise ConfigError(f"sweep job {' '.join(shown)}: {err}") from None
     finally:
         HydraConfig.instance().cfg = master
+
+
+def _swept_keys(config: Any) -> set[str]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    params = config.hydra.sweeper.get("params") or {}
+    args = [f"{k}={v}" for k, v in params.items()]
+    args += list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+    try:
+        return {ov.get_key_element() for ov in OverridesParser.create().parse_overrides(args)
+                if ov.is_sweep_override()}
+    except Exception:  # only used to shorten a message
+        return set()

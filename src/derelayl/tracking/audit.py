@@ -147,7 +147,8 @@ class Audit:
             if not np.allclose(matrix[k - 1], replayed, rtol=RTOL, atol=ATOL):
                 i = int(np.argmax(np.abs(matrix[k - 1] - replayed)))
                 raise Tampered(f"{COINS_FILE}, round {k}: participant {i} holds "
-                               f"{matrix[k - 1][i]!r}, the ledger says {replayed[i]!r}")
+                               f"{float(matrix[k - 1][i])!r}, the ledger says "
+                               f"{float(replayed[i])!r}")
         self.checked.append(f"{COINS_FILE} ({self.rounds} rounds)")
 
     def _round_values(self, k: int) -> dict[str, float]:
@@ -173,7 +174,7 @@ class Audit:
                     from None
             if not math.isclose(have, expected, rel_tol=RTOL, abs_tol=ATOL):
                 raise Tampered(f"{where}, round {k}: {key} is {have!r}, the ledger says "
-                               f"{expected!r}")
+                               f"{float(expected)!r}")
 
     def _rounds_file(self) -> None:
         rows = getattr(self, "round_rows", None)
@@ -257,7 +258,8 @@ class Audit:
                 continue
             if not isinstance(have, (int, float)) or not math.isclose(
                     float(have), value, rel_tol=RTOL, abs_tol=ATOL):
-                raise Tampered(f"metrics.json: {key} is {have!r}, the ledger says {value!r}")
+                raise Tampered(f"metrics.json: {key} is {have!r}, the ledger says "
+                               f"{float(value)!r}")
         self.checked.append("metrics.json")
 
     def _checkpoint(self) -> None:
@@ -279,8 +281,8 @@ class Audit:
         if not np.allclose(coins, state.coins, rtol=RTOL, atol=ATOL):
             worst = int(np.argmax(np.abs(coins - state.coins)))
             raise Tampered(f"balances replayed from the ledger differ from the checkpoint's "
-                           f"(participant {worst}: ledger {coins[worst]!r}, checkpoint "
-                           f"{state.coins[worst]!r})")
+                           f"(participant {worst}: ledger {float(coins[worst])!r}, checkpoint "
+                           f"{float(state.coins[worst])!r})")
         minted, burned = (replay["minted"], replay["burned"]) if replay else (0.0, 0.0)
         if not (math.isclose(minted, state.minted, rel_tol=RTOL, abs_tol=ATOL)
                 and math.isclose(burned, state.burned, rel_tol=RTOL, abs_tol=ATOL)):

@@ -53,7 +53,17 @@ class FileModelStore:
 
     def get(self, key):
         if key not in self.cache:
-            self.cache[key] = torch.load(self.path(key), weights_only=True)
+            path = self.path(key)
+            try:  # weights_only: plain tensors, never code
+                state = torch.load(path, weights_only=True, map_location="cpu")
+                if not isinstance(state, dict):
+                    raise ValueError("not a state_dict")
+            except Exception as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else \
+                    type(err).__name__
+                raise ConfigError(f"{path} cannot be read as model weights ({first[:200]}); run "
+                                  f"`derelayl-ledger verify {self.dir.parent}`") from None
+            self.cache[key] = state
         return self.cache[key]
 
     def retain(self, keys):
@@ -113,7 +123,12 @@ class EconomyFiles(EconomyObserver):
                 f"{self.dir} holds a DeRelayL run with a different config; use a new output "
                 f"directory (hydra.run.dir=...) or the same config to resume it")
         settled = ckpt["state"].round
-        blocks = [b for b in read_ledger(self.ledger_path) if b["round"] < settled]
+        try:
+            blocks = [b for b in read_ledger(self.ledger_path) if b["round"] < settled]
+            history = read_ledger(self.rounds_path)[:settled]  # same torn-line tolerant JSONL
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{self.dir}: the ledger or rounds.jsonl cannot be read ({err}); "
+                              f"run `derelayl-ledger verify {self.dir}`") from None
         with open(self.ledger_path, "w") as fh:
             fh.writelines(canonical_json(b) + "\n" for b in blocks)
         head = blocks[-1]["hash"] if blocks else GENESIS_HASH
@@ -124,7 +139,6 @@ class EconomyFiles(EconomyObserver):
             self.store.pinned = set(ckpt["perf"].get("live_keys", ()))
         with open(self.coins_path, "r+b" if self.coins_path.exists() else "wb") as fh:
             fh.truncate(settled * self.n * 8)
-        history = read_ledger(self.rounds_path)[:settled]  # same torn-line tolerant JSONL
         with open(self.rounds_path, "w") as fh:
             fh.writelines(json.dumps(row) + "\n" for row in history)
         ckpt["history"] = history

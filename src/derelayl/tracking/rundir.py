@@ -48,8 +48,9 @@ METRICS_FILE = "metrics.json"
 RUNS_FILE = "mlflow_runs.json"
 # what a run that stopped before writing its config may leave; a folder holding only these is fresh
 LEFTOVERS = {LOCK_FILE, HYDRA_DIR, "train.log"}
-# config keys that may differ between two launches of the same run (they change no number)
-VOLATILE_KEYS = ("tracking", "progress_every", "data_dir", "skip_finished")
+# config keys that may differ between two launches of the same run (they change no number):
+# where results are tracked, how often progress is printed, where data files are read from
+VOLATILE_KEYS = ("tracking", "progress_every", "data_dir", "dataset.root", "skip_finished")
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 # folders Hydra is about to create for this process's run (set by RunFolderCallback): path ->
@@ -130,8 +131,7 @@ def fingerprint(resolved_config: dict[str, Any]) -> str:
     volatile keys (tracking, progress printing, the data folder, skip_finished)."""
     from derelayl.core.ledger import canonical_json, sha256_hex
 
-    body = {k: v for k, v in resolved_config.items() if k not in VOLATILE_KEYS}
-    return sha256_hex(canonical_json(body))
+    return sha256_hex(canonical_json(comparable(resolved_config)))
 
 
 def first_difference(before: dict[str, Any], now: dict[str, Any]) -> str:
