@@ -364,10 +364,28 @@ def test_relay_and_fl_runs_resume_to_identical_numbers(make_cfg, tmp_path, monke
 
 
 # -- tamper evidence ---------------------------------------------------------------------------------
-def _tracked_walk_run(tmp_path: Path, make_cfg) -> tuple[Path, str]:
-    out = tmp_path / "run"
-    metrics = run_experiment(make_cfg(*WALK, "derelayl.rounds=6"), out)
-    return out, metrics["mlflow_run_id"]
+@pytest.fixture(scope="module")
+def tracked_walk(tmp_path_factory):
+    """A finished, tracked random-walk run (6 rounds); tests verify copies of its folder."""
+    from hydra import compose, initialize_config_dir
+
+    from derelayl.cli.train import config_dir
+
+    tmp = tmp_path_factory.mktemp("walk")
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*tmp_overrides(tmp), *WALK,
+                                                      "derelayl.rounds=6"])
+    metrics = run_experiment(cfg, tmp / "run")
+    return tmp / "run", metrics["mlflow_run_id"]
+
+
+@pytest.fixture
+def _tracked_walk_run(tracked_walk, tmp_path):
+    def copy(*_):
+        out = tmp_path / "run"
+        shutil.copytree(tracked_walk[0], out)
+        return out, tracked_walk[1]
+    return copy
 
 
 def forge_credit(run_dir: Path, amount: float = 5.0, who: int = 3) -> None:
@@ -418,8 +436,8 @@ def forge_credit(run_dir: Path, amount: float = 5.0, who: int = 3) -> None:
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
 
 
-def test_verify_checks_an_untouched_run_against_its_anchor(tmp_path, make_cfg, capsys):
-    out, run_id = _tracked_walk_run(tmp_path, make_cfg)
+def test_verify_checks_an_untouched_run_against_its_anchor(_tracked_walk_run, capsys):
+    out, run_id = _tracked_walk_run()
     code, text, err = ledger("verify", str(out), capsys=capsys)
     assert code == 0, text + err
     assert text.startswith("OK: ") and "checked against its anchor in MLflow" in text
@@ -428,9 +446,9 @@ def test_verify_checks_an_untouched_run_against_its_anchor(tmp_path, make_cfg, c
         assert what in text, what
 
 
-def test_a_forgery_with_every_hash_recomputed_is_caught_by_the_anchor(tmp_path, make_cfg,
+def test_a_forgery_with_every_hash_recomputed_is_caught_by_the_anchor(_tracked_walk_run,
                                                                       capsys):
-    out, run_id = _tracked_walk_run(tmp_path, make_cfg)
+    out, run_id = _tracked_walk_run()
     forge_credit(out)
     # the folder alone is consistent again: only the anchor outside it can tell
     code, text, _ = ledger("verify", str(out), "--no-anchor", capsys=capsys)
@@ -473,8 +491,8 @@ def drop_last_round(run_dir: Path) -> None:
         '"round": 4', '"round": 7')), "rounds.jsonl: line 4 is not round 4"),
     (lambda d: drop_last_round(d), "MLflow run"),
 ])
-def test_every_reported_file_is_checked(tmp_path, make_cfg, capsys, edit, message):
-    out, _ = _tracked_walk_run(tmp_path, make_cfg)
+def test_every_reported_file_is_checked(_tracked_walk_run, capsys, edit, message):
+    out, _ = _tracked_walk_run()
     edit(out)
     code, text, _ = ledger("verify", str(out), capsys=capsys)
     assert code == 1 and text.startswith("BAD") and message in text, text
