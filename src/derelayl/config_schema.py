@@ -194,7 +194,8 @@ RULES: dict[str, Any] = {
     "algorithm.budget_epochs": Number(gt=0, optional=True),
     "algorithm.sample_budget": Number(integer=True, ge=1, optional=True),
     "algorithm.client_fraction": Number(gt=0, le=1, optional=True),
-    "algorithm.clients_per_round": Number(integer=True, ge=1, optional=True),
+    # its range, 1..num_participants, is checked with the participants (core.fl)
+    "algorithm.clients_per_round": Number(integer=True, optional=True),
     "algorithm.server_lr": Number(gt=0),
     "algorithm.mu": Number(ge=0),
     "algorithm.optimizer.lr": Number(gt=0),
