@@ -21,9 +21,13 @@ from derelayl.pipeline import run_experiment
 from derelayl.tracking.checkpoint import RoundCheckpoint
 
 
+_RUNS = iter(range(10 ** 6))
+
+
 def timed(tmp: Path, name: str, overrides: list[str], repeat: int) -> float:
     best = float("inf")
-    for i in range(repeat):
+    for _ in range(repeat):
+        i = next(_RUNS)  # every run its own folder
         base = [f"data_dir={tmp}/data", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
                 f"tracking.artifact_location={tmp}/art", "progress_every=100000"]
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
