@@ -133,7 +133,7 @@ def test_generated_bad_overrides_are_one_line_and_leave_nothing(cli_in_process, 
     nothing_left(tmp_path, run_dir)
 
 
-# -- derelayl-ledger and derelayl-report ------------------------------------------------------------
+# -- derelayl-ledger and derelayl-report ----------------------------------------------------------
 def _run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                           cwd=cwd, timeout=120)

@@ -54,7 +54,7 @@ def runs_in(uri: str) -> list:
             for r in client.search_runs([e.experiment_id], max_results=1000)]
 
 
-# -- nothing in a run folder runs code ---------------------------------------------------------------
+# -- nothing in a run folder runs code ------------------------------------------------------------
 class _Payload:
     """Unpickling this creates the marker file: what a planted file would do to a reader."""
 
@@ -149,7 +149,8 @@ def test_checkpoint_is_data_only_and_an_old_pickle_is_refused(tmp_path, make_cfg
     save_checkpoint(tmp_path / "c.npz", state)
     back = load_checkpoint(tmp_path / "c.npz")
     assert np.array_equal(back["a"], state["a"]) and torch.equal(back["t"], state["t"])
-    assert back["x"][:2] == [1, None] and back["x"][2] == float("-inf") and back["nested"] == {"k": "v"}
+    assert back["x"][:2] == [1, None] and back["x"][2] == float("-inf")
+    assert back["nested"] == {"k": "v"}
     with pytest.raises(CheckpointError, match="cannot hold"):
         save_checkpoint(tmp_path / "d.npz", {"f": lambda: 0})
     (tmp_path / "e.npz").write_bytes(b"not a zip")
@@ -165,7 +166,7 @@ def test_checkpoint_is_data_only_and_an_old_pickle_is_refused(tmp_path, make_cfg
         run_experiment(make_cfg(*WALK, "derelayl.rounds=2", "tracking=none"), out)
 
 
-# -- one run, one folder -----------------------------------------------------------------------------
+# -- one run, one folder --------------------------------------------------------------------------
 def _train_cmd(tmp: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "derelayl.cli.train", *tmp_overrides(tmp), *args]
 
@@ -232,7 +233,7 @@ def test_runs_started_together_get_their_own_folders_and_all_are_recorded(tmp_pa
     assert sorted(r.data.params["seed"] for r in runs) == ["0", "1", "2", "3"]
 
 
-# -- a refused run touches nothing -------------------------------------------------------------------
+# -- a refused run touches nothing ----------------------------------------------------------------
 def test_a_refused_run_changes_nothing_in_a_finished_folder(finished_trained_run, tmp_path,
                                                             cli_in_process):
     tmp, original = finished_trained_run
@@ -279,7 +280,7 @@ def test_a_refused_run_leaves_no_folder_and_no_store(tmp_path, cli_in_process, m
     assert sorted(p.name for p in foreign.iterdir()) == ["README.txt"]
 
 
-# -- killed runs -------------------------------------------------------------------------------------
+# -- killed runs ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("sig, code, name", [(signal.SIGTERM, 143, "SIGTERM"),
                                              (signal.SIGINT, 130, "SIGINT")])
 def test_sigterm_and_sigint_close_the_mlflow_run_as_killed(tmp_path, sig, code, name):
@@ -363,7 +364,7 @@ def test_relay_and_fl_runs_resume_to_identical_numbers(make_cfg, tmp_path, monke
                 (tmp_path / "full" / name).read_bytes(), name
 
 
-# -- tamper evidence ---------------------------------------------------------------------------------
+# -- tamper evidence ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tracked_walk(tmp_path_factory):
     """A finished, tracked random-walk run (6 rounds); tests verify copies of its folder."""
@@ -405,8 +406,8 @@ def forge_credit(run_dir: Path, amount: float = 5.0, who: int = 3) -> None:
         b["prev_hash"] = prev
         b["hash"] = block_hash(b)
         prev = b["hash"]
-    (run_dir / "ledger.jsonl").write_text("".join(json.dumps(b, sort_keys=True, separators=(",", ":"))
-                                                  + "\n" for b in blocks))
+    (run_dir / "ledger.jsonl").write_text(
+        "".join(json.dumps(b, sort_keys=True, separators=(",", ":")) + "\n" for b in blocks))
     (run_dir / "checkpoint.npz").unlink()
     n = 16
     rows = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
@@ -524,7 +525,7 @@ def test_model_files_are_checked_against_their_commitments(finished_trained_run,
     assert code == 1 and "was never committed in the ledger" in text
 
 
-# -- diverging training ------------------------------------------------------------------------------
+# -- diverging training ---------------------------------------------------------------------------
 def test_a_diverging_hop_fails_and_the_run_goes_on(make_cfg, tmp_path, capsys):
     import torch
 

@@ -317,12 +317,13 @@ def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceMod
                                       dropped=int(n_pairs - returned.sum()),
                                       behaviours=state.behaviour[trained_t]), dtype=bool)
     # a diverged hop (non-finite weights) is a model that never came back: it cannot win
-    failed = np.asarray(getattr(perf, "failed", np.zeros(len(trained_t), dtype=bool)), dtype=bool)
+    failed = np.asarray(getattr(perf, "failed", np.zeros(len(trained_t))), dtype=bool)
     failed_t = trained_t[failed]
     if failed.any():
+        kept = ~failed
         returned[np.flatnonzero(returned)[failed]] = False
-        trained_t, trained_o, trained_row = trained_t[~failed], trained_o[~failed], trained_row[~failed]
-        unchanged = unchanged[~failed]
+        trained_t, trained_o, trained_row = trained_t[kept], trained_o[kept], trained_row[kept]
+        unchanged = unchanged[kept]
         if parent_hashes is not None:
             parent_hashes = [h for h, bad in zip(parent_hashes, failed) if not bad]
     state.samples_seen += perf.samples_seen - before

@@ -570,4 +570,5 @@ def load_payout_state(payouts: FederatedPayouts | None, state: dict) -> None:
         return
     for key, value in state.items():
         current = getattr(payouts, key)
-        setattr(payouts, key, value.copy() if isinstance(current, np.ndarray) else type(current)(value))
+        setattr(payouts, key,
+                value.copy() if isinstance(current, np.ndarray) else type(current)(value))

@@ -56,7 +56,6 @@ LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 # folders Hydra is about to create for this process's run (set by RunFolderCallback): path ->
 # the folders that did not exist before, deepest first
 _HYDRA_CREATED: dict[Path, list[Path]] = {}
-_PROCESS_START = time.time()
 
 
 class FolderRefused(ConfigError):
@@ -306,17 +305,13 @@ def _remove_empty(folders: list[Path]) -> None:
 
 
 def _hydra_created(path: Path) -> list[Path]:
-    """Folders Hydra created for this run before the task started (they are ours to remove if
-    the run is refused): known exactly in run mode, else an empty folder made since we started."""
+    """Folders Hydra created for this run before the task started (ours to remove if the run is
+    refused), as RunGuard noted them in run mode; none otherwise (a sweep job's folder inside
+    its sweep folder is left, empty)."""
     path = Path(path)
     for known, created in _HYDRA_CREATED.items():
         if known.resolve() == path.resolve():
             return list(created)
-    try:
-        if path.is_dir() and not any(path.iterdir()) and path.stat().st_ctime >= _PROCESS_START:
-            return [path]
-    except OSError:
-        pass
     return []
 
 
