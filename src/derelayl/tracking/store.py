@@ -6,9 +6,10 @@ it is not there, and never by creating a store where one only reads.
   broken). The first client of a store is opened under an exclusive ``flock`` on the folder that
   holds it, so concurrent first runs wait for one another instead of racing (no lock file is
   left behind). Readers (``create=False``) are refused if the file does not exist.
-- HTTP(S): the server is probed with a TCP connection first (5 s), and MLflow's own request
+- HTTP(S): the server is probed with a TCP connection first (5 s), MLflow's own request
   timeout and retries are bounded (unless set in the environment), so a dead or wrong address
-  fails in seconds with one line instead of retrying for minutes.
+  fails in seconds with one line instead of retrying for minutes, and one read checks the
+  credentials (a server with ``--app-name basic-auth``) before a run writes anything.
 """
 
 from __future__ import annotations
@@ -77,6 +78,38 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(err).__name__
 
 
+def _refusal(uri: str, err: BaseException) -> str:
+    """One line for a server that answered but refused (credentials, permissions)."""
+    import re
+
+    code = re.search(r"error code (\d{3})", str(err))
+    if code and code.group(1) in ("401", "403"):
+        why = "not authenticated" if code.group(1) == "401" else "permission denied"
+        return (f"the MLflow tracking server {uri} refused the request (HTTP {code.group(1)}: "
+                f"{why}); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an "
+                f"account on that server")
+    return f"the MLflow tracking server {uri} refused the request: {_first_line(err)[:200]}"
+
+
+def check_server(uri: str):
+    """Probe an HTTP(S) tracking server and make one authenticated read; the client."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    probe_server(uri)
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        client.search_experiments(max_results=1)
+    except MlflowException as err:
+        raise StoreError(_refusal(uri, err)) from None
+    except Exception as err:  # requests' connection errors after the probe
+        raise StoreError(f"the MLflow tracking server {uri} did not answer: "
+                         f"{_first_line(err)}") from None
+    return client
+
+
 def open_client(uri: str, *, create: bool = True):
     """An ``MlflowClient`` whose store is ready; one-line StoreError if it cannot be."""
     from mlflow.exceptions import MlflowException
@@ -102,22 +135,8 @@ def open_client(uri: str, *, create: bool = True):
             raise StoreError(f"the MLflow store {uri} cannot be opened ({type(err).__name__}: "
                              f"{_first_line(err)})") from None
         return client
-    scheme = urlparse(uri).scheme
-    if scheme in ("http", "https"):
-        for key, value in HTTP_DEFAULTS.items():
-            os.environ.setdefault(key, value)
-        probe_server(uri)
-        client = MlflowClient(tracking_uri=uri)
-        try:
-            client.search_experiments(max_results=1)
-        except MlflowException as err:
-            raise StoreError(f"the MLflow tracking server {uri} refused the request: "
-                             f"{_first_line(err)} (credentials: MLFLOW_TRACKING_USERNAME / "
-                             f"MLFLOW_TRACKING_PASSWORD)") from None
-        except Exception as err:  # requests' connection errors after the probe
-            raise StoreError(f"the MLflow tracking server {uri} did not answer: "
-                             f"{_first_line(err)}") from None
-        return client
+    if urlparse(uri).scheme in ("http", "https"):
+        return check_server(uri)
     try:
         client = MlflowClient(tracking_uri=uri)
         client._tracking_client.store
@@ -139,9 +158,7 @@ def preflight(uri: str) -> None:
             raise StoreError(f"tracking.uri {uri}: the folder {path.parent} is not writable")
         return
     if urlparse(uri).scheme in ("http", "https"):
-        for key, value in HTTP_DEFAULTS.items():
-            os.environ.setdefault(key, value)
-        probe_server(uri)
+        check_server(uri)  # reachable, and the credentials are accepted (a read, no side effect)
 
 
 def close_stale_runs(tracked: list[dict], tracker) -> list[str]:
