@@ -79,8 +79,8 @@ def test_relay_reports_bytes_and_simulated_time(make_cfg, tmp_path):
                                       "num_participants=5"), tmp_path / "run")
     assert metrics["hops"] == 5 and metrics["bytes"] == 5 * 4 * (64 * 128 + 128 + 1280 + 10)
     assert metrics["sim_time_s"] > 0
-    header = (tmp_path / "run/history.csv").read_text().splitlines()[0]
-    assert header.endswith("bytes,sim_time_s")
+    header = (tmp_path / "run/history.csv").read_text().splitlines()[0].split(",")
+    assert header[-3:] == ["bytes", "sim_time_s", "failed"]  # failed: a diverged hop
 
 
 def test_baselines_reach_the_relay_ballpark_on_iid_digits(make_cfg, tmp_path):

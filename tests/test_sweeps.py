@@ -102,7 +102,8 @@ def test_interrupted_sweep_resumes_without_redoing_finished_jobs(cli, tmp_path):
     assert sorted(status.values()) == ["FINISHED", "FINISHED", "FINISHED", "KILLED"]
 
 
-def test_changed_config_is_not_skipped(make_cfg, tmp_path):
+def test_changed_config_is_not_skipped_and_does_not_overwrite(make_cfg, tmp_path):
+    from derelayl.core.errors import ConfigError
     from derelayl.pipeline import run_experiment
 
     out = tmp_path / "run"
@@ -110,5 +111,8 @@ def test_changed_config_is_not_skipped(make_cfg, tmp_path):
     first = run_experiment(make_cfg(*relay), out)
     again = run_experiment(make_cfg(*relay), out)
     assert again == first  # returned from metrics.json, not retrained
-    other = run_experiment(make_cfg(*relay, "algorithm.optimizer.lr=0.05"), out)
-    assert other["test_acc"] != first["test_acc"] or other["wall_time_s"] != first["wall_time_s"]
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # one run, one folder: another config is refused, and the finished run stays as it was
+    with pytest.raises(ConfigError, match="different config .*algorithm.optimizer.lr"):
+        run_experiment(make_cfg(*relay, "algorithm.optimizer.lr=0.05"), out)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

@@ -16,11 +16,15 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from derelayl.core.errors import ConfigError
+from derelayl.config_schema import check_config as check_values
+from derelayl.core.errors import ConfigError, RunInterrupted
 from derelayl.reporting.plots import plot_accuracy
 from derelayl.runners import ExperimentContext, runner_for, uses_data
+from derelayl.tracking.checkpoint import CHECKPOINT_FILE
 from derelayl.tracking.console import ConsoleProgress
 from derelayl.tracking.files import HISTORY_FILE, METRICS_FILE, HistoryCsv, write_json
+from derelayl.tracking.rundir import HydraRecord, RunFolder, discard_created
+from derelayl.tracking.signals import critical
 
 log = logging.getLogger("derelayl")
 SUMMARY_KEYS = ("test_acc", "test_loss", "best_quality", "coins_gini", "version_share_latest")
@@ -94,7 +98,8 @@ def _make_tracker(cfg: DictConfig, run_name: str | None = None):
                             artifact_location=cfg.tracking.artifact_location,
                             run_name=cfg.tracking.get("run_name") or run_name
                             or naming.run_name(cfg), tags=tags,
-                            parent_run_id=cfg.tracking.get("parent_run_id"))
+                            parent_run_id=cfg.tracking.get("parent_run_id"),
+                            flush_every_s=cfg.tracking.get("flush_every_s", 1.0))
     tracker.log_params(flatten(cfg))
     return tracker
 
@@ -135,26 +140,24 @@ def finished_metrics(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None
     return done if _comparable(before) == _comparable(now) else None
 
 
-def run_experiment(cfg: DictConfig, output_dir: str | Path,
-                   run_name: str | None = None) -> dict[str, Any]:
-    """Run the configured experiment, write its files to ``output_dir``; return metrics.json.
-
-    ``run_name`` names the MLflow run (default: ``tracking.run_name``, else a name built from
-    the config, ``derelayl.tracking.naming.run_name``)."""
-    started = time.perf_counter()
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+def _prepare(cfg: DictConfig, output_dir: Path):
+    """Everything that can refuse a run before its folder is claimed; nothing is written."""
+    check_values(cfg)
     if cfg.get("skip_finished"):
         done = finished_metrics(cfg, output_dir)
         if done is not None:  # a re-run sweep: this job finished before, with this very config
             log.info("skipped: %s already holds a finished run of this config (%s)",
                      output_dir, summary_text(done) or "no summary metrics")
-            return done
+            return done, None, None, None
     validate_common(cfg)
     runner = runner_for(cfg.algorithm.name)
     check = getattr(runner, "check_config", None)
     if check is not None:  # reject bad values before data, files or a tracking run exist
         check(cfg)
+    if cfg.tracking.enabled:
+        from derelayl.tracking.store import preflight
+
+        preflight(str(cfg.tracking.uri))
     torch.set_num_threads(int(cfg.torch_threads))
     torch.use_deterministic_algorithms(True)
 
@@ -162,34 +165,73 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path,
     history = HistoryCsv(output_dir / HISTORY_FILE, level=step)
     ctx = ExperimentContext(cfg, output_dir,
                             observers=[ConsoleProgress(every=cfg.get("progress_every", 1)), history])
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    files = [output_dir / "config.yaml"]
     if uses_data(cfg):
-        # build (and so validate) the data and partition before any tracking run exists
         log.info("loading dataset %s and partitioning it (%s) ...", cfg.dataset.name,
                  cfg.partition.name)
-        sizes = ctx.partition.sizes
-        write_json(output_dir / "partition.json", {"sizes": sizes.tolist(),
-                                                   "label_histogram": ctx.label_histogram.tolist()})
-        files.append(output_dir / "partition.json")
-        log.info("dataset %s: %d train / %d val / %d test samples, %d participants (%s), "
-                 "sizes %d-%d", cfg.dataset.name, len(ctx.data.train_y), len(ctx.data.val),
-                 len(ctx.data.test), len(sizes), cfg.partition.name, sizes.min(), sizes.max())
+        ctx.partition  # build (and so validate) the data and partition before anything is written
+        check_data = getattr(runner, "check_data", None)
+        if check_data is not None:
+            check_data(ctx)
+    return None, runner, ctx, history
 
-    if cfg.tracking.enabled:
-        log.info("opening an MLflow run in %s ...", cfg.tracking.uri)
-    tracker = _make_tracker(cfg, run_name)
-    if tracker is not None:
-        ctx.observers.append(tracker)
-    status = "FAILED"
+
+def run_experiment(cfg: DictConfig, output_dir: str | Path,
+                   hydra_record: HydraRecord | None = None,
+                   run_name: str | None = None) -> dict[str, Any]:
+    """Run the configured experiment, write its files to ``output_dir``; return metrics.json.
+
+    ``run_name`` names the MLflow run (default: ``tracking.run_name``, else a name built from
+    the config, ``derelayl.tracking.naming.run_name``).
+
+    Everything that can refuse the run (every value's type and range, the runner's own checks,
+    the data and partition, the tracking server, the run folder and its lock) is decided before
+    anything is written; ``hydra_record`` (``.hydra/`` and the log file) is written only then.
+    """
+    started = time.perf_counter()
+    output_dir = Path(output_dir)
     try:
+        done, runner, ctx, history = _prepare(cfg, output_dir)
+    except BaseException:
+        discard_created(output_dir)  # the folder Hydra made for a run refused before it began
+        raise
+    if done is not None:
+        return done
+    folder = RunFolder.claim(output_dir, OmegaConf.to_container(cfg, resolve=True),
+                             checkpoints=(CHECKPOINT_FILE,))
+    tracker, status = None, "FAILED"
+    try:
+        folder.accept(hydra_record)
+        if folder.state != "fresh":
+            log.info("%s holds an unfinished run of this config: resuming it" if folder.state
+                     == "resume" else "%s holds a finished run of this config: re-entering it",
+                     output_dir)
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        files = [output_dir / "config.yaml"]
+        if uses_data(cfg):
+            sizes = ctx.partition.sizes
+            write_json(output_dir / "partition.json", {
+                "sizes": sizes.tolist(), "label_histogram": ctx.label_histogram.tolist()})
+            files.append(output_dir / "partition.json")
+            log.info("dataset %s: %d train / %d val / %d test samples, %d participants (%s), "
+                     "sizes %d-%d", cfg.dataset.name, len(ctx.data.train_y), len(ctx.data.val),
+                     len(ctx.data.test), len(sizes), cfg.partition.name, sizes.min(), sizes.max())
+        if cfg.tracking.enabled:
+            log.info("opening an MLflow run in %s ...", cfg.tracking.uri)
+        with critical():
+            tracker = _make_tracker(cfg, run_name)
+        if tracker is not None:
+            from derelayl.tracking.store import close_stale_runs
+
+            close_stale_runs(folder.tracked_runs(), tracker)
+            folder.record_tracking(tracker.tracking_uri, tracker.run_id)
+            ctx.observers.append(tracker)
+            ctx.tracker = tracker
         outcome = runner(ctx)
         metrics = dict(outcome.metrics)
         if cfg.get("target_acc") is not None:
             metrics.update(reach_target(outcome.history, float(cfg.target_acc)))
         metrics["wall_time_s"] = round(time.perf_counter() - started, 3)
         metrics["mlflow_run_id"] = tracker.run_id if tracker else None
-        write_json(output_dir / METRICS_FILE, metrics)
         files += [output_dir / METRICS_FILE, output_dir / HISTORY_FILE, *outcome.files]
         if outcome.model is not None:
             torch.save(outcome.model.state_dict(), output_dir / "model.pt")
@@ -199,6 +241,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path,
                 outcome.history, output_dir / f"accuracy_vs_{outcome.step}s.png", outcome.step,
                 title=f"{cfg.algorithm.name} on {cfg.dataset.name}, {cfg.partition.name} split, "
                       f"{cfg.num_participants} participants"))
+        write_json(output_dir / METRICS_FILE, metrics)  # last: its presence marks a finished run
         status = "FINISHED"
         if tracker is not None:
             last = max(int(metrics.get("hops") or 0), int(metrics.get("rounds") or 0))
@@ -217,7 +260,17 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path,
                  f" | MLflow run {tracker.run_id} in {cfg.tracking.uri} (see: mlflow ui)"
                  if tracker else "")
         return metrics
+    except (RunInterrupted, KeyboardInterrupt) as stop:
+        status = "KILLED"
+        if isinstance(stop, RunInterrupted):
+            stop.run_dir = str(output_dir)
+        raise
     finally:
         history.close()
         if tracker is not None:
-            tracker.end(status)
+            try:
+                tracker.end(status)
+            except Exception as err:  # never hide why the run stopped behind a tracking error
+                log.warning("could not close MLflow run %s as %s: %s", tracker.run_id, status,
+                            str(err).splitlines()[0] if str(err) else type(err).__name__)
+        folder.release()

@@ -12,10 +12,52 @@ Writes report.html, report.md, summary.json and figures/*.png to --out
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import re
 import sys
 from pathlib import Path
 
 PROG = "derelayl-report"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line (argparse prints the usage first)
+        print(f"{PROG}: error: {message} (see {PROG} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def check_arguments(args, error) -> None:
+    """Every bad argument is one line, before anything is read or written."""
+    from derelayl.config_schema import TrackingUri
+    from derelayl.core.errors import ConfigError
+
+    if args.experiment is not None and not args.experiment.strip():
+        error("--experiment must be a non-empty MLflow experiment name")
+    if args.tracking_uri is not None:
+        try:
+            TrackingUri().check("--tracking-uri", args.tracking_uri)
+        except ConfigError as err:
+            error(str(err))
+    if args.parent_run is not None and not re.fullmatch(r"[0-9a-f]{32}", args.parent_run):
+        error(f"--parent-run {args.parent_run!r} is not an MLflow run id (32 hex digits)")
+    for item in args.where or []:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            error(f"--where {item!r}: expected KEY=VALUE (e.g. partition.alpha=0.1)")
+    for key in args.group_by or []:
+        if not key.strip():
+            error("--group-by: empty key")
+    if args.out is not None:
+        out = Path(args.out)
+        probe = out
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        if not probe.is_dir():
+            error(f"--out {args.out}: {probe} is not a folder")
+        import os
+
+        if not os.access(probe, os.W_OK | os.X_OK):
+            error(f"--out {args.out}: {probe} is not writable")
 
 
 def study_folders(roots: list[str], params_file: str) -> list[str]:
@@ -33,9 +75,47 @@ def study_folders(roots: list[str], params_file: str) -> list[str]:
     return [str(f) for f in folders if f.is_dir()]
 
 
+def check_run_folders(paths) -> None:
+    """A run folder whose files cannot be read is named in one line (ReportError)."""
+    import yaml
+
+    from derelayl.reporting.study import ReportError
+
+    folders = []
+    for path in map(Path, paths):
+        if (path / "metrics.json").is_file():
+            folders.append(path)
+        else:
+            folders += sorted(p.parent for p in path.rglob("metrics.json"))
+    for folder in folders:
+        where = folder / "metrics.json"
+        try:
+            metrics = json.loads(where.read_text())
+            if not isinstance(metrics, dict):
+                raise ValueError("not a JSON object")
+            where = folder / "config.yaml"
+            if where.is_file():
+                cfg = yaml.safe_load(where.read_text())
+                if not isinstance(cfg, dict) or not isinstance(cfg.get("algorithm", {}), dict):
+                    raise ValueError("not a run config")
+            where = folder / "history.csv"
+            if where.is_file():
+                with where.open(newline="") as fh:
+                    for row in csv.DictReader(fh):
+                        for key, value in row.items():
+                            if key is None or value in (None, "") or key == "failed":
+                                continue
+                            if key in ("round", "hop", "test_acc", "val_acc", "best_test_acc",
+                                       "samples_seen", "bytes", "sim_time_s"):
+                                float(value)
+        except (OSError, ValueError, UnicodeDecodeError, yaml.YAMLError, csv.Error) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ReportError(f"{where} cannot be read ({first[:200]})") from None
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog=PROG, description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--experiment", help="MLflow experiment (study) name")
     src.add_argument("--runs", nargs="+", help="run folders, or folders holding run folders")
@@ -58,9 +138,11 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=None, help="output folder")
     parser.add_argument("--title", default=None)
     args = parser.parse_args(argv)
+    check_arguments(args, parser.error)
 
     import os
 
+    from derelayl.core.errors import ConfigError
     from derelayl.reporting.study import (ReportError, filter_runs, load_mlflow_runs,
                                           load_run_dirs, write_report)
 
@@ -68,6 +150,9 @@ def main(argv=None) -> None:
         if args.experiment:
             uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") \
                 or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+            from derelayl.tracking.store import open_client
+
+            open_client(uri, create=False)  # exists and answers: never create a store to read it
             runs = load_mlflow_runs(uri, args.experiment, args.parent_run)
             source = f"MLflow experiment {args.experiment!r} at {uri}"
             out = args.out or f"outputs/report/{args.experiment}"
@@ -75,8 +160,9 @@ def main(argv=None) -> None:
             missing = [p for p in args.runs if not Path(p).exists()]
             if missing:
                 raise ReportError(f"no such run folder: {', '.join(missing)}")
-            runs = load_run_dirs(study_folders(args.runs, args.params) if args.params
-                                 else args.runs)
+            folders = study_folders(args.runs, args.params) if args.params else args.runs
+            check_run_folders(folders)
+            runs = load_run_dirs(folders)
             source = "run folders " + ", ".join(args.runs)
             out = args.out or "outputs/report/runs"
         if args.where:
@@ -89,8 +175,12 @@ def main(argv=None) -> None:
         report = write_report(runs, out, title=args.title or f"Study report: "
                               f"{args.experiment or ', '.join(args.runs)}", source=source,
                               group_by=args.group_by, subset=", ".join(args.where or []))
-    except ReportError as err:
+    except (ReportError, ConfigError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
+        raise SystemExit(2)
+    except OSError as err:
+        print(f"{PROG}: error: cannot write the report to {out}: {err.strerror or err}",
+              file=sys.stderr)
         raise SystemExit(2)
     print(f"{PROG}: {len(runs)} runs -> {report.html} ({len(report.figures)} figures), "
           f"{report.markdown}")

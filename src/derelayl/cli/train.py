@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from derelayl.core.errors import ConfigError
 
 log = logging.getLogger("derelayl")
 PROG = "derelayl-train"
+# the default run folder's suffix (conf/train.yaml: hydra.run.dir): drawn once per launching
+# process, so runs started in the same second never share a folder
+RUN_SUFFIX = secrets.token_hex(3)
+OmegaConf.register_new_resolver("run_suffix", lambda: RUN_SUFFIX, use_cache=True, replace=True)
 
 
 def config_dir() -> Path:
@@ -49,18 +54,38 @@ def check_group_choices(argv: list[str], conf: Path) -> None:
             fail(f"unknown {key} {value!r}; allowed: {', '.join(allowed)}")
 
 
+def hydra_record(cfg: DictConfig):
+    """What Hydra writes into a run folder (``.hydra/*.yaml``, the job's log file), for the
+    pipeline to write once the run is accepted (``hydra.output_subdir`` is null in train.yaml,
+    so Hydra itself writes nothing into a folder it might have to refuse)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from derelayl.tracking.rundir import HydraRecord
+
+    hydra_cfg = HydraConfig.instance().cfg
+    return HydraRecord(documents={
+        "config.yaml": OmegaConf.to_yaml(cfg),
+        "hydra.yaml": OmegaConf.to_yaml(hydra_cfg),
+        "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task),
+    }, log_file=f"{HydraConfig.get().job.name}.log")
+
+
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
-    log.info("%s: %s on %s, seed %s; loading PyTorch ...", PROG, cfg.algorithm.name,
-             cfg.dataset.name, cfg.seed)
+    # before any check: nothing here may fail on a missing or bad key (check_values says which)
+    log.info("%s: %s on %s, seed %s; loading PyTorch ...", PROG,
+             *(OmegaConf.select(cfg, key, default="?") for key in
+               ("algorithm.name", "dataset.name", "seed")))
     from derelayl.data import DataError  # imports torch (seconds): after the first line
     from derelayl.pipeline import run_experiment
+    from derelayl.tracking.signals import stop_on_signals
 
     try:
-        metrics = run_experiment(cfg, HydraConfig.get().runtime.output_dir,
-                                 run_name=launch_name(cfg))
+        with stop_on_signals():
+            metrics = run_experiment(cfg, HydraConfig.get().runtime.output_dir,
+                                     hydra_record=hydra_record(cfg), run_name=launch_name(cfg))
     except (ConfigError, DataError) as err:
         fail(str(err))
     return optimized_value(cfg, metrics)
@@ -98,8 +123,11 @@ def optimized_value(cfg: DictConfig, metrics: dict) -> float | None:
 
 
 def main() -> None:
-    check_group_choices(sys.argv[1:], config_dir())
-    hydra_main()
+    from derelayl.cli.guard import one_line_errors
+
+    with one_line_errors(PROG):
+        check_group_choices(sys.argv[1:], config_dir())
+        hydra_main()
 
 
 if __name__ == "__main__":

@@ -40,6 +40,32 @@ class _BudgetedRunner:
         self.eval_every = int(eval_every)
         self.devices = devices
         self.observers = Observers(observers)
+        self._resume: dict | None = None
+        self._live: dict | None = None
+
+    def state_dict(self) -> dict:
+        """The run after its last finished round (for a checkpoint)."""
+        live = self._live
+        if live is None:
+            raise RuntimeError("state_dict() is available once a round has finished")
+        return {"round": live["rnd"], "done": live["done"], "hops": live["hops"],
+                "samples_seen": live["samples_seen"], "sim_time_s": live["sim"],
+                "models": [{k: v.detach().clone() for k, v in m.state_dict().items()}
+                           for m in live["models"]],
+                "history": [{"round": r.round, "hops": r.hops, "samples_seen": r.samples_seen,
+                             "metrics": dict(r.metrics)} for r in live["history"]]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the next ``run`` after the round ``state`` was taken at."""
+        self._resume = state
+
+    def _restore(self, models: list[torch.nn.Module]):
+        """(rnd, done, hops, samples_seen, sim, history) of a resumed run, models restored."""
+        saved, self._resume = self._resume, None
+        for m, weights in zip(models, saved["models"]):
+            m.load_state_dict(weights)
+        return (saved["round"], saved["done"], saved["hops"], saved["samples_seen"],
+                saved["sim_time_s"], [RoundRecord(**row) for row in saved["history"]])
 
 
 class LocalRunner(_BudgetedRunner):
@@ -58,6 +84,8 @@ class LocalRunner(_BudgetedRunner):
         rnd = hops = samples_seen = 0
         sim = None if self.devices is None else 0.0
         done = False
+        if self._resume is not None:
+            rnd, done, hops, samples_seen, sim, history = self._restore(models)
         while not done:
             rnd += 1
             losses, slowest, before = [], 0.0, samples_seen
@@ -79,6 +107,8 @@ class LocalRunner(_BudgetedRunner):
                 metrics.update(self.summarize([evaluate(net, test) for net in models], "test"))
             record = make_round_record(rnd, hops, samples_seen, 0, sim, metrics)
             history.append(record)
+            self._live = {"rnd": rnd, "done": done, "hops": hops, "samples_seen": samples_seen,
+                          "sim": sim, "models": models, "history": history}
             self.observers.on_round(record)
         result = RoundsResult(model=None, history=tuple(history), rounds=rnd, hops=hops,
                               samples_seen=samples_seen, bytes=0, sim_time_s=sim,
@@ -116,6 +146,8 @@ class CentralizedRunner(_BudgetedRunner):
         history: list[RoundRecord] = []
         rnd = samples_seen = 0
         done = False
+        if self._resume is not None:
+            rnd, done, _, samples_seen, sim, history = self._restore([model])
         while not done:
             rnd += 1
             stats = self.hop_trainer(model, pooled, torch_generator(self.seed, "hop", rnd, "pooled"))
@@ -128,6 +160,8 @@ class CentralizedRunner(_BudgetedRunner):
                                           rnd % self.eval_every == 0 or done))
             record = make_round_record(rnd, rnd, samples_seen, nbytes, sim, metrics)
             history.append(record)
+            self._live = {"rnd": rnd, "done": done, "hops": rnd, "samples_seen": samples_seen,
+                          "sim": sim, "models": [model], "history": history}
             self.observers.on_round(record)
         result = RoundsResult(model=model, history=tuple(history), rounds=rnd, hops=rnd,
                               samples_seen=samples_seen, bytes=nbytes, sim_time_s=sim,

@@ -334,6 +334,16 @@ def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceMod
     unchanged = np.asarray(perf.train(r, trained_o, trained_t, rng,
                                       dropped=int(n_pairs - returned.sum()),
                                       behaviours=state.behaviour[trained_t]), dtype=bool)
+    # a diverged hop (non-finite weights) is a model that never came back: it cannot win
+    failed = np.asarray(getattr(perf, "failed", np.zeros(len(trained_t))), dtype=bool)
+    failed_t = trained_t[failed]
+    if failed.any():
+        kept = ~failed
+        returned[np.flatnonzero(returned)[failed]] = False
+        trained_t, trained_o, trained_row = trained_t[kept], trained_o[kept], trained_row[kept]
+        unchanged = unchanged[kept]
+        if parent_hashes is not None:
+            parent_hashes = [h for h, bad in zip(parent_hashes, failed) if not bad]
     state.samples_seen += perf.samples_seen - before
     state.own_version[trained_t] = r + 1
     state.held_version[trained_t] = r + 1
@@ -342,6 +352,8 @@ def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceMod
     cost += _credit(state.cost_per_sample[trained_t] * perf.samples_of(trained_t)
                     + state.cost_per_transfer[trained_t], trained_t, n)
     cost += _credit(state.cost_per_transfer[pair_t], pair_t, n)
+    cost += _credit(state.cost_per_sample[failed_t] * perf.samples_of(failed_t)
+                    + state.cost_per_transfer[failed_t], failed_t, n)
     cost += _credit(state.cost_per_transfer[pair_o], pair_o, n)
 
     # 6. commitment block: hashes and the key the models are shared under; the writer gets them
@@ -452,7 +464,7 @@ def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceMod
         "coins_issued_total": state.minted, "coins_burned_total": state.burned,
         "num_owners": float(len(owners)), "num_trainers": float(n_trainers),
         "num_matched": float(n_pairs), "num_trained": float(n_trained), "num_winners": float(n_win),
-        "num_unchanged": float(unchanged.sum()),
+        "num_unchanged": float(unchanged.sum()), "num_failed": float(len(failed_t)),
         "version_share_latest": float(shares[0]),
         "version_share_within_10": float(shares[:p.version_depth + 1].sum()),
         "version_share_older": float(shares[p.version_depth + 1]),

@@ -27,6 +27,7 @@ class HopRecord:
     test_acc: float | None = None
     bytes: int = 0  # cumulative bytes moved by the run (core.profiles)
     sim_time_s: float | None = None  # simulated seconds since the start (None: no devices)
+    failed: bool = False  # the hop's weights came back non-finite and were discarded
 
 
 @dataclass(frozen=True)

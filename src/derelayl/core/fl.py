@@ -44,7 +44,7 @@ import torch
 from derelayl.core.errors import ConfigError
 from derelayl.core.evaluation import EvalSet, evaluate
 from derelayl.core.events import Observer, Observers, RoundRecord
-from derelayl.core.hop import HopStats, HopTrainer
+from derelayl.core.hop import HopStats, HopTrainer, weights_finite
 from derelayl.core.incentives import FederatedPayouts
 from derelayl.core.participants import ParticipantData
 from derelayl.core.population import (DROPOUT, FREE_RIDER, HONEST, NOISE, ChurnParams, Economics,
@@ -73,6 +73,12 @@ class FedAvg:
     def extra_bytes(self, param_bytes: int) -> int:
         """Bytes a selected client moves beyond the model down and up."""
         return 0
+
+    def state_dict(self) -> dict:
+        """What the server keeps between rounds (resume); nothing for FedAvg and FedProx."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class FedProx(FedAvg):
@@ -143,6 +149,17 @@ class Scaffold(FedAvg):
 
     def extra_bytes(self, param_bytes):
         return 2 * param_bytes  # c down, delta c_i up
+
+    def state_dict(self):
+        return {"c": [t.clone() for t in self.c],
+                "c_clients": [[t.clone() for t in self.c_clients[i]]
+                              for i in range(self._num_participants)]}
+
+    def load_state_dict(self, state):
+        with torch.no_grad():
+            for t, saved in zip(self.c, state["c"]):
+                t.copy_(saved)
+        self.c_clients = {i: [t.clone() for t in row] for i, row in enumerate(state["c_clients"])}
 
 
 # -- the runner -------------------------------------------------------------------------------
@@ -253,6 +270,15 @@ class FederatedRunner:
     Runs exactly ``rounds`` rounds if given, else until the number of sample passes trained is
     nearest ``sample_budget`` (within half a round's work; ``samples_seen`` reports the true
     count).
+
+    A client whose weights come back non-finite (a diverging optimizer) is left out of the
+    aggregate (the others' weights are renormalised), is not paid and does not update its
+    control variate; ``failed_clients`` counts them per round.
+
+    Resume: :meth:`state_dict` (called by an observer at a round's end) is the run after its
+    last finished round (global model, server state, population, payouts, history);
+    :meth:`load_state_dict` before :meth:`run` continues from there with the numbers of an
+    uninterrupted run.
     """
 
     def __init__(self, hop_trainer: HopTrainer, strategy: FedAvg, *, seed: int,
@@ -282,6 +308,31 @@ class FederatedRunner:
         self.population = population
         # with churn, C is a fraction of the *active* participants (else clients_per_round caps)
         self.client_fraction = client_fraction
+        self._resume: dict | None = None
+        self._live: dict | None = None
+
+    # -- resume ----------------------------------------------------------------------------------
+    _ARRAYS = ("active", "ever_active", "matches", "utility", "recent", "active_rounds", "held")
+
+    def state_dict(self) -> dict:
+        """The run after its last finished round (for a checkpoint)."""
+        live = self._live
+        if live is None:
+            raise RuntimeError("state_dict() is available once a round has finished")
+        return {"round": live["rnd"], "done": live["done"], "hops": live["hops"],
+                "samples_seen": live["samples_seen"], "bytes": live["nbytes"],
+                "sim_time_s": live["sim"], "global_acc": live["global_acc"],
+                "model": [t.clone() for t in live["global_state"]],
+                "population": {k: live[k].copy() for k in self._ARRAYS},
+                "strategy": self.strategy.state_dict(),
+                "payouts": payout_state(self.payouts),
+                "history": [{"round": r.round, "hops": r.hops, "samples_seen": r.samples_seen,
+                             "metrics": dict(r.metrics)} for r in live["history"]],
+                "participation": [[list(sel), list(g)] for sel, g in live["participation"]]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the next :meth:`run` after the round ``state`` was taken at."""
+        self._resume = state
 
     def select(self, rnd: int, num_participants: int) -> list[int]:
         return self.select_among(rnd, np.arange(num_participants), self.clients_per_round)
@@ -341,6 +392,23 @@ class FederatedRunner:
         done = False
         needs_global = self.track_gains or economics is not None
         global_acc = evaluate(model, validation)[1] if needs_global else 0.0
+        if self._resume is not None:
+            saved, self._resume = self._resume, None
+            with torch.no_grad():
+                for g, t, value in zip(global_state, state, saved["model"]):
+                    g.copy_(value)
+                    t.copy_(value)
+            arrays = dict(zip(self._ARRAYS, (active, ever_active, matches, utility, recent,
+                                             active_rounds, held)))
+            for name, array in arrays.items():
+                array[...] = saved["population"][name]
+            self.strategy.load_state_dict(saved["strategy"])
+            load_payout_state(self.payouts, saved["payouts"])
+            rnd, done, hops = saved["round"], saved["done"], saved["hops"]
+            samples_seen, nbytes, sim = saved["samples_seen"], saved["bytes"], saved["sim_time_s"]
+            global_acc = saved["global_acc"]
+            history = [RoundRecord(**row) for row in saved["history"]]
+            participation = [(tuple(sel), tuple(g)) for sel, g in saved["participation"]]
         while not done:
             rnd += 1
             selected = self.select_among(rnd, np.flatnonzero(active),
@@ -357,12 +425,13 @@ class FederatedRunner:
                 nbytes += down_up // 2  # downloaded, never returned
                 if sim is not None:
                     slowest = max(slowest, self.devices.transfer_seconds(pid, down_up // 2))
+            failed, kept_weight = 0, 0.0
             for pid, w in zip(returning, weights):
                 kind = int(behaviour[pid])
                 with torch.no_grad():
                     for t, g in zip(state, global_state):
                         t.copy_(g)
-                samples = 0
+                samples, diverged = 0, False
                 if kind == NOISE:
                     gen = torch_generator(self.seed, "noise", rnd, int(participants[pid].pid))
                     with torch.no_grad():
@@ -373,18 +442,24 @@ class FederatedRunner:
                     stats = self.hop_trainer(
                         model, participants[pid], torch_generator(self.seed, "hop", rnd, pid),
                         grad_correction=self.strategy.correction(pid, params, global_params))
-                    self.strategy.client_done(pid, params, global_params, stats)
                     samples = stats.samples
-                    losses.append(stats.train_loss)
                     hops += 1
-                if kind != FREE_RIDER:  # an unchanged model is never paid (as in DeRelayL)
-                    paid.append(pid)
-                    if self.track_gains:
-                        gains.append(evaluate(model, validation)[1] - global_acc)
-                with torch.no_grad():
-                    for acc, t in zip(mean, state):
-                        if acc.is_floating_point():
-                            acc.add_(t, alpha=float(w))
+                    diverged = not weights_finite(model)
+                    if not diverged:
+                        self.strategy.client_done(pid, params, global_params, stats)
+                        losses.append(stats.train_loss)
+                if diverged:  # non-finite weights: left out of the aggregate, never paid
+                    failed += 1
+                else:
+                    if kind != FREE_RIDER:  # an unchanged model is never paid (as in DeRelayL)
+                        paid.append(pid)
+                        if self.track_gains:
+                            gains.append(evaluate(model, validation)[1] - global_acc)
+                    with torch.no_grad():
+                        for acc, t in zip(mean, state):
+                            if acc.is_floating_point():
+                                acc.add_(t, alpha=float(w))
+                    kept_weight += float(w)
                 samples_seen += samples
                 trained_samples[pid] = samples
                 nbytes += down_up
@@ -392,8 +467,12 @@ class FederatedRunner:
                     slowest = max(slowest, self.devices.transfer_seconds(pid, down_up)
                                   + self.devices.train_seconds(pid, samples))
             with torch.no_grad():
+                if failed and kept_weight > 0:  # renormalise over the clients that were kept
+                    for m in mean:
+                        if m.is_floating_point():
+                            m.div_(kept_weight)
                 for g, m in zip(global_state, mean):
-                    if not g.is_floating_point() or not returning:
+                    if not g.is_floating_point() or not returning or not kept_weight > 0:
                         continue
                     if self.server_lr == 1.0:
                         g.copy_(m)  # exactly the weighted mean
@@ -409,7 +488,7 @@ class FederatedRunner:
             credits = (self.payouts.settle(paid, gains) if self.payouts is not None
                        else np.zeros(n))
             metrics = {"train_loss": float(np.mean(losses)) if losses else float("nan"),
-                       "clients": float(len(selected))}
+                       "clients": float(len(selected)), "failed_clients": float(failed)}
             if economics is not None:
                 quality_before = held.copy()
                 held[selected] = np.maximum(held[selected], global_acc)  # what they downloaded
@@ -447,6 +526,12 @@ class FederatedRunner:
             participation.append((tuple(paid), tuple(gains)))
             record = make_round_record(rnd, hops, samples_seen, nbytes, sim, metrics)
             history.append(record)
+            self._live = {"rnd": rnd, "done": done, "hops": hops, "samples_seen": samples_seen,
+                          "nbytes": nbytes, "sim": sim, "global_acc": global_acc,
+                          "global_state": global_state, "history": history,
+                          "participation": participation, "active": active,
+                          "ever_active": ever_active, "matches": matches, "utility": utility,
+                          "recent": recent, "active_rounds": active_rounds, "held": held}
             self.observers.on_round(record)
         people = None
         if pop is not None:
@@ -478,3 +563,21 @@ def make_round_record(rnd: int, hops: int, samples_seen: int, nbytes: int, sim: 
     if sim is not None:
         full["sim_time_s"] = sim
     return RoundRecord(round=rnd, hops=hops, samples_seen=samples_seen, metrics=full)
+
+
+# the payout book's running state: every array or number it keeps (the scheme and the declared
+# samples come from the config)
+def payout_state(payouts: FederatedPayouts | None) -> dict:
+    if payouts is None:
+        return {}
+    return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(payouts).items()
+            if k != "samples" and isinstance(v, (np.ndarray, float, int))}
+
+
+def load_payout_state(payouts: FederatedPayouts | None, state: dict) -> None:
+    if payouts is None:
+        return
+    for key, value in state.items():
+        current = getattr(payouts, key)
+        setattr(payouts, key,
+                value.copy() if isinstance(current, np.ndarray) else type(current)(value))

@@ -27,3 +27,9 @@ class HopTrainer(Protocol):
         optimizer step: it edits the gradients in place (FedProx's proximal gradient,
         SCAFFOLD's control-variate correction). Without it a hop is plain local training.
         """
+
+
+def weights_finite(model: torch.nn.Module) -> bool:
+    """Whether every floating-point weight and buffer is finite (a diverged hop is not)."""
+    return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values()
+               if t.is_floating_point())

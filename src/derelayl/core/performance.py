@@ -16,7 +16,7 @@ import torch
 
 from derelayl.core.errors import ConfigError
 from derelayl.core.evaluation import EvalSet, evaluate
-from derelayl.core.hop import HopTrainer
+from derelayl.core.hop import HopTrainer, weights_finite
 from derelayl.core.ledger import sha256_hex
 from derelayl.core.participants import ParticipantData
 from derelayl.core.population import FREE_RIDER, HONEST, LABEL_FLIP, NOISE
@@ -192,8 +192,9 @@ class TrainedPerformance:
         self.store.put(key, state)
         return key
 
-    def _consider(self, participant: int, key: str) -> None:
-        _, val_acc = evaluate(self.model, self.validation)
+    def _consider(self, participant: int, key: str,
+                  val: tuple[float, float] | None = None) -> None:
+        _, val_acc = val if val is not None else evaluate(self.model, self.validation)
         if val_acc > self.best_val[participant]:
             _, test_acc = evaluate(self.model, self.test_set)
             self.best[participant] = key
@@ -203,10 +204,15 @@ class TrainedPerformance:
 
     def train(self, round_, parents, trainers, rng, dropped=0, behaviours=None):
         """A hop per trainer; a free-rider returns its parent unchanged, a `noise` adversary
-        returns the parent's weights plus N(0, noise_std^2) instead of training."""
+        returns the parent's weights plus N(0, noise_std^2) instead of training.
+
+        A hop whose weights (or validation loss) come back non-finite, a diverged optimizer's,
+        is failed (``self.failed``): nothing is stored, the trainer keeps its previous model,
+        and the protocol treats it as a model that never came back (it cannot win)."""
         self.bytes += self.model_bytes * (2 * len(trainers) + dropped)
         slowest = 0.0
         unchanged = np.zeros(len(trainers), dtype=bool)
+        self.failed = np.zeros(len(trainers), dtype=bool)
         for i, (owner, trainer) in enumerate(zip(parents.tolist(), trainers.tolist())):
             kind = HONEST if behaviours is None else int(behaviours[i])
             self.model.load_state_dict(self.store.get(self.own[owner]))
@@ -231,10 +237,14 @@ class TrainedPerformance:
             if self.devices is not None:
                 slowest = max(slowest, self.devices.train_seconds(trainer, samples)
                               + self.devices.transfer_seconds(trainer, 2 * self.model_bytes))
+            val = evaluate(self.model, self.validation) if weights_finite(self.model) else None
+            if val is None or not np.isfinite(val[0]):
+                self.failed[i] = True
+                continue
             key = self._put()
             self.origin.setdefault(key, (self.own[owner], int(round_), int(trainer)))
             self.own[trainer] = key
-            self._consider(trainer, key)
+            self._consider(trainer, key, val)
         self.sim_time_s += slowest
         return unchanged
 

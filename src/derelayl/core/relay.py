@@ -6,6 +6,7 @@ This is cyclic weight transfer / sequential FL, and the one-baton special case o
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -13,7 +14,7 @@ import torch
 from derelayl.core.errors import ConfigError
 from derelayl.core.evaluation import EvalSet, evaluate
 from derelayl.core.events import HopRecord, Observer, Observers, RoundRecord
-from derelayl.core.hop import HopTrainer
+from derelayl.core.hop import HopTrainer, weights_finite
 from derelayl.core.participants import ParticipantData
 from derelayl.core.profiles import Devices, model_bytes
 from derelayl.core.schedules import Schedule
@@ -41,6 +42,14 @@ class RelayRunner:
     A hop moves one model (to the participant that trains it) and waits for that participant
     alone: with ``devices`` it costs ``model bytes / bandwidth + samples / speed`` simulated
     seconds, and hops follow one another.
+
+    A hop whose weights come back non-finite (a diverging optimizer: ``lr=1e10``) is discarded:
+    the baton goes on with the weights from before it, and the hop is recorded as failed.
+
+    Resume: :meth:`state_dict` (called by an observer at a round's end) is the run after its
+    last finished round; :meth:`load_state_dict` before :meth:`run` continues from there, and
+    every round's randomness has its own stream, so the numbers are those of an uninterrupted
+    run.
     """
 
     def __init__(self, hop_trainer: HopTrainer, schedule: Schedule, rounds: int, seed: int,
@@ -57,6 +66,22 @@ class RelayRunner:
         self.eval_every = int(eval_every)
         self.observers = Observers(observers)
         self.devices = devices
+        self._resume: dict | None = None
+        self._live: dict | None = None
+
+    def state_dict(self) -> dict:
+        """The run after its last finished round (model weights, counters, history)."""
+        live = self._live
+        if live is None:
+            raise RuntimeError("state_dict() is available once a round has finished")
+        return {"round": live["round"], "hop": live["hop"], "samples_seen": live["samples_seen"],
+                "bytes": live["bytes"], "sim_time_s": live["sim"],
+                "model": {k: v.detach().clone() for k, v in live["model"].state_dict().items()},
+                "history": [dataclasses.asdict(r) for r in live["history"]]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the next :meth:`run` after the round ``state`` was taken at."""
+        self._resume = state
 
     def run(self, model: torch.nn.Module, participants: list[ParticipantData],
             validation: EvalSet, test: EvalSet) -> RelayResult:
@@ -69,12 +94,25 @@ class RelayRunner:
         hop, samples_seen = 0, 0
         nbytes, per_hop_bytes = 0, model_bytes(model)
         sim = None if self.devices is None else 0.0
-        for rnd in range(1, self.rounds + 1):
+        first = 1
+        if self._resume is not None:
+            state, self._resume = self._resume, None
+            model.load_state_dict(state["model"])
+            history = [HopRecord(**row) for row in state["history"]]
+            hop, samples_seen, nbytes = state["hop"], state["samples_seen"], state["bytes"]
+            sim, first = state["sim_time_s"], state["round"] + 1
+        for rnd in range(first, self.rounds + 1):
             order = self.schedule.order(rnd, sizes, numpy_rng(self.seed, "schedule", rnd))
             for pid in order:
                 hop += 1
+                before = [t.detach().clone() for t in model.state_dict().values()]
                 stats = self.hop_trainer(model, participants[pid],
                                          torch_generator(self.seed, "hop", rnd, pid))
+                failed = not weights_finite(model)
+                if failed:  # a diverged hop is discarded: the baton keeps its previous weights
+                    with torch.no_grad():
+                        for t, b in zip(model.state_dict().values(), before):
+                            t.copy_(b)
                 samples_seen += stats.samples
                 nbytes += per_hop_bytes
                 if sim is not None:
@@ -88,9 +126,11 @@ class RelayRunner:
                                    steps=stats.steps, samples_seen=samples_seen,
                                    train_loss=stats.train_loss, val_loss=val_loss,
                                    val_acc=val_acc, test_loss=test_loss, test_acc=test_acc,
-                                   bytes=nbytes, sim_time_s=sim)
+                                   bytes=nbytes, sim_time_s=sim, failed=failed)
                 history.append(record)
                 self.observers.on_hop(record)
+            self._live = {"round": rnd, "hop": hop, "samples_seen": samples_seen, "bytes": nbytes,
+                          "sim": sim, "model": model, "history": history}
             self.observers.on_round(RoundRecord(round=rnd, hops=hop, samples_seen=samples_seen))
         last = history[-1]
         result = RelayResult(model=model, history=tuple(history), hops=hop, rounds=self.rounds,

@@ -56,6 +56,7 @@ class ExperimentContext:
     cfg: DictConfig
     output_dir: Path
     observers: list = field(default_factory=list)
+    tracker: Any = None  # the MLflow tracker, when the run is tracked (e.g. to anchor a ledger)
 
     @cached_property
     def data(self) -> DatasetSplits:
@@ -184,3 +185,47 @@ def runner_for(name: str) -> Runner:
 def uses_data(cfg: DictConfig) -> bool:
     _load_runners()
     return USES_DATA[cfg.algorithm.name](cfg)
+
+
+def round_checkpoint(ctx: ExperimentContext):
+    """A per-round checkpoint (``checkpoint.npz``) for a round-based runner, as an observer:
+    build it before the runner (which takes its observers at construction), then
+    :func:`resume` the runner."""
+    from derelayl.tracking.checkpoint import CHECKPOINT_FILE, RoundCheckpoint
+    from derelayl.tracking.rundir import fingerprint
+
+    checkpoint = RoundCheckpoint(ctx.output_dir / CHECKPOINT_FILE,
+                                 fingerprint(OmegaConf.to_container(ctx.cfg, resolve=True)))
+    ctx.observers.append(checkpoint)
+    return checkpoint
+
+
+def resume(ctx: ExperimentContext, checkpoint, runner) -> None:
+    """Attach ``runner`` to its checkpoint; if the run folder holds one, load it and replay the
+    settled rounds to the observers (history file, MLflow), as DeRelayL's resume does."""
+    import logging
+
+    from derelayl.core.events import HopRecord, RoundRecord
+
+    checkpoint.runner = runner
+    state = checkpoint.load()
+    if state is None:
+        return
+    runner.load_state_dict(state)
+    logging.getLogger("derelayl").info("resuming %s after %d settled rounds", ctx.output_dir,
+                                       state["round"])
+    observers = [o for o in ctx.observers if o is not checkpoint]
+    if "hop" in state:  # the relay: hops, and a round record after each round's last hop
+        rows = [HopRecord(**row) for row in state["history"]]
+        for i, record in enumerate(rows):
+            for o in observers:
+                o.on_hop(record)
+            if i + 1 == len(rows) or rows[i + 1].round != record.round:
+                for o in observers:
+                    o.on_round(RoundRecord(round=record.round, hops=record.hop,
+                                           samples_seen=record.samples_seen))
+        return
+    for row in state["history"]:
+        record = RoundRecord(**row)
+        for o in observers:
+            o.on_round(record)

@@ -14,7 +14,7 @@ from derelayl.core.economy import DeRelayLParams, EconomyState
 from derelayl.core.errors import ConfigError
 from derelayl.core.evaluation import evaluate
 from derelayl.core.events import RoundRecord
-from derelayl.core.ledger import Ledger, canonical_json, sha256_hex
+from derelayl.core.ledger import Ledger
 from derelayl.core.coalitions import LineageCoalitionValue
 from derelayl.core.incentives import make_incentive
 from derelayl.core.performance import RandomWalkPerformance, TrainedPerformance
@@ -25,7 +25,9 @@ from derelayl.reporting.economy_plots import (plot_coins, plot_reward_vs_shapley
 from derelayl.runners.base import ExperimentContext, Outcome, register
 from derelayl.runners.fairness import check_shapley, estimate, save, wanted
 from derelayl.runners.population import churn_from_config, population
-from derelayl.tracking.economy_files import MODELS_DIR, EconomyFiles, FileModelStore
+from derelayl.tracking.anchor import LedgerAnchor
+from derelayl.tracking.economy_files import MODELS_DIR, EconomyFiles, FileModelStore, read_ledger
+from derelayl.tracking.rundir import fingerprint as config_fingerprint
 
 log = logging.getLogger("derelayl")
 
@@ -46,10 +48,28 @@ def params_from_config(cfg: DictConfig) -> DeRelayLParams:
 
 def fingerprint(cfg: DictConfig) -> str:
     """What must match for a run directory to be resumed (tracking and printing may differ)."""
-    body = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("tracking", "progress_every", "data_dir"):
-        body.pop(key, None)
-    return sha256_hex(canonical_json(body))
+    return config_fingerprint(OmegaConf.to_container(cfg, resolve=True))
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Reject impossible protocol values before data, files or a tracking run exist."""
+    check_shapley(cfg)
+    params = params_from_config(cfg)
+    churn_from_config(cfg)
+    make_incentive(**OmegaConf.to_container(cfg.incentive, resolve=True))
+    population(cfg, params.num_participants, honest=(params.genesis_participant,))
+    if cfg.derelayl.performance not in PERFORMANCE_MODELS:
+        raise ConfigError(f"unknown derelayl.performance {cfg.derelayl.performance!r}; "
+                          f"allowed: {', '.join(PERFORMANCE_MODELS)}")
+
+
+def check_data(ctx: ExperimentContext) -> None:
+    """Checks that need the data: enough validation samples for the test cases."""
+    if ctx.cfg.derelayl.performance == "trained":
+        cases, available = int(ctx.cfg.derelayl.num_test_cases), len(ctx.data.val)
+        if cases > available:
+            raise ConfigError(f"derelayl.num_test_cases={cases} exceeds the validation split "
+                              f"({available} samples); use at most {available}")
 
 
 def _performance(ctx: ExperimentContext, params: DeRelayLParams, behaviour: np.ndarray):
@@ -111,6 +131,9 @@ def run_derelayl(ctx: ExperimentContext) -> Outcome:
     files = EconomyFiles(out, params.num_participants, fingerprint(cfg),
                          checkpoint_every=cfg.derelayl.checkpoint_every,
                          total_rounds=params.rounds, store=store)
+    anchor = None
+    if ctx.tracker is not None and cfg.derelayl.ledger:
+        anchor = LedgerAnchor(ctx.tracker)  # the chain's head per round, outside the folder
     state = ledger = history = None
     ckpt = files.load()
     if ckpt is not None:
@@ -125,12 +148,15 @@ def run_derelayl(ctx: ExperimentContext) -> Outcome:
                                  samples_seen=int(row["samples_seen"]), metrics=metrics)
             for o in ctx.observers:
                 o.on_round(record)
+        if anchor is not None:
+            anchor.replay(read_ledger(files.ledger_path), state.round)
     if state is None:
         state = EconomyState.initial(
             params, active=params.initial_active, behaviour=behaviour, economics=economics,
             declared_samples=declared, window=churn.window,
             gamma=incentive.gamma if incentive.needs_decayed_lineage else None)
-    runner = DeRelayLRunner(params, perf, cfg.seed, observers=[files, *ctx.observers],
+    runner = DeRelayLRunner(params, perf, cfg.seed,
+                            observers=[files, *ctx.observers, *([anchor] if anchor else [])],
                             keep_ledger=bool(cfg.derelayl.ledger), incentive=incentive,
                             churn=churn)
     result = runner.run(state, ledger, history)
@@ -184,3 +210,7 @@ def run_derelayl(ctx: ExperimentContext) -> Outcome:
         extra.append(out / "ledger.jsonl")
     return Outcome(metrics=metrics, model=model, history=history_rows, step="round",
                    files=figures + extra)
+
+
+run_derelayl.check_config = check_config
+run_derelayl.check_data = check_data

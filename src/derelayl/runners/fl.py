@@ -31,7 +31,8 @@ from derelayl.core.metrics import gini, jain
 from derelayl.core.population import (BEHAVIOURS, adversarial_data, assign_behaviours,
                                       behaviour_metrics)
 from derelayl.core.shapley import pearson, spearman
-from derelayl.runners.base import ExperimentContext, Outcome, build, register
+from derelayl.runners.base import (ExperimentContext, Outcome, build, register, resume,
+                                   round_checkpoint)
 from derelayl.runners.fairness import check_shapley, participants_shapley, wanted
 from derelayl.runners.population import (behaviour_fractions, churn_from_config,
                                          economics_params, population)
@@ -110,6 +111,7 @@ def outcome(result: RoundsResult) -> Outcome:
         "best_test_acc": max(m["test_acc"] for m in tested),
         "hops": result.hops, "rounds": result.rounds, "samples_seen": result.samples_seen,
         "bytes": result.bytes, "sim_time_s": result.sim_time_s,
+        "failed_clients": int(sum(r.metrics.get("failed_clients", 0) for r in result.history)),
     }
     for key in ("test_acc_worst", "test_acc_best", "val_acc_worst"):
         if key in last:
@@ -183,10 +185,12 @@ def run_federated(ctx: ExperimentContext) -> Outcome:
     if node is not None:
         scheme = make_incentive(**OmegaConf.to_container(node, resolve=True))
         payouts = FederatedPayouts(scheme, [len(p) for p in ctx.participants])
+    checkpoint = round_checkpoint(ctx)
     runner = FederatedRunner(ctx.hop, _strategy(algo), clients_per_round=m,
                              server_lr=algo.server_lr, **_schedule(ctx),
                              track_gains=payouts is not None, payouts=payouts, population=pop,
                              client_fraction=fraction)
+    resume(ctx, checkpoint, runner)
     run = runner.run(ctx.new_model(), participants, ctx.data.val, ctx.data.test)
     result = outcome(run)
     coins = None
@@ -225,12 +229,16 @@ def run_federated(ctx: ExperimentContext) -> Outcome:
 
 
 def run_local(ctx: ExperimentContext) -> Outcome:
+    checkpoint = round_checkpoint(ctx)
     runner = LocalRunner(ctx.hop, **_schedule(ctx))
+    resume(ctx, checkpoint, runner)
     return outcome(runner.run(ctx.new_model(), ctx.participants, ctx.data.val, ctx.data.test))
 
 
 def run_centralized(ctx: ExperimentContext) -> Outcome:
+    checkpoint = round_checkpoint(ctx)
     runner = CentralizedRunner(ctx.hop, **_schedule(ctx))
+    resume(ctx, checkpoint, runner)
     return outcome(runner.run(ctx.new_model(), ctx.participants, ctx.data.val, ctx.data.test))
 
 

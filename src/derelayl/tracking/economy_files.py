@@ -9,9 +9,8 @@ which reproduces the lost rounds exactly (every round has its own random stream)
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,13 @@ import numpy as np
 import torch
 
 from derelayl.core.derelayl import EconomyObserver
+from derelayl.core.economy import EconomyState
 from derelayl.core.errors import ConfigError
 from derelayl.core.ledger import GENESIS_HASH, Ledger, canonical_json
+from derelayl.tracking.checkpoint import (CHECKPOINT_FILE, CheckpointError, load_checkpoint,
+                                          refuse_legacy, save_checkpoint)
 
 LEDGER_FILE = "ledger.jsonl"
-CHECKPOINT_FILE = "checkpoint.pkl"
 COINS_FILE = "coins.f64"
 ROUNDS_FILE = "rounds.jsonl"
 MODELS_DIR = "models"
@@ -52,7 +53,17 @@ class FileModelStore:
 
     def get(self, key):
         if key not in self.cache:
-            self.cache[key] = torch.load(self.path(key), weights_only=True)
+            path = self.path(key)
+            try:  # weights_only: plain tensors, never code
+                state = torch.load(path, weights_only=True, map_location="cpu")
+                if not isinstance(state, dict):
+                    raise ValueError("not a state_dict")
+            except Exception as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else \
+                    type(err).__name__
+                raise ConfigError(f"{path} cannot be read as model weights ({first[:200]}); run "
+                                  f"`derelayl-ledger verify {self.dir.parent}`") from None
+            self.cache[key] = state
         return self.cache[key]
 
     def retain(self, keys):
@@ -101,29 +112,33 @@ class EconomyFiles(EconomyObserver):
     # -- resume ------------------------------------------------------------------------------
     def load(self) -> dict[str, Any] | None:
         """The last checkpoint (files truncated back to it), or None for a fresh run."""
+        refuse_legacy(self.dir)
         if not self.checkpoint_path.exists():
             for path in (self.ledger_path, self.coins_path, self.rounds_path):
                 path.unlink(missing_ok=True)
             return None
-        with open(self.checkpoint_path, "rb") as fh:
-            ckpt = pickle.load(fh)
+        ckpt = read_checkpoint(self.checkpoint_path, self.n)
         if ckpt["fingerprint"] != self.fingerprint:
             raise ConfigError(
                 f"{self.dir} holds a DeRelayL run with a different config; use a new output "
                 f"directory (hydra.run.dir=...) or the same config to resume it")
         settled = ckpt["state"].round
-        blocks = [b for b in read_ledger(self.ledger_path) if b["round"] < settled]
+        try:
+            blocks = [b for b in read_ledger(self.ledger_path) if b["round"] < settled]
+            history = read_ledger(self.rounds_path)[:settled]  # same torn-line tolerant JSONL
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{self.dir}: the ledger or rounds.jsonl cannot be read ({err}); "
+                              f"run `derelayl-ledger verify {self.dir}`") from None
         with open(self.ledger_path, "w") as fh:
             fh.writelines(canonical_json(b) + "\n" for b in blocks)
         head = blocks[-1]["hash"] if blocks else GENESIS_HASH
-        if ckpt["ledger"] is not None and ckpt["ledger"] != (head, len(blocks)):
+        if ckpt["ledger"] is not None and tuple(ckpt["ledger"]) != (head, len(blocks)):
             raise ConfigError(f"{self.ledger_path} does not match the checkpoint; run "
                               f"`derelayl-ledger verify {self.dir}`")
         if self.store is not None:
             self.store.pinned = set(ckpt["perf"].get("live_keys", ()))
         with open(self.coins_path, "r+b" if self.coins_path.exists() else "wb") as fh:
             fh.truncate(settled * self.n * 8)
-        history = read_ledger(self.rounds_path)[:settled]  # same torn-line tolerant JSONL
         with open(self.rounds_path, "w") as fh:
             fh.writelines(json.dumps(row) + "\n" for row in history)
         ckpt["history"] = history
@@ -148,12 +163,11 @@ class EconomyFiles(EconomyObserver):
             self.save(state, perf_state, ledger)
 
     def save(self, state, perf_state, ledger):
-        ckpt = {"fingerprint": self.fingerprint, "state": state, "perf": perf_state,
-                "ledger": None if ledger is None else (ledger.head, ledger.length)}
-        tmp = self.checkpoint_path.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
-            pickle.dump(ckpt, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, self.checkpoint_path)
+        save_checkpoint(self.checkpoint_path, {
+            "fingerprint": self.fingerprint,
+            "state": {f.name: getattr(state, f.name) for f in dataclasses.fields(state)},
+            "perf": perf_state,
+            "ledger": None if ledger is None else [ledger.head, ledger.length]})
         if self.store is not None:
             self.store.pinned = set(perf_state.get("live_keys", ()))
 
@@ -161,3 +175,51 @@ class EconomyFiles(EconomyObserver):
         """(rounds x participants) balances after every settled round."""
         raw = np.fromfile(self.coins_path, dtype=np.float64) if self.coins_path.exists() else np.zeros(0)
         return raw.reshape(-1, self.n)
+
+
+# EconomyState fields that are per-participant vectors, and 2-D fields with N columns
+_VECTORS = ("coins", "gained", "lost", "own_version", "held_version", "own_score", "best_score",
+            "matches", "wins", "hops", "hop_gain", "active", "ever_active", "behaviour",
+            "declared_samples", "cost_per_sample", "cost_per_transfer", "model_value",
+            "reservation", "utility", "active_rounds")
+_MATRICES = ("lineage", "recent_utility", "lineage_decay")
+
+
+def read_checkpoint(path: Path, num_participants: int) -> dict[str, Any]:
+    """A DeRelayL checkpoint, its economy state rebuilt and checked for shape (one-line errors)."""
+    ckpt = load_checkpoint(path)
+    try:
+        if not isinstance(ckpt.get("fingerprint"), str) or not isinstance(ckpt.get("perf"), dict):
+            raise ValueError("no fingerprint or performance state")
+        body = ckpt["state"]
+        names = {f.name for f in dataclasses.fields(EconomyState)}
+        if not isinstance(body, dict) or set(body) != names:
+            raise ValueError("economy state fields differ from this version's")
+        for name in _VECTORS:
+            if not isinstance(body[name], np.ndarray) or body[name].shape != (num_participants,):
+                raise ValueError(f"state.{name} is not a vector of {num_participants}")
+        for name in _MATRICES:
+            value = body[name]
+            if value is None and name == "lineage_decay":
+                continue
+            if not isinstance(value, np.ndarray) or value.ndim != 2 \
+                    or value.shape[1] != num_participants:
+                raise ValueError(f"state.{name} is not a matrix with {num_participants} columns")
+        if not isinstance(body["owners"], np.ndarray) or body["owners"].ndim != 1:
+            raise ValueError("state.owners is not a vector")
+        if not isinstance(body["round"], int) or body["round"] < 0:
+            raise ValueError("state.round is not a round number")
+        for name in ("minted", "burned"):
+            if not isinstance(body[name], (int, float)):
+                raise ValueError(f"state.{name} is not a number")
+        if not isinstance(body["extra"], dict):
+            raise ValueError("state.extra is not a mapping")
+        ledger = ckpt.get("ledger")
+        if ledger is not None and not (isinstance(ledger, list) and len(ledger) == 2
+                                       and isinstance(ledger[0], str)
+                                       and isinstance(ledger[1], int)):
+            raise ValueError("ledger head is not [hash, length]")
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{path} is not a valid checkpoint ({err})") from None
+    ckpt["state"] = EconomyState(**body)
+    return ckpt

@@ -104,12 +104,11 @@ class SweepCallback(Callback):
                  f", MLflow parent run {self._parent_id}" if self._parent_id else "")
 
     def _start_parent(self, config: DictConfig, sweep_dir: Path, state: dict[str, Any]) -> str:
-        from mlflow.tracking import MlflowClient
-
         from derelayl.tracking.mlflow_tracker import get_or_create_experiment
+        from derelayl.tracking.store import open_client
 
         tracking = config.tracking
-        self._client = client = MlflowClient(tracking_uri=tracking.uri)
+        self._client = client = open_client(str(tracking.uri))  # created under a lock
         exp_id = get_or_create_experiment(client, tracking.experiment, tracking.artifact_location)
         previous = state.get("parent_run_id")
         if previous and state.get("tracking_uri") == str(tracking.uri):
