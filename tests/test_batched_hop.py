@@ -12,7 +12,7 @@ from derelayl.core.participants import ParticipantData
 from derelayl.core.seeding import torch_generator
 from derelayl.models.lit import ClassifierModule
 from derelayl.models.nets import CNN, MLP
-from derelayl.training.batched import BatchedHop, StackedData, evaluate_many, stack_states
+from derelayl.core.batched import BatchedHop, StackedData, evaluate_many, stack_states
 from derelayl.training.hop import LightningHop
 
 TOL = 1e-4
@@ -75,6 +75,23 @@ def test_uneven_participants_match_the_sequential_hop(net, shape, opt):
                for n, p in mod.named_parameters()} for _ in pids]
     seq = sequential(mod, states, parts, pids, LightningHop(batch_size=16, local_epochs=3))
     names, stacked, stats = batched(mod, states, parts, pids, BatchedHop(batch_size=16, local_epochs=3))
+    assert_same(seq, names, stacked, stats)
+
+
+class MeanOnlyModule(ClassifierModule):
+    """A module that defines only training_step (no per_sample_loss): the generic path."""
+
+    per_sample_loss = None
+
+
+def test_a_module_without_per_sample_loss_uses_its_training_step():
+    torch.manual_seed(0)
+    mod = MeanOnlyModule(MLP((1, 8, 8), 10), functools.partial(torch.optim.SGD, lr=0.05))
+    parts = participants([13, 29])
+    states = [mod.state_dict()] * 2
+    seq = sequential(mod, states, parts, [0, 1], LightningHop(batch_size=8, local_epochs=2))
+    names, stacked, stats = batched(mod, states, parts, [0, 1],
+                                    BatchedHop(batch_size=8, local_epochs=2))
     assert_same(seq, names, stacked, stats)
 
 
@@ -150,3 +167,30 @@ def test_unsupported_modules_are_refused_in_one_line():
                                     torch.nn.Linear(64, 10)))
     with pytest.raises(ConfigError, match="buffers"):
         batched(bn, [bn.state_dict()], parts, [0], BatchedHop(batch_size=4))
+
+
+def test_lineage_replays_in_a_batch_give_the_one_by_one_values_and_shapley():
+    from derelayl.core.coalitions import LineageCoalitionValue
+    from derelayl.core.shapley import _all_coalitions, shapley_values
+    from derelayl.core.seeding import numpy_rng
+
+    torch.manual_seed(0)
+    mod = module(MLP((1, 8, 8), 10))
+    parts = participants([20, 33, 8, 41, 17])
+    g = torch.Generator().manual_seed(5)
+    test = EvalSet(torch.randn(200, 1, 8, 8, generator=g), torch.randint(0, 10, (200,), generator=g))
+    lineage = [(0, 1), (1, 3), (2, 1), (3, 0), (4, 4), (5, 3), (6, 2)]
+    one = LineageCoalitionValue(LightningHop(batch_size=8, local_epochs=2), mod, lineage, parts,
+                                seed=0, test=test)
+    many = LineageCoalitionValue(LightningHop(batch_size=8, local_epochs=2), mod, lineage, parts,
+                                 seed=0, test=test, batched=BatchedHop(batch_size=8, local_epochs=2),
+                                 max_batch=7)
+    coalitions = _all_coalitions(one.players)
+    assert many.many(coalitions) == pytest.approx([one(c) for c in coalitions], abs=1e-9)
+    for exact_max in (8, 0):  # exact enumeration, and truncated Monte Carlo
+        a = shapley_values(one.players, one, exact_max=exact_max, permutations=30, tolerance=0.01,
+                           rng=numpy_rng(0, "shapley"))
+        b = shapley_values(many.players, many, exact_max=exact_max, permutations=30,
+                           tolerance=0.01, rng=numpy_rng(0, "shapley"))
+        assert a.values == pytest.approx(b.values, abs=1e-12)
+        assert (a.method, a.permutations, a.converged) == (b.method, b.permutations, b.converged)

@@ -93,15 +93,19 @@ def unstack_state(stacked: Sequence[torch.Tensor], names: Sequence[str], k: int
     return {n: t[k].detach().to("cpu", copy=True) for n, t in zip(names, stacked)}
 
 
-class _StepAsForward(nn.Module):
-    """``forward(x, y)`` = the module's ``training_step((x, y), 0)``: lets ``functional_call``
-    evaluate the LightningModule's own loss with swapped-in parameters."""
+class _LossAsForward(nn.Module):
+    """``forward(x, y)``: the module's per-sample losses of the batch (``per_sample_loss``), or its
+    ``training_step`` on a batch of one: lets ``functional_call`` evaluate the LightningModule's
+    own loss with swapped-in parameters."""
 
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: nn.Module, per_sample: bool):
         super().__init__()
         self.module = module
+        self.per_sample = per_sample
 
     def forward(self, x, y):
+        if self.per_sample:
+            return self.module.per_sample_loss((x, y))
         return self.module.training_step((x, y), 0)
 
 
@@ -162,48 +166,76 @@ class BatchedHop:
         """Train the K models whose parameters are ``stacked`` (in the order of
         ``module.named_parameters()``, K along dim 0) in place; model k on participant
         ``pids[k]``'s rows of ``data`` with ``generators[k]``."""
+        index, mask, steps = self.plan(data, pids, generators)
+        return self._train(module, stacked, data, index, mask, steps, correction)
+
+    def same_data(self, module: nn.Module, stacked: list[torch.Tensor], data: StackedData,
+                  pid: int, generator: torch.Generator,
+                  correction: BatchedCorrection | None = None) -> list[HopStats]:
+        """Train all K models on participant ``pid``'s batches drawn from one ``generator``:
+        K replays of the same hop from different weights (Shapley's coalitions). The batches
+        are gathered once and shared, instead of K times."""
+        index, mask, steps = self.plan(data, [pid], [generator])
+        k = stacked[0].shape[0]
+        return self._train(module, stacked, data, index, mask, steps * k, correction, shared=k)
+
+    def _train(self, module, stacked, data, index, mask, steps, correction, shared: int = 0):
         names = [n for n, _ in module.named_parameters()]
         optimizer = module.configure_optimizers()
         why = batchable(module, optimizer)
         if why is not None:
             raise ConfigError(f"algorithm.execution=batched: {why}; use "
                               f"algorithm.execution=sequential")
-        device = stacked[0].device
-        index, mask, steps = self.plan(data, pids, generators)
-        k, total = len(pids), index.shape[1]
-        index, mask = index.to(device), mask.to(device)
         leaves = list(stacked)
         if any(t.requires_grad or not t.is_leaf for t in leaves):
             raise ValueError("BatchedHop trains plain stacked tensors (no autograd history)")
+        device = leaves[0].device
+        k, total = leaves[0].shape[0], index.shape[1]
+        index, mask = index.to(device), mask.to(device)
         opt = type(optimizer)(leaves, **optimizer.defaults)
-        wrapper = _StepAsForward(module)
+        per_sample = callable(getattr(module, "per_sample_loss", None))
+        wrapper = _LossAsForward(module, per_sample)
         keys = [f"module.{n}" for n in names]
 
-        def sample_loss(params, x, y):
-            return functional_call(wrapper, dict(zip(keys, params)), (x[None], y[None]))
+        def losses_of(params, x, y):
+            if per_sample:  # the module's own per-sample losses of the batch
+                return functional_call(wrapper, dict(zip(keys, params)), (x, y))
+            # else its training_step (a batch mean) on batches of one sample each
+            return vmap(lambda p, xi, yi: functional_call(wrapper, dict(zip(keys, p)),
+                                                          (xi[None], yi[None])),
+                        in_dims=(None, 0, 0))(params, x, y)
 
-        def model_loss(params, x, y, m):
-            losses = vmap(sample_loss, in_dims=(None, 0, 0))(params, x, y)
-            weight = m.to(losses.dtype)
-            return (losses * weight).sum() / weight.sum().clamp(min=1.0)
+        def model_loss(params, x, y, w):
+            # w: 1 / (real samples) on the model's real samples, 0 on padding
+            return (losses_of(params, x, y) * w).sum()
 
-        step_fn = vmap(grad_and_value(model_loss), in_dims=(0, 0, 0, 0))
+        data_dim = None if shared else 0
+        step_fn = vmap(grad_and_value(model_loss), in_dims=(0, data_dim, data_dim, data_dim))
+        counts = mask.sum(dim=2, keepdim=True)
+        weights = mask / counts.clamp(min=1)
+        active = (counts[..., 0] > 0).to(weights.dtype)  # (K or 1, S): the model takes step t
         loss_sum = torch.zeros(k, device=device)
-        steps_t = torch.tensor(steps, device=device)
         finished: dict[int, list[torch.Tensor]] = {}
-        finishing = {}
+        finishing: dict[int, list[int]] = {}
         for i, s in enumerate(steps):
             if 0 < s < total:
                 finishing.setdefault(s, []).append(i)
+        shape = data.x.shape[1:]
+        rows_per_step = index.shape[0]
         for t in range(total):
-            rows = index[:, t]
-            grads, losses = step_fn(tuple(leaves), data.x[rows], data.y[rows], mask[:, t])
+            rows = index[:, t].reshape(-1)
+            x = data.x.index_select(0, rows).view(rows_per_step, -1, *shape)
+            y = data.y.index_select(0, rows).view(rows_per_step, -1)
+            w = weights[:, t]
+            if shared:
+                x, y, w = x[0], y[0], w[0]
+            grads, losses = step_fn(tuple(leaves), x, y, w)
             for p, g in zip(leaves, grads):
                 p.grad = g
             if correction is not None:
-                correction(leaves, [p.grad for p in leaves])
+                correction(leaves, grads)
             opt.step()
-            loss_sum += torch.where(steps_t > t, losses.detach(), torch.zeros_like(losses))
+            loss_sum += losses.detach() * active[:, t]
             for i in finishing.get(t + 1, ()):
                 finished[i] = [p[i].detach().clone() for p in leaves]
         with torch.no_grad():
@@ -212,9 +244,10 @@ class BatchedHop:
                     p[i].copy_(v)
         for p in leaves:
             p.grad = None
-        sizes = [int(m.sum()) for m in mask.cpu()]
-        losses = (loss_sum / steps_t.clamp(min=1)).cpu().tolist()
-        return [HopStats(samples=sizes[i], steps=steps[i], train_loss=losses[i])
+        sizes = counts.sum(dim=(1, 2)).expand(k).cpu().tolist() if shared else \
+            counts.sum(dim=(1, 2)).cpu().tolist()
+        losses = (loss_sum / torch.tensor(steps, device=device).clamp(min=1)).cpu().tolist()
+        return [HopStats(samples=int(sizes[i]), steps=steps[i], train_loss=losses[i])
                 for i in range(k)]
 
 
