@@ -29,6 +29,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from derelayl.core.batched import StackedData, evaluate_many, stack_states
 from derelayl.core.errors import ConfigError
 from derelayl.core.evaluation import EvalSet, evaluate
 from derelayl.core.fl import FederatedPopulation, FederatedRunner, resolve_clients_per_round
@@ -186,13 +187,22 @@ class LineageCoalitionValue:
     which of the coalition's participants hopped up to i, so those states are kept (oldest
     dropped first beyond ``cache_bytes``) and a replay resumes from the deepest one it shares.
     A hop trains a fresh optimizer on the weights it receives, so resuming is bit-exact.
+
+    With ``batched`` (a ``BatchedHop`` of the same hop settings), ``many(coalitions)`` replays
+    the lineage for a batch of coalitions in lockstep: at hop i every coalition holding its
+    participant trains, all as one batched computation (same data, same stream), the others
+    wait; the models are then scored on the test split in one pass (``evaluate_many``).
     """
 
     def __init__(self, hop_trainer: HopTrainer, genesis: torch.nn.Module,
                  lineage: Sequence[tuple[int, int]],
                  participants: Sequence[ParticipantData] | Mapping[int, ParticipantData],
-                 seed: int, test: EvalSet, cache_bytes: int = 256 * 2 ** 20):
+                 seed: int, test: EvalSet, cache_bytes: int = 256 * 2 ** 20,
+                 batched=None, max_batch: int = 1024):
         self.hop, self.seed, self.test = hop_trainer, int(seed), test
+        self.batched, self.max_batch = batched, int(max_batch)
+        if batched is None:
+            self.many = None  # type: ignore[assignment]  (no batched evaluation: one by one)
         self.genesis = copy.deepcopy(genesis)
         self.genesis_state = _clone_state(genesis)
         self.lineage = [(int(r), int(p)) for r, p in lineage]
@@ -234,6 +244,35 @@ class LineageCoalitionValue:
 
     def __call__(self, coalition: Iterable[int]) -> float:
         return float(evaluate(self.replay(coalition), self.test)[1])
+
+    def many(self, coalitions: Sequence[Iterable[int]]) -> list[float]:
+        """``U`` of each coalition, the replays run as batched computations."""
+        coalitions = [frozenset(int(p) for p in c) for c in coalitions]
+        module = self.genesis
+        names = [n for n, _ in module.named_parameters()]
+        device = next(module.parameters()).device
+        order = list(dict.fromkeys(p for _, p in self.lineage))
+        data = StackedData.of([self.participants[p] for p in order], device)
+        row = {p: i for i, p in enumerate(order)}
+        out: list[float] = []
+        for start in range(0, len(coalitions), self.max_batch):
+            chunk = coalitions[start:start + self.max_batch]
+            stacked = stack_states([self.genesis_state] * len(chunk), names, device)
+            for rnd, p in self.lineage:
+                active = [k for k, c in enumerate(chunk) if p in c]
+                if not active:
+                    continue
+                idx = torch.as_tensor(active, device=device)
+                sub = [t.index_select(0, idx) for t in stacked]
+                self.batched.same_data(module, sub, data, row[p],
+                                       torch_generator(self.seed, "hop", rnd, p))
+                self.hops += len(active)
+                for t, s in zip(stacked, sub):
+                    t.index_copy_(0, idx, s)
+            _, accs = evaluate_many(module, stacked, self.test.x.to(device),
+                                    self.test.y.to(device))
+            out += accs.tolist()
+        return out
 
 
 def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -15,7 +15,13 @@ It is the only attribution with efficiency (sum phi = U(N) - U(empty)), symmetry
   estimates' mean relative change over the last ``window`` permutations is below ``convergence``.
 - ``shapley_values`` picks exact enumeration for at most ``exact_max`` players, TMC beyond.
 
-Every evaluation goes through ``CachedValue``: each coalition is evaluated at most once.
+Every evaluation goes through ``CachedValue``: each coalition is evaluated at most once. A value
+function that can evaluate many coalitions in one batched computation (a ``many(coalitions)``
+method, e.g. DeRelayL's lineage replayed for a batch of coalitions in lockstep) is asked for them
+in batches: every coalition when there are at most ``2^prefetch_players`` of them, else the
+prefixes of each block of sampled permutations. The estimates are those of the one-by-one
+computation (the same coalitions' values enter the same formulas); only extra coalitions may be
+evaluated (prefixes past a truncation), which costs less than the lost batching.
 """
 
 from __future__ import annotations
@@ -48,6 +54,30 @@ class CachedValue:
             self.cache[key] = float(self.value(key))
             self.evaluations += 1
         return self.cache[key]
+
+    @property
+    def batched(self) -> bool:
+        return callable(getattr(self.value, "many", None))
+
+    def prefetch(self, coalitions: Iterable[Iterable[Player]]) -> None:
+        """Evaluate the coalitions not cached yet in one batch (values with ``many``)."""
+        if not self.batched:
+            return
+        todo = list(dict.fromkeys(frozenset(c) for c in coalitions))
+        todo = [c for c in todo if c not in self.cache]
+        if todo:
+            for c, v in zip(todo, self.value.many(todo)):
+                self.cache[c] = float(v)
+            self.evaluations += len(todo)
+
+
+PREFETCH_PLAYERS = 10  # batched values: evaluate all 2^n coalitions up front up to this n
+PREFETCH_PERMUTATIONS = 20  # beyond: the prefixes of this many sampled orders at a time
+
+
+def _all_coalitions(players: Sequence[Player]) -> list[frozenset]:
+    return [frozenset(c) for k in range(len(players) + 1)
+            for c in itertools.combinations(players, k)]
 
 
 @dataclass(frozen=True)
@@ -91,6 +121,7 @@ def exact_shapley(players: Iterable[Player], value: ValueFunction,
         raise ConfigError(f"shapley: exact enumeration of {n} players needs 2^{n} coalitions; "
                           f"the limit is {max_players} (shapley.exact_max), use Monte Carlo")
     u = value if isinstance(value, CachedValue) else CachedValue(value)
+    u.prefetch(_all_coalitions(players))
     weights = [math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n)
                for k in range(n)]
     phi = {p: 0.0 for p in players}
@@ -121,6 +152,8 @@ def tmc_shapley(players: Iterable[Player], value: ValueFunction, permutations: i
     n = len(players)
     u = value if isinstance(value, CachedValue) else CachedValue(value)
     start = u.evaluations
+    if u.batched and n <= PREFETCH_PLAYERS:
+        u.prefetch(_all_coalitions(players))
     full, empty = u(frozenset(players)), u(frozenset())
     if n == 0:
         return ShapleyResult({}, "tmc", 0, u.evaluations - start, True, full, empty)
@@ -128,8 +161,14 @@ def tmc_shapley(players: Iterable[Player], value: ValueFunction, permutations: i
     history: list[np.ndarray] = []
     converged = False
     t = 0
+    drawn: list[np.ndarray] = []
     for t in range(1, int(permutations) + 1):
-        order = rng.permutation(n)
+        if not drawn:  # the next orders, drawn as the one-by-one loop draws them
+            block = min(PREFETCH_PERMUTATIONS if u.batched else 1, int(permutations) - t + 1)
+            drawn = [rng.permutation(n) for _ in range(block)]
+            u.prefetch(frozenset(players[j] for j in order[:i])
+                       for order in drawn for i in range(1, n))
+        order = drawn.pop(0)
         prefix: set = set()
         prev = empty
         for j in order:

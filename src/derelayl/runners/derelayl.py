@@ -112,8 +112,14 @@ def _write_participants(path, state: EconomyState, perf) -> None:
 
 def lineage_shapley(ctx: ExperimentContext, perf: TrainedPerformance, cfg: DictConfig):
     """Shapley values of the contributors on the best model's lineage (hops replayed)."""
-    value = LineageCoalitionValue(ctx.hop, copy.deepcopy(perf.genesis_model()), perf.lineage(),
-                                  perf.participants, seed=cfg.seed, test=ctx.data.test)
+    from derelayl.core.batched import BatchedHop, batchable
+
+    genesis = copy.deepcopy(perf.genesis_model())
+    batched = None
+    if batchable(genesis, genesis.configure_optimizers()) is None:
+        batched = BatchedHop(ctx.hop.batch_size, ctx.hop.local_epochs, ctx.hop.local_steps)
+    value = LineageCoalitionValue(ctx.hop, genesis, perf.lineage(), perf.participants,
+                                  seed=cfg.seed, test=ctx.data.test, batched=batched)
     return estimate(ctx, value, f"the best model's lineage, {len(value.lineage)} hops")
 
 
