@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from derelayl.core.derelayl import DeRelayLRunner
-from derelayl.core.economy import DeRelayLParams
-from derelayl.core.performance import RandomWalkPerformance
+from derelayl.protocol.runner import DeRelayLRunner
+from derelayl.protocol.round import DeRelayLParams
+from derelayl.protocol.quality import RandomWalkPerformance
 
 
 def rate(n: int, rounds: int, ledger: bool) -> tuple[float, dict]:

@@ -19,15 +19,15 @@ import time
 import torch
 import torch.nn.functional as F
 
-from derelayl.core.evaluation import evaluate
-from derelayl.core.fl import FedAvg, FederatedRunner
-from derelayl.core.partition import IIDPartitioner
-from derelayl.core.participants import build_participants
-from derelayl.core.seeding import numpy_rng, torch_generator
-from derelayl.data import load_dataset
+from derelayl.learning.evaluation import evaluate
+from derelayl.algorithms.fl.runner import FedAvg, FederatedRunner
+from derelayl.data.partition import IIDPartitioner
+from derelayl.data.participants import build_participants
+from derelayl.sim.seeding import numpy_rng, torch_generator
+from derelayl.data.datasets import load_dataset
 from derelayl.models.lit import ClassifierModule
 from derelayl.models.nets import MLP
-from derelayl.training.hop import LightningHop
+from derelayl.learning.hop import LightningHop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import best_of, common_args  # noqa: E402

@@ -17,8 +17,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from derelayl.cli.train import config_dir
-from derelayl.pipeline import run_experiment
-from derelayl.tracking.checkpoint import RoundCheckpoint
+from derelayl.app.pipeline import run_experiment
+from derelayl.io.checkpoint import RoundCheckpoint
 
 
 _RUNS = iter(range(10 ** 6))

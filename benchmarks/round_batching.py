@@ -23,11 +23,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from derelayl.core.participants import ParticipantData
-from derelayl.core.seeding import torch_generator
+from derelayl.data.participants import ParticipantData
+from derelayl.sim.seeding import torch_generator
 from derelayl.models.lit import ClassifierModule
 from derelayl.models.nets import CNN, MLP
-from derelayl.core.batched import BatchedHop, StackedData, stack_states
+from derelayl.learning.batched import BatchedHop, StackedData, stack_states
 
 SAMPLES, BATCH, EPOCHS, LR = 256, 32, 1, 0.02
 

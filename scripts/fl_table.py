@@ -43,8 +43,8 @@ START, END = "<!-- fl_table:start -->", "<!-- fl_table:end -->"
 
 
 def available(method: str) -> bool:
-    from derelayl.core.errors import ConfigError
-    from derelayl.runners import runner_for
+    from derelayl.sim.errors import ConfigError
+    from derelayl.app.runners import runner_for
 
     try:
         runner_for(method)

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from derelayl.batch import mean_std, publish, run_batch, run_overrides  # noqa: E402
-from derelayl.core.incentives import INCENTIVES  # noqa: E402
+from derelayl.protocol.incentives import INCENTIVES  # noqa: E402
 
 POPULATION = ["partition=dirichlet", "partition.alpha=0.5", "churn.enabled=true",
               "participants.behaviour.free_rider=0.2", "shapley.enabled=true",

@@ -6,7 +6,7 @@ import math
 import pytest
 from mlflow.tracking import MlflowClient
 
-from derelayl.pipeline import run_experiment
+from derelayl.app.pipeline import run_experiment
 from conftest import assert_one_line_error
 
 VOLATILE = {"wall_time_s", "mlflow_run_id"}

@@ -129,7 +129,7 @@ def assert_one_finished_run_per_job(client: MlflowClient, sweep: Path, n: int) -
 
 def local_reference(make_cfg, tmp: Path, seed: int) -> Path:
     """The same job run in this process, without tracking."""
-    from derelayl.pipeline import run_experiment
+    from derelayl.app.pipeline import run_experiment
 
     out = tmp / f"local-{seed}"
     run_experiment(make_cfg(*JOB, f"seed={seed}", "tracking=none"), out)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from derelayl.pipeline import run_experiment
+from derelayl.app.pipeline import run_experiment
 
 
 @pytest.mark.parametrize("overrides, incentive, schedule", [

@@ -11,8 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from derelayl.cli.ledger import main as ledger_main
-from derelayl.pipeline import run_experiment
-from derelayl.tracking.economy_files import EconomyFiles
+from derelayl.app.pipeline import run_experiment
+from derelayl.io.ledger_files import EconomyFiles
 from conftest import assert_one_line_error
 
 VOLATILE = {"wall_time_s", "mlflow_run_id"}
@@ -146,7 +146,7 @@ def test_sigkilled_cli_run_resumes_to_identical_numbers(cli, tmp_path):
 
 
 def test_resume_refuses_a_different_config(make_cfg, tmp_path):
-    from derelayl.core.errors import ConfigError
+    from derelayl.sim.errors import ConfigError
 
     run_experiment(make_cfg(*SMALL, "tracking=none"), tmp_path / "run")
     with pytest.raises(ConfigError, match="different config"):

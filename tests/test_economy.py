@@ -5,15 +5,15 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from derelayl.core.derelayl import DeRelayLRunner, EconomyObserver
-from derelayl.core.economy import (DeRelayLParams, EconomyState, balances_from_ledger,
+from derelayl.protocol.runner import DeRelayLRunner, EconomyObserver
+from derelayl.protocol.round import (DeRelayLParams, EconomyState, balances_from_ledger,
                                    play_round)
-from derelayl.core.errors import ConfigError
-from derelayl.core.incentives import make_incentive
-from derelayl.core.ledger import Ledger, verify_chain
-from derelayl.core.metrics import gini, jain, version_shares
-from derelayl.core.performance import RandomWalkPerformance
-from derelayl.core.seeding import numpy_rng
+from derelayl.sim.errors import ConfigError
+from derelayl.protocol.incentives import make_incentive
+from derelayl.protocol.ledger import Ledger, verify_chain
+from derelayl.sim.stats import gini, jain, version_shares
+from derelayl.protocol.quality import RandomWalkPerformance
+from derelayl.sim.seeding import numpy_rng
 
 
 class Collect(EconomyObserver):

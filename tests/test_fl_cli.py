@@ -5,7 +5,7 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from derelayl.pipeline import run_experiment
+from derelayl.app.pipeline import run_experiment
 from conftest import assert_one_line_error
 
 METHODS = ("fedavg", "fedprox", "scaffold", "local", "centralized")
@@ -67,7 +67,7 @@ def test_bad_baseline_input_is_one_clear_line(cli_in_process, tmp_path, args, me
 ])
 def test_bad_baseline_values_are_rejected_before_anything_runs(make_cfg, tmp_path, overrides,
                                                                message):
-    from derelayl.core.errors import ConfigError
+    from derelayl.sim.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         run_experiment(make_cfg("tracking=none", *overrides), tmp_path / "run")

@@ -9,18 +9,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from derelayl.core.baselines import CentralizedRunner, LocalRunner
-from derelayl.core.errors import ConfigError
-from derelayl.core.evaluation import EvalSet
-from derelayl.core.fl import FedAvg, FederatedRunner, FedProx, Scaffold, resolve_clients_per_round
-from derelayl.core.participants import ParticipantData
-from derelayl.core.profiles import DeviceProfile, Devices, model_bytes, parameter_bytes
-from derelayl.core.relay import RelayRunner
-from derelayl.core.schedules import RingSchedule
-from derelayl.core.seeding import numpy_rng, torch_generator
+from derelayl.algorithms.baselines import CentralizedRunner, LocalRunner
+from derelayl.sim.errors import ConfigError
+from derelayl.learning.evaluation import EvalSet
+from derelayl.algorithms.fl.runner import FedAvg, FederatedRunner, FedProx, Scaffold, resolve_clients_per_round
+from derelayl.data.participants import ParticipantData
+from derelayl.sim.devices import DeviceProfile, Devices, model_bytes, parameter_bytes
+from derelayl.algorithms.relay import RelayRunner
+from derelayl.algorithms.schedules import RingSchedule
+from derelayl.sim.seeding import numpy_rng, torch_generator
 from derelayl.models.lit import ClassifierModule
 from derelayl.models.nets import MLP
-from derelayl.training.hop import LightningHop
+from derelayl.learning.hop import LightningHop
 
 LR = 0.1
 

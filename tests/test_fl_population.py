@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from conftest import assert_one_line_error
-from derelayl.core.fl import FedAvg, FederatedPopulation, FederatedRunner
-from derelayl.core.incentives import FederatedPayouts, UniformReward
-from derelayl.core.participants import ParticipantData
-from derelayl.core.population import (DROPOUT, FREE_RIDER, HONEST, LABEL_FLIP, NOISE, SYBIL,
+from derelayl.algorithms.fl.runner import FedAvg, FederatedPopulation, FederatedRunner
+from derelayl.protocol.incentives import FederatedPayouts, UniformReward
+from derelayl.data.participants import ParticipantData
+from derelayl.protocol.population import (DROPOUT, FREE_RIDER, HONEST, LABEL_FLIP, NOISE, SYBIL,
                                       ChurnParams, Economics, adversarial_data)
-from derelayl.core.seeding import torch_generator
-from derelayl.pipeline import run_experiment
-from derelayl.training.hop import LightningHop
+from derelayl.sim.seeding import torch_generator
+from derelayl.app.pipeline import run_experiment
+from derelayl.learning.hop import LightningHop
 from test_fl_core import VAL, make_module, make_participants, same
 
 
@@ -160,7 +160,7 @@ def test_bad_fl_population_input_is_one_clear_line(cli_in_process, tmp_path, arg
 
 
 def test_a_round_with_nobody_paid_settles_to_nothing_under_every_scheme():
-    from derelayl.core.incentives import INCENTIVES, make_incentive
+    from derelayl.protocol.incentives import INCENTIVES, make_incentive
 
     for name in INCENTIVES:
         payouts = FederatedPayouts(make_incentive(name), [5, 7])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from derelayl.pipeline import run_experiment
+from derelayl.app.pipeline import run_experiment
 
 GOLDEN = Path(__file__).parent / "golden"
 VOLATILE = {"wall_time_s", "mlflow_run_id"}

@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from derelayl.core.derelayl import DeRelayLRunner, EconomyObserver
-from derelayl.core.economy import DeRelayLParams, EconomyState, balances_from_ledger
-from derelayl.core.errors import ConfigError
-from derelayl.core.incentives import INCENTIVES, Settlement, make_incentive
-from derelayl.core.performance import RandomWalkPerformance
-from derelayl.core.population import (BEHAVIOURS, FREE_RIDER, LABEL_FLIP, ChurnParams,
+from derelayl.protocol.runner import DeRelayLRunner, EconomyObserver
+from derelayl.protocol.round import DeRelayLParams, EconomyState, balances_from_ledger
+from derelayl.sim.errors import ConfigError
+from derelayl.protocol.incentives import INCENTIVES, Settlement, make_incentive
+from derelayl.protocol.quality import RandomWalkPerformance
+from derelayl.protocol.population import (BEHAVIOURS, FREE_RIDER, LABEL_FLIP, ChurnParams,
                                       Economics, EconomicsParams, assign_behaviours)
-from derelayl.core.seeding import numpy_rng
+from derelayl.sim.seeding import numpy_rng
 
 PARAMS = {"derelayl": {}, "derelayl_bounded": {"mint_per_win": 2.0, "gamma": 0.5},
           "uniform": {"reward": 1.0}, "data_size": {"reward": 1.0},
@@ -154,7 +154,7 @@ def test_attackers_earn_less_than_their_population_share(kind):
 
 
 def test_federated_payouts_by_hand():
-    from derelayl.core.incentives import FederatedPayouts
+    from derelayl.protocol.incentives import FederatedPayouts
 
     samples = np.array([10.0, 30.0, 20.0, 40.0])
     rounds = [([0, 1], [0.1, -0.2]), ([1, 2], [0.05, 0.3]), ([0, 3], [0.0, 0.2])]

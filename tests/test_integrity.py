@@ -21,8 +21,8 @@ from mlflow.tracking import MlflowClient
 
 from conftest import assert_one_line_error, tmp_overrides
 from derelayl.cli.ledger import main as ledger_main
-from derelayl.core.ledger import block_hash
-from derelayl.pipeline import run_experiment
+from derelayl.protocol.ledger import block_hash
+from derelayl.app.pipeline import run_experiment
 
 TINY_TRAINED = ("num_participants=10", "derelayl.rounds=3", "derelayl.num_test_cases=30",
                 "algorithm.local_epochs=1", "shapley.enabled=false")
@@ -140,7 +140,7 @@ def test_a_planted_payload_never_runs(finished_trained_run, tmp_path, name, cli_
 
 
 def test_checkpoint_is_data_only_and_an_old_pickle_is_refused(tmp_path, make_cfg, capsys):
-    from derelayl.tracking.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from derelayl.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
     import torch
 
@@ -160,7 +160,7 @@ def test_checkpoint_is_data_only_and_an_old_pickle_is_refused(tmp_path, make_cfg
     out = tmp_path / "run"
     out.mkdir()
     (out / "checkpoint.pkl").write_bytes(pickle.dumps({"old": 1}))
-    from derelayl.core.errors import ConfigError
+    from derelayl.sim.errors import ConfigError
 
     with pytest.raises(ConfigError, match="pickled checkpoint from an older version"):
         run_experiment(make_cfg(*WALK, "derelayl.rounds=2", "tracking=none"), out)
@@ -339,7 +339,7 @@ RESUMABLE = [
 
 @pytest.mark.parametrize("overrides", RESUMABLE, ids=lambda o: "-".join(o[:2]))
 def test_relay_and_fl_runs_resume_to_identical_numbers(make_cfg, tmp_path, monkeypatch, overrides):
-    from derelayl.tracking.checkpoint import RoundCheckpoint
+    from derelayl.io.checkpoint import RoundCheckpoint
 
     args = (*overrides, "tracking=none")
     full = run_experiment(make_cfg(*args), tmp_path / "full")
@@ -392,8 +392,8 @@ def _tracked_walk_run(tracked_walk, tmp_path):
 def forge_credit(run_dir: Path, amount: float = 5.0, who: int = 3) -> None:
     """A careful forger: adds a credit to the round-2 settlement, re-hashes the whole chain,
     deletes the checkpoint and rewrites every file that reports balances to match."""
-    from derelayl.core.metrics import gini
-    from derelayl.tracking.audit import replay_by_round
+    from derelayl.sim.stats import gini
+    from derelayl.io.audit import replay_by_round
 
     lines = (run_dir / "ledger.jsonl").read_text().splitlines()
     blocks = [json.loads(line) for line in lines]
@@ -518,7 +518,7 @@ def test_model_files_are_checked_against_their_commitments(finished_trained_run,
     shutil.copy(original / "model.pt", run_dir / "model.pt")
     state = torch.load(models[0], weights_only=True)
     next(iter(state.values())).add_(1.0)
-    from derelayl.core.performance import state_hash
+    from derelayl.protocol.quality import state_hash
 
     torch.save(state, run_dir / "models" / f"{state_hash(state)}.pt")  # stored, never committed
     code, text, _ = ledger("verify", str(run_dir), "--no-anchor", capsys=capsys)

@@ -2,7 +2,7 @@
 
 import copy
 
-from derelayl.core.ledger import (GENESIS_HASH, Ledger, block_hash, canonical_json, sha256_hex,
+from derelayl.protocol.ledger import (GENESIS_HASH, Ledger, block_hash, canonical_json, sha256_hex,
                                   verify_chain)
 
 

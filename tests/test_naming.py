@@ -6,7 +6,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import tmp_overrides
 from derelayl.cli.train import config_dir
-from derelayl.tracking import naming
+from derelayl.app import naming
 
 GROUPS = sorted(p.name for p in config_dir().iterdir() if p.is_dir())
 

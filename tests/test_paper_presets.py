@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from derelayl.cli.train import config_dir
 from derelayl.reporting.study import RunRecord, filter_runs, group_runs
-from derelayl.tracking.sweep import count_jobs
+from derelayl.io.sweep import count_jobs
 
 PRESETS = sorted(p.stem for p in (config_dir() / "experiment").glob("paper_*.yaml"))
 SWEEPS = {  # preset -> (MLflow experiment, number of jobs)

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from derelayl.core.errors import ConfigError
-from derelayl.core.partition import (DirichletPartitioner, FeatureNoisePartitioner,
+from derelayl.sim.errors import ConfigError
+from derelayl.data.partition import (DirichletPartitioner, FeatureNoisePartitioner,
                                      IIDPartitioner, QuantitySkewPartitioner, ShardsPartitioner)
-from derelayl.core.seeding import numpy_rng
+from derelayl.sim.seeding import numpy_rng
 
 LABELS = np.random.default_rng(0).integers(0, 10, size=2000)
 

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from derelayl.pipeline import run_experiment
-from derelayl.tracking.economy_files import EconomyFiles
+from derelayl.app.pipeline import run_experiment
+from derelayl.io.ledger_files import EconomyFiles
 
 
 def lines(caplog) -> list[str]:
@@ -65,7 +65,7 @@ def test_a_skipped_run_says_what_it_holds(make_cfg, tmp_path, caplog):
 
 
 def test_shapley_values_show_progress(caplog):
-    from derelayl.runners.fairness import ProgressValue
+    from derelayl.app.runners.fairness import ProgressValue
 
     class Game:
         players = [1, 2, 3]

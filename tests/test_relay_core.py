@@ -8,16 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from derelayl.core.errors import ConfigError
-from derelayl.core.evaluation import EvalSet
-from derelayl.core.events import Observer
-from derelayl.core.participants import ParticipantData
-from derelayl.core.relay import RelayRunner
-from derelayl.core.schedules import LargestFirstSchedule, RandomSchedule, RingSchedule
-from derelayl.core.seeding import numpy_rng, torch_generator
+from derelayl.sim.errors import ConfigError
+from derelayl.learning.evaluation import EvalSet
+from derelayl.sim.events import Observer
+from derelayl.data.participants import ParticipantData
+from derelayl.algorithms.relay import RelayRunner
+from derelayl.algorithms.schedules import LargestFirstSchedule, RandomSchedule, RingSchedule
+from derelayl.sim.seeding import numpy_rng, torch_generator
 from derelayl.models.lit import ClassifierModule
 from derelayl.models.nets import CNN, MLP
-from derelayl.training.hop import LightningHop
+from derelayl.learning.hop import LightningHop
 
 
 def make_participants(sizes, seed=0):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from derelayl.core.royalties import RoyaltyBook
+from derelayl.protocol.royalties import RoyaltyBook
 
 
 def walk_payouts(models, winners, n, gamma):

@@ -9,22 +9,22 @@ import numpy as np
 import pytest
 import torch
 
-from derelayl.core.coalitions import (FederatedCoalitionValue, LineageCoalitionValue,
+from derelayl.valuation.coalitions import (FederatedCoalitionValue, LineageCoalitionValue,
                                       RelayCoalitionValue)
-from derelayl.core.errors import ConfigError
-from derelayl.core.evaluation import EvalSet, evaluate
-from derelayl.core.fl import FedAvg, FederatedRunner
-from derelayl.core.hop import HopStats
-from derelayl.core.participants import ParticipantData
-from derelayl.core.performance import InMemoryModelStore, TrainedPerformance
-from derelayl.core.relay import RelayRunner
-from derelayl.core.schedules import RandomSchedule, RingSchedule
-from derelayl.core.seeding import numpy_rng, torch_generator
-from derelayl.core.shapley import (CachedValue, exact_shapley, pearson, rankdata, shapley_values,
+from derelayl.sim.errors import ConfigError
+from derelayl.learning.evaluation import EvalSet, evaluate
+from derelayl.algorithms.fl.runner import FedAvg, FederatedRunner
+from derelayl.learning.hop import HopStats
+from derelayl.data.participants import ParticipantData
+from derelayl.protocol.quality import InMemoryModelStore, TrainedPerformance
+from derelayl.algorithms.relay import RelayRunner
+from derelayl.algorithms.schedules import RandomSchedule, RingSchedule
+from derelayl.sim.seeding import numpy_rng, torch_generator
+from derelayl.valuation.shapley import (CachedValue, exact_shapley, pearson, rankdata, shapley_values,
                                    spearman, tmc_shapley)
 from derelayl.models.lit import ClassifierModule
 from derelayl.models.nets import MLP
-from derelayl.training.hop import LightningHop
+from derelayl.learning.hop import LightningHop
 
 torch.set_num_threads(1)
 
@@ -367,7 +367,7 @@ def test_federated_coalitions_keep_each_clients_stream():
 def test_relay_and_fl_runs_report_participants_shapley_values(make_cfg, tmp_path, algorithm):
     import json
 
-    from derelayl.pipeline import run_experiment
+    from derelayl.app.pipeline import run_experiment
 
     out = tmp_path / "run"
     metrics = run_experiment(make_cfg(*algorithm, "num_participants=4", "tracking=none",

@@ -27,7 +27,7 @@ def run_overrides(overrides: Sequence[str], out_dir: str | Path,
     from hydra import compose, initialize_config_dir
 
     from derelayl.cli.train import config_dir
-    from derelayl.pipeline import run_experiment
+    from derelayl.app.pipeline import run_experiment
 
     torch.set_num_threads(1)
     out_dir = Path(out_dir)

@@ -32,8 +32,8 @@ def run_cli(prog: str, body: Callable[[], None]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from derelayl.core.errors import ConfigError
-    from derelayl.data import DataError
+    from derelayl.sim.errors import ConfigError
+    from derelayl.data.datasets import DataError
 
     try:
         body()

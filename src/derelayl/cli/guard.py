@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 from hydra.experimental.callback import Callback
 
-from derelayl.core.errors import ConfigError, RunInterrupted
+from derelayl.sim.errors import ConfigError, RunInterrupted
 
 # sweeps up to this many jobs are checked job by job (~0.1 s each); larger ones value by value
 MAX_CHECKED_JOBS = 128
@@ -88,7 +88,7 @@ def one_line_errors(prog: str) -> Iterator[None]:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from derelayl.data import DataError
+    from derelayl.data.datasets import DataError
 
     previous = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -126,7 +126,7 @@ class RunGuard(Callback):
 
     @_refusing
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        from derelayl.tracking.rundir import note_hydra_run_dir
+        from derelayl.io.run_folder import note_hydra_run_dir
 
         note_hydra_run_dir(Path(str(config.hydra.run.dir)))
 
@@ -134,7 +134,7 @@ class RunGuard(Callback):
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         from hydra.core.hydra_config import HydraConfig
 
-        from derelayl.tracking.rundir import writable_target
+        from derelayl.io.run_folder import writable_target
 
         if not HydraConfig.initialized():
             HydraConfig.instance().set_config(config)
@@ -185,8 +185,8 @@ def check_sweep(config: Any) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict, read_write
 
-    from derelayl.config_schema import check_config
-    from derelayl.runners import runner_for
+    from derelayl.app.schema import check_config
+    from derelayl.app.runners import runner_for
 
     jobs = sweep_jobs(config)
     if not jobs or not GlobalHydra.instance().is_initialized():

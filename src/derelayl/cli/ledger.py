@@ -5,7 +5,7 @@
 
 ``verify`` checks the chain, replays the books against every file the run reports, re-hashes the
 stored models, and compares the chain's head after every round with its anchor in the MLflow
-run(s) the folder was tracked in (see ``derelayl.tracking.audit`` for what it does and does not
+run(s) the folder was tracked in (see ``derelayl.io.audit`` for what it does and does not
 prove). Nothing in the folder is unpickled or executed. Bad input (not a run folder, an unknown
 command) is one line and exit status 2.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from derelayl.tracking.audit import Audit, NotARun, Tampered, read_blocks
+from derelayl.io.audit import Audit, NotARun, Tampered, read_blocks
 
 PROG = "derelayl-ledger"
 
@@ -50,9 +50,9 @@ def verify(run_dir: Path, run_ids: list[str] | None = None, tracking_uri: str | 
 
 
 def show(run_dir: Path) -> str:
-    from derelayl.tracking.audit import _read_yaml
-    from derelayl.tracking.checkpoint import CHECKPOINT_FILE, CheckpointError
-    from derelayl.tracking.economy_files import LEDGER_FILE, read_checkpoint
+    from derelayl.io.audit import _read_yaml
+    from derelayl.io.checkpoint import CHECKPOINT_FILE, CheckpointError
+    from derelayl.io.ledger_files import LEDGER_FILE, read_checkpoint
 
     if not (run_dir / LEDGER_FILE).is_file():
         raise NotARun(f"no {LEDGER_FILE} in {run_dir} (not a DeRelayL run directory, or "
@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="verify: BAD unless an anchor in MLflow could be checked")
     args = ap.parse_args(argv)
     if args.tracking_uri is not None:
-        from derelayl.config_schema import TrackingUri
-        from derelayl.core.errors import ConfigError
+        from derelayl.app.schema import TrackingUri
+        from derelayl.sim.errors import ConfigError
 
         try:
             TrackingUri().check("--tracking-uri", args.tracking_uri)

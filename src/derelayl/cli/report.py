@@ -29,8 +29,8 @@ class _Parser(argparse.ArgumentParser):
 
 def check_arguments(args, error) -> None:
     """Every bad argument is one line, before anything is read or written."""
-    from derelayl.config_schema import TrackingUri
-    from derelayl.core.errors import ConfigError
+    from derelayl.app.schema import TrackingUri
+    from derelayl.sim.errors import ConfigError
 
     if args.experiment is not None and not args.experiment.strip():
         error("--experiment must be a non-empty MLflow experiment name")
@@ -142,7 +142,7 @@ def main(argv=None) -> None:
 
     import os
 
-    from derelayl.core.errors import ConfigError
+    from derelayl.sim.errors import ConfigError
     from derelayl.reporting.study import (ReportError, filter_runs, load_mlflow_runs,
                                           load_run_dirs, write_report)
 
@@ -150,7 +150,7 @@ def main(argv=None) -> None:
         if args.experiment:
             uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") \
                 or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-            from derelayl.tracking.store import open_client
+            from derelayl.io.mlflow_store import open_client
 
             open_client(uri, create=False)  # exists and answers: never create a store to read it
             runs = load_mlflow_runs(uri, args.experiment, args.parent_run)

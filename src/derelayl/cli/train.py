@@ -10,7 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from derelayl.core.errors import ConfigError
+from derelayl.sim.errors import ConfigError
 
 log = logging.getLogger("derelayl")
 PROG = "derelayl-train"
@@ -60,7 +60,7 @@ def hydra_record(cfg: DictConfig):
     so Hydra itself writes nothing into a folder it might have to refuse)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from derelayl.tracking.rundir import HydraRecord
+    from derelayl.io.run_folder import HydraRecord
 
     hydra_cfg = HydraConfig.instance().cfg
     return HydraRecord(documents={
@@ -78,9 +78,9 @@ def hydra_main(cfg: DictConfig) -> float | None:
     log.info("%s: %s on %s, seed %s; loading PyTorch ...", PROG,
              *(OmegaConf.select(cfg, key, default="?") for key in
                ("algorithm.name", "dataset.name", "seed")))
-    from derelayl.data import DataError  # imports torch (seconds): after the first line
-    from derelayl.pipeline import run_experiment
-    from derelayl.tracking.signals import stop_on_signals
+    from derelayl.data.datasets import DataError  # imports torch (seconds): after the first line
+    from derelayl.app.pipeline import run_experiment
+    from derelayl.io.signals import stop_on_signals
 
     try:
         with stop_on_signals():
@@ -97,7 +97,7 @@ def launch_name(cfg: DictConfig) -> str | None:
     from hydra import compose
     from hydra.core.hydra_config import HydraConfig
 
-    from derelayl.tracking import naming
+    from derelayl.app import naming
 
     try:
         overrides = list(HydraConfig.get().overrides.task)

@@ -1,5 +1,3 @@
-"""Datasets: loading, normalisation and the fixed train / validation / test split."""
-
-from derelayl.data.datasets import DataError, DatasetSplits, load_dataset
-
-__all__ = ["DataError", "DatasetSplits", "load_dataset"]
+"""Data: the embedded and torchvision datasets with their fixed splits (``datasets``, edge), the
+non-IID partitioners and participants' data (``partition``, ``participants``: core), and the
+splits and partitions materialised by the DVC stages (``prepared``, edge)."""

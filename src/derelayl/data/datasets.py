@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from derelayl.core.errors import ConfigError
-from derelayl.core.evaluation import EvalSet
-from derelayl.core.seeding import numpy_rng
+from derelayl.sim.errors import ConfigError
+from derelayl.learning.evaluation import EvalSet
+from derelayl.sim.seeding import numpy_rng
 
 
 class DataError(RuntimeError):

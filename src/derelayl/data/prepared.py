@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from derelayl.core.errors import ConfigError
-from derelayl.core.evaluation import EvalSet
-from derelayl.core.partition import Partition
+from derelayl.sim.errors import ConfigError
+from derelayl.learning.evaluation import EvalSet
+from derelayl.data.partition import Partition
 from derelayl.data.datasets import DatasetSplits
 
 SPLIT_ARRAYS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")

@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from derelayl.core.errors import ConfigError
+from derelayl.sim.errors import ConfigError
 
 
 class MLP(nn.Module):

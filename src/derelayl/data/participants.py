@@ -1,0 +1,34 @@
+"""Participants' private data, cut from the training split by a partition."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from derelayl.data.partition import Partition
+from derelayl.sim.seeding import torch_generator
+
+
+@dataclass(frozen=True)
+class ParticipantData:
+    pid: int
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def build_participants(x: torch.Tensor, y: torch.Tensor, partition: Partition,
+                       seed: int) -> list[ParticipantData]:
+    """Slice the training tensors; feature-noise skew is added once, from the seed."""
+    out = []
+    for pid, idx in enumerate(partition.indices):
+        index = torch.as_tensor(idx, dtype=torch.long)
+        xi = x[index]
+        if partition.noise_std is not None and partition.noise_std[pid] > 0:
+            gen = torch_generator(seed, "feature_noise", pid)
+            xi = xi + partition.noise_std[pid] * torch.randn(xi.shape, generator=gen, dtype=xi.dtype)
+        out.append(ParticipantData(pid, xi.contiguous(), y[index].contiguous()))
+    return out

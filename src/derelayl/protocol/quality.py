@@ -1,0 +1,331 @@
+"""Performance models of the DeRelayL economy: how good a trained model is.
+
+``random_walk`` is the authors' abstraction (perf = parent's perf + N(1, 1), quality =
+sigmoid(perf)); ``trained`` trains real models on each trainer's own data and scores them on test
+cases drawn from the validation split. Both index models by the participant whose newest model
+they are, which is all the protocol needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from derelayl.sim.errors import ConfigError
+from derelayl.learning.evaluation import EvalSet, evaluate
+from derelayl.learning.hop import HopTrainer, weights_finite
+from derelayl.protocol.ledger import sha256_hex
+from derelayl.data.participants import ParticipantData
+from derelayl.protocol.population import FREE_RIDER, HONEST, LABEL_FLIP, NOISE
+from derelayl.sim.devices import Devices, model_bytes
+from derelayl.sim.seeding import torch_generator
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+class RandomWalkPerformance:
+    """perf(child) = perf(parent) + N(drift, noise); ranked by perf, quality = sigmoid(perf).
+
+    Ranking uses perf itself, which orders models exactly as quality does but does not saturate
+    once sigmoid(perf) rounds to 1.0 in float64 (perf > 37, i.e. after ~37 rounds).
+    """
+
+    def __init__(self, num_participants: int, genesis: int = 0, drift: float = 1.0,
+                 noise: float = 1.0, hashing: bool = True, samples: np.ndarray | None = None):
+        # nominal sample passes per hop (training costs, equal-work comparisons)
+        self.samples = np.ones(num_participants) if samples is None else np.asarray(samples, float)
+        self.perf = np.zeros(num_participants)
+        self.best = np.full(num_participants, -np.inf)
+        self.best[genesis] = 0.0
+        self.drift, self.noise = float(drift), float(noise)
+        self.hashing = hashing
+        self.hashes = [""] * num_participants
+        if hashing:
+            self.hashes[genesis] = sha256_hex("random-walk-genesis")
+        self.samples_seen = 0
+
+    def train(self, round_, parents, trainers, rng, dropped=0, behaviours=None):
+        """Honest (and sybil) hops add N(drift, noise); a free-rider returns the parent as is;
+        label flipping subtracts |N(drift, noise)|; noised weights fall N(3 drift, noise)."""
+        step = rng.normal(self.drift, self.noise, len(trainers))
+        unchanged = np.zeros(len(trainers), dtype=bool)
+        if behaviours is not None:
+            unchanged = behaviours == FREE_RIDER
+            step[unchanged] = 0.0
+            flip = behaviours == LABEL_FLIP
+            step[flip] = -np.abs(step[flip])
+            noisy = behaviours == NOISE
+            step[noisy] -= 4 * self.drift
+        self.perf[trainers] = self.perf[parents] + step
+        self.best[trainers] = np.maximum(self.best[trainers], self.perf[trainers])
+        self.samples_seen += int(self.samples[trainers[~unchanged]].sum())
+        if self.hashing:
+            for i, (t, o) in enumerate(zip(trainers.tolist(), parents.tolist())):
+                self.hashes[t] = (self.hashes[o] if unchanged[i] else
+                                  sha256_hex(f"{self.hashes[o]}:{t}:{round_}:{self.perf[t]!r}"))
+        return unchanged
+
+    def test(self, round_, trainers, parents, num_cases, rng):
+        return (self.perf[trainers].copy(), np.zeros(len(trainers)), sha256_hex(f"cases:{round_}"),
+                self.perf[parents].copy())
+
+    def quality(self, scores):
+        return sigmoid(scores)
+
+    def samples_of(self, participants):
+        return self.samples[participants]
+
+    def model_hashes(self, participants):
+        return [self.hashes[i] for i in participants.tolist()]
+
+    def round_metrics(self):
+        held = np.isfinite(self.best)
+        return {"best_quality": float(sigmoid(self.best[held]).max()),
+                "mean_best_quality": float(sigmoid(self.best[held]).mean())}
+
+    def release_unused(self):
+        pass
+
+    def state_dict(self):
+        return {"perf": self.perf.copy(), "best": self.best.copy(), "hashes": list(self.hashes),
+                "samples_seen": self.samples_seen, "samples": self.samples.copy()}
+
+    def load_state_dict(self, state):
+        self.perf, self.best = state["perf"].copy(), state["best"].copy()
+        self.hashes, self.samples_seen = list(state["hashes"]), int(state["samples_seen"])
+        self.samples = state["samples"].copy()
+
+
+# -- trained models ------------------------------------------------------------------------------
+
+def state_hash(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and raw bytes of a state_dict (content address)."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
+    return h.hexdigest()
+
+
+class ModelStore(Protocol):
+    """Content-addressed weights: ``put`` under their hash, ``retain`` drops everything else."""
+
+    def put(self, key: str, state: dict[str, torch.Tensor]) -> None: ...
+
+    def get(self, key: str) -> dict[str, torch.Tensor]: ...
+
+    def retain(self, keys: set[str]) -> None: ...
+
+
+class InMemoryModelStore:
+    def __init__(self):
+        self.models: dict[str, dict[str, torch.Tensor]] = {}
+
+    def put(self, key, state):
+        self.models[key] = state
+
+    def get(self, key):
+        return self.models[key]
+
+    def retain(self, keys):
+        for key in set(self.models) - set(keys):
+            del self.models[key]
+
+    def __contains__(self, key):
+        return key in self.models
+
+
+class TrainedPerformance:
+    """Real hops on each trainer's own partition; score = accuracy on the round's test cases.
+
+    Ties in accuracy are broken by loss. Every trained model is also evaluated on the whole
+    validation split (each participant's best model is chosen by it, as is the run's best model)
+    and, for reporting only, on the test split.
+
+    Communication and simulated time (with ``devices``): every matched trainer downloads its
+    owner's model, every returned model is uploaded once (to the commitment block's miner); the
+    hops of a round run in parallel, so a round lasts as long as its slowest returned trainer's
+    download + training + upload.
+    """
+
+    def __init__(self, model: torch.nn.Module, hop: HopTrainer,
+                 participants: list[ParticipantData], validation: EvalSet, test: EvalSet,
+                 store: ModelStore, seed: int, genesis: int = 0, devices: Devices | None = None,
+                 noise_std: float = 1.0):
+        self.model, self.hop, self.participants = model, hop, participants
+        self.validation, self.test_set, self.store, self.seed = validation, test, store, seed
+        n = len(participants)
+        self.own: list[str | None] = [None] * n
+        self.best: list[str | None] = [None] * n
+        self.best_val = np.full(n, -1.0)
+        self.best_test = np.full(n, np.nan)
+        self.global_best: tuple[str, float, float] | None = None  # hash, val acc, test acc
+        self.samples_seen = 0
+        self.devices = devices
+        self.noise_std = float(noise_std)
+        self.last_samples = np.zeros(n)
+        self.model_bytes = model_bytes(model)
+        self.bytes = 0
+        self.sim_time_s = 0.0
+        key = self._put()
+        self.genesis_key = key
+        # every model's (parent, round, trainer): the lineage of the best model, for Shapley
+        self.origin: dict[str, tuple[str, int, int]] = {}
+        self.own[genesis] = key
+        self._consider(genesis, key)
+
+    def check_cases(self, num_cases: int) -> None:
+        if num_cases > len(self.validation):
+            raise ConfigError(
+                f"derelayl.num_test_cases={num_cases} exceeds the validation split "
+                f"({len(self.validation)} samples); use at most {len(self.validation)}")
+
+    def _put(self) -> str:
+        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        key = state_hash(state)
+        self.store.put(key, state)
+        return key
+
+    def _consider(self, participant: int, key: str,
+                  val: tuple[float, float] | None = None) -> None:
+        _, val_acc = val if val is not None else evaluate(self.model, self.validation)
+        if val_acc > self.best_val[participant]:
+            _, test_acc = evaluate(self.model, self.test_set)
+            self.best[participant] = key
+            self.best_val[participant], self.best_test[participant] = val_acc, test_acc
+            if self.global_best is None or val_acc > self.global_best[1]:
+                self.global_best = (key, val_acc, test_acc)
+
+    def train(self, round_, parents, trainers, rng, dropped=0, behaviours=None):
+        """A hop per trainer; a free-rider returns its parent unchanged, a `noise` adversary
+        returns the parent's weights plus N(0, noise_std^2) instead of training.
+
+        A hop whose weights (or validation loss) come back non-finite, a diverged optimizer's,
+        is failed (``self.failed``): nothing is stored, the trainer keeps its previous model,
+        and the protocol treats it as a model that never came back (it cannot win)."""
+        self.bytes += self.model_bytes * (2 * len(trainers) + dropped)
+        slowest = 0.0
+        unchanged = np.zeros(len(trainers), dtype=bool)
+        self.failed = np.zeros(len(trainers), dtype=bool)
+        for i, (owner, trainer) in enumerate(zip(parents.tolist(), trainers.tolist())):
+            kind = HONEST if behaviours is None else int(behaviours[i])
+            self.model.load_state_dict(self.store.get(self.own[owner]))
+            samples = 0
+            if kind == FREE_RIDER:
+                unchanged[i] = True
+                self.own[trainer] = self.own[owner]
+                self.last_samples[trainer] = 0
+                continue
+            if kind == NOISE:
+                gen = torch_generator(self.seed, "noise", round_, trainer)
+                with torch.no_grad():
+                    for tensor in self.model.state_dict().values():
+                        if tensor.is_floating_point():
+                            tensor.add_(self.noise_std * torch.randn(tensor.shape, generator=gen))
+            else:
+                stats = self.hop(self.model, self.participants[trainer],
+                                 torch_generator(self.seed, "hop", round_, trainer))
+                samples = stats.samples
+            self.samples_seen += samples
+            self.last_samples[trainer] = samples
+            if self.devices is not None:
+                slowest = max(slowest, self.devices.train_seconds(trainer, samples)
+                              + self.devices.transfer_seconds(trainer, 2 * self.model_bytes))
+            val = evaluate(self.model, self.validation) if weights_finite(self.model) else None
+            if val is None or not np.isfinite(val[0]):
+                self.failed[i] = True
+                continue
+            key = self._put()
+            self.origin.setdefault(key, (self.own[owner], int(round_), int(trainer)))
+            self.own[trainer] = key
+            self._consider(trainer, key, val)
+        self.sim_time_s += slowest
+        return unchanged
+
+    def test(self, round_, trainers, parents, num_cases, rng):
+        cases = np.sort(rng.choice(len(self.validation), size=num_cases, replace=False))
+        digest = sha256_hex(cases.astype(np.int64).tobytes()
+                            + self.validation.y[cases].numpy().astype(np.int64).tobytes())
+        subset = self.validation.subset(torch.as_tensor(cases))
+        cache: dict[str, tuple[float, float]] = {}
+
+        def score(key: str) -> tuple[float, float]:
+            if key not in cache:
+                self.model.load_state_dict(self.store.get(key))
+                cache[key] = evaluate(self.model, subset)
+            return cache[key]
+
+        scores, losses = np.zeros(len(trainers)), np.zeros(len(trainers))
+        for i, trainer in enumerate(trainers.tolist()):
+            losses[i], scores[i] = score(self.own[trainer])
+        parent_scores = np.array([score(self.own[o])[1] for o in parents.tolist()])
+        return scores, losses, digest, parent_scores
+
+    def quality(self, scores):
+        return np.asarray(scores, dtype=np.float64)
+
+    def samples_of(self, participants):
+        return self.last_samples[participants]
+
+    def model_hashes(self, participants):
+        return [self.own[i] for i in participants.tolist()]
+
+    def round_metrics(self):
+        held = self.best_val >= 0
+        gb = self.global_best
+        # val_acc / test_acc: those of the run's model, the best so far by validation (what the
+        # relay and FL report as theirs), so every method's history has the same columns
+        return {"best_val_acc": float(gb[1]), "best_test_acc": float(gb[2]),
+                "val_acc": float(gb[1]), "test_acc": float(gb[2]),
+                "mean_participant_best_test_acc": float(np.nanmean(self.best_test[held])),
+                "bytes": float(self.bytes), "sim_time_s": self.sim_time_s}
+
+    def lineage(self, key: str | None = None) -> list[tuple[int, int]]:
+        """The hops ``(round, trainer)`` that made a model (default: the run's best), oldest first."""
+        key = key or self.global_best[0]
+        hops = []
+        while key in self.origin:
+            parent, round_, trainer = self.origin[key]
+            hops.append((round_, trainer))
+            key = parent
+        return hops[::-1]
+
+    def genesis_model(self) -> torch.nn.Module:
+        self.model.load_state_dict(self.store.get(self.genesis_key))
+        return self.model
+
+    def live_keys(self) -> set[str]:
+        keys = {k for k in self.own if k} | {k for k in self.best if k} | {self.genesis_key}
+        if self.global_best:
+            keys.add(self.global_best[0])
+        return keys
+
+    def release_unused(self):
+        self.store.retain(self.live_keys())
+
+    def best_model(self) -> torch.nn.Module:
+        self.model.load_state_dict(self.store.get(self.global_best[0]))
+        return self.model
+
+    def state_dict(self):
+        return {"own": list(self.own), "best": list(self.best), "best_val": self.best_val.copy(),
+                "best_test": self.best_test.copy(), "global_best": self.global_best,
+                "samples_seen": self.samples_seen, "live_keys": sorted(self.live_keys()),
+                "bytes": self.bytes, "sim_time_s": self.sim_time_s,
+                "last_samples": self.last_samples.copy(), "origin": dict(self.origin),
+                "genesis_key": self.genesis_key}
+
+    def load_state_dict(self, state):
+        self.own, self.best = list(state["own"]), list(state["best"])
+        self.best_val, self.best_test = state["best_val"].copy(), state["best_test"].copy()
+        self.global_best, self.samples_seen = state["global_best"], int(state["samples_seen"])
+        self.bytes, self.sim_time_s = int(state["bytes"]), float(state["sim_time_s"])
+        self.last_samples = state["last_samples"].copy()
+        self.origin, self.genesis_key = dict(state["origin"]), state["genesis_key"]
+

@@ -1,1 +1,0 @@
-"""Observers of the core's events: console progress, files in the run directory, MLflow."""

@@ -1,1 +1,0 @@
-"""How a hop is executed on a LightningModule."""
