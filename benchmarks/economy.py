@@ -12,7 +12,7 @@ import argparse
 import time
 
 from derelayl.protocol.runner import DeRelayLRunner
-from derelayl.protocol.round import DeRelayLParams
+from derelayl.protocol.params import DeRelayLParams
 from derelayl.protocol.quality import RandomWalkPerformance
 
 

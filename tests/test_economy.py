@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from derelayl.protocol.runner import DeRelayLRunner, EconomyObserver
-from derelayl.protocol.round import (DeRelayLParams, EconomyState, balances_from_ledger,
-                                   play_round)
+from derelayl.protocol.ledger import balances_from_ledger
+from derelayl.protocol.params import DeRelayLParams
+from derelayl.protocol.round import play_round
+from derelayl.protocol.state import EconomyState
 from derelayl.sim.errors import ConfigError
 from derelayl.protocol.incentives import make_incentive
 from derelayl.protocol.ledger import Ledger, verify_chain

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from derelayl.protocol.runner import DeRelayLRunner, EconomyObserver
-from derelayl.protocol.round import DeRelayLParams, EconomyState, balances_from_ledger
+from derelayl.protocol.ledger import balances_from_ledger
+from derelayl.protocol.params import DeRelayLParams
+from derelayl.protocol.state import EconomyState
 from derelayl.sim.errors import ConfigError
 from derelayl.protocol.incentives import INCENTIVES, Settlement, make_incentive
 from derelayl.protocol.quality import RandomWalkPerformance

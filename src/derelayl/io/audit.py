@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from derelayl.protocol.round import balances_from_ledger
+from derelayl.protocol.ledger import balances_from_ledger
 from derelayl.protocol.ledger import BLOCK_KINDS, GENESIS_HASH, verify_chain
 from derelayl.sim.stats import gini
 from derelayl.io.anchor import HEAD_METRIC, HEAD_TAG, head_code, heads_by_round

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from derelayl.protocol.runner import EconomyObserver
-from derelayl.protocol.round import EconomyState
+from derelayl.protocol.state import EconomyState
 from derelayl.sim.errors import ConfigError
 from derelayl.protocol.ledger import GENESIS_HASH, Ledger, canonical_json
 from derelayl.io.checkpoint import (CHECKPOINT_FILE, CheckpointError, load_checkpoint,

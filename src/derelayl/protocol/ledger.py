@@ -2,7 +2,9 @@
 
 A block's hash is SHA-256 over the canonical JSON (sorted keys, no whitespace, ASCII) of every
 field except the hash itself, and includes the previous block's hash, so changing any byte of
-any block breaks the chain from there on. Persistence is the edge's job (``tracking.ledger``).
+any block breaks the chain from there on. ``balances_from_ledger`` replays every coin movement
+the blocks record (what ``derelayl-ledger verify`` checks the run's books against). Persistence
+is the edge's job (``derelayl.io.ledger_files``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
+
+import numpy as np
 
 GENESIS_HASH = "0" * 64
 BLOCK_KINDS = ("deposit", "commitment", "testing", "settlement")
@@ -86,3 +90,23 @@ class Ledger:
     def take(self) -> list[dict[str, Any]]:
         out, self.pending = self.pending, []
         return out
+
+
+def balances_from_ledger(blocks, num_participants: int) -> tuple[np.ndarray, float, float]:
+    """Replay every coin movement recorded in the blocks: (coins, minted, burned)."""
+    coins = np.zeros(num_participants)
+    minted = burned = 0.0
+    for block in blocks:
+        pay = block["payload"]
+        coins[block["writer"]] += pay["fee"]
+        minted += pay["fee"]
+        if block["kind"] == "deposit":
+            for trainer, bid_t, owner, bid_o in pay["deposits"]:
+                coins[trainer] -= bid_t
+                coins[owner] -= bid_o
+        elif block["kind"] == "settlement":
+            for who, amount in pay["credits"].items():
+                coins[int(who)] += amount
+            minted += pay["royalties_minted"]
+            burned += pay["forfeited"]
+    return coins, minted, burned

@@ -9,7 +9,7 @@ they are, which is all the protocol needs.
 from __future__ import annotations
 
 import hashlib
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -22,6 +22,40 @@ from derelayl.data.participants import ParticipantData
 from derelayl.protocol.population import FREE_RIDER, HONEST, LABEL_FLIP, NOISE
 from derelayl.sim.devices import Devices, model_bytes
 from derelayl.sim.seeding import torch_generator
+
+
+class PerformanceModel(Protocol):
+    """How trained models perform. Participants index their own newest model."""
+
+    samples_seen: int
+
+    def train(self, round_: int, parents: np.ndarray, trainers: np.ndarray,
+              rng: np.random.Generator, dropped: int = 0,
+              behaviours: np.ndarray | None = None) -> np.ndarray:
+        """Each trainer trains the newest model of its parent (an owner): version round+1.
+        ``dropped`` matched trainers received a model but returned nothing. Returns, per
+        trainer, whether its model came back unchanged (identical to the parent)."""
+
+    def test(self, round_: int, trainers: np.ndarray, parents: np.ndarray, num_cases: int,
+             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str, np.ndarray]:
+        """Scores (higher is better), tie-breaks (lower is better), digest of the test cases,
+        and the parents' scores on the same cases."""
+
+    def model_hashes(self, participants: np.ndarray) -> list[str]: ...
+
+    def quality(self, scores: np.ndarray) -> np.ndarray:
+        """Scores on the scale a participant values (accuracy, or sigmoid(perf))."""
+
+    def samples_of(self, participants: np.ndarray) -> np.ndarray:
+        """Sample passes each participant's last hop took (for its training cost)."""
+
+    def round_metrics(self) -> dict[str, float]: ...
+
+    def release_unused(self) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

@@ -1,241 +1,43 @@
-"""The DeRelayL round (SPEC section 2), simulated with array operations.
+"""The DeRelayL round (SPEC section 2) as a sequence of named phases.
 
-State lives in numpy arrays indexed by participant; one round is a fixed number of vectorised
-steps whatever the round number. Relay royalties use lineage owner histograms: the row of a
-model owner holds, per participant, how many models on the lineage of that owner's newest model
-the participant trained (genesis included). A win pays that row (+1 coin per ancestor owner) in
-one vector add, and a new owner's row is its parent's row plus itself: no walk up the lineage.
+:func:`play_round` runs them in the protocol's order; each phase is a short function of the
+parameters, the economy's state and the round's working record (:class:`Round`), and each draws
+from the round's own random stream in a fixed order (so a round replays exactly):
+
+1. :func:`assign_roles`: owners (last round's winners), trainers drawn from the other active
+   participants, the rest miners;
+2. :func:`bid`: trainers bid more the staler their newest model; owners a share of a budget;
+3. :func:`match`: owners by quality each take the next k trainers by bid; deposits are taken;
+4. :func:`write_deposit_block`;
+5. :func:`train_hops`: matched trainers train their owner's model (drop-outs return nothing, a
+   diverged hop fails);
+6. :func:`commit_models`: the commitment block (hashes; its miner receives the models);
+7. :func:`test_models`: the testing block and each model's score on the round's test cases;
+8. :func:`settle`: the ranking, winners, refunds, forfeits and what the incentive mints;
+   :func:`hand_over`: winners own the next round's models;
+9. :func:`book_population`: utilities and churn; :func:`round_metrics`: what is reported.
 
 How a model performs is delegated to a performance model (``random_walk`` or ``trained``,
-see ``core.performance``); the protocol only sees scores.
+``derelayl.protocol.quality``): the protocol only sees scores. Relay royalties use lineage
+owner histograms (``EconomyState.lineage``): a win pays its owner's row in one vector add.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from derelayl.sim.errors import ConfigError
 from derelayl.protocol.incentives import DeRelayLRoyalty, IncentiveScheme, Settlement
 from derelayl.protocol.ledger import Ledger, sha256_hex
-from derelayl.sim.stats import version_shares
+from derelayl.protocol.params import DeRelayLParams
 from derelayl.protocol.population import (DROPOUT, HONEST, SYBIL, ChurnParams, book_utility,
-                                      churn_step, population_metrics)
-
-
-DEPOSIT_RECORDS = ("pair", "deposit")
-NO_WINNER_RULES = ("keep_owners", "reset")
-
-
-@dataclass(frozen=True)
-class DeRelayLParams:
-    """Every protocol constant; defaults are the authors' simulation values."""
-
-    num_participants: int = 256
-    rounds: int = 100
-    active_share: float = 0.5  # (model owners + trainers) / N
-    trainers_per_owner: int = 4  # k
-    owner_budget: float = 0.001
-    winner_share: float = 0.5  # s: the best floor(s * #trained) models win
-    dropout: float = 0.1
-    num_test_cases: int = 100
-    royalty: float = 1.0  # coins to the owner of every model on a winner's lineage
-    fee_per_deposit: float = 0.001  # deposit block, per deposit record
-    # what a deposit record is: "pair" (the authors': one record per matched owner-trainer pair,
-    # holding both deposits) or "deposit" (ours before: one per deposit, two per pair)
-    deposit_records: str = "pair"
-    fee_per_commitment: float = 0.001  # commitment block, per model hash
-    fee_per_test_case: float = 0.001  # testing block, per case ...
-    fee_per_tested_hash: float = 0.001  # ... and per model hash
-    fee_per_ranked_model: float = 0.001  # settlement block, per model ...
-    fee_per_model_case: float = 0.001  # ... and per model x case
-    genesis_participant: int = 0
-    version_depth: int = 10  # version shares: latest, latest-1 .. latest-depth, older, none
-    # participants taking part at the start (0: all); with churn the rest are the join pool
-    initial_active: int = 0
-    # verification (our extension; None = the authors' protocol): a model is eligible to win
-    # only if its score is at least its parent's score on the same test cases minus this margin
-    acceptance_margin: float | None = None
-    # a round in which no model wins: "keep_owners" (ours: last round's owners stay owners and
-    # try again next round) or "reset" (the authors' code: the owner list is rebuilt from the
-    # winners, so it is left empty and the economy stops)
-    no_winner: str = "keep_owners"
-
-    def __post_init__(self):
-        n = self.initial_active or self.num_participants
-        if self.rounds < 1:
-            raise ConfigError(f"derelayl.rounds must be >= 1 (got {self.rounds})")
-        if not 0 < self.winner_share <= 1:
-            raise ConfigError(f"derelayl.winner_share (s) must be in (0, 1] (got {self.winner_share})")
-        if self.trainers_per_owner < 1:
-            raise ConfigError(f"derelayl.trainers_per_owner (k) must be >= 1 (got {self.trainers_per_owner})")
-        if not 0 < self.active_share < 1:
-            raise ConfigError(
-                f"derelayl.active_share (owners + trainers share) must be in (0, 1) (got {self.active_share})")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"derelayl.dropout must be in [0, 1) (got {self.dropout})")
-        if self.num_test_cases < 1:
-            raise ConfigError(f"derelayl.num_test_cases must be >= 1 (got {self.num_test_cases})")
-        active = int(self.active_share * n)
-        if active < 2 or n - active < 1:
-            raise ConfigError(
-                f"num_participants={n} is too small for the roles: with active_share="
-                f"{self.active_share} there must be at least one owner, one trainer and one miner "
-                f"(need int(active_share * N) >= 2 and N - int(active_share * N) >= 1)")
-        if self.acceptance_margin is not None and self.acceptance_margin < 0:
-            raise ConfigError(f"derelayl.acceptance_margin must be >= 0 or null "
-                              f"(got {self.acceptance_margin})")
-        if self.deposit_records not in DEPOSIT_RECORDS:
-            raise ConfigError(f"derelayl.deposit_records must be one of "
-                              f"{', '.join(DEPOSIT_RECORDS)} (got {self.deposit_records!r})")
-        if self.no_winner not in NO_WINNER_RULES:
-            raise ConfigError(f"derelayl.no_winner must be one of {', '.join(NO_WINNER_RULES)} "
-                              f"(got {self.no_winner!r})")
-        if self.initial_active > self.num_participants:
-            raise ConfigError("initial_active exceeds num_participants")
-        if not 0 <= self.genesis_participant < n:
-            raise ConfigError(f"derelayl.genesis_participant must be in [0, {n}) "
-                              f"(got {self.genesis_participant})")
-        for f in fields(self):
-            if f.name.startswith("fee_") or f.name in ("owner_budget", "royalty"):
-                if getattr(self, f.name) < 0:
-                    raise ConfigError(f"derelayl.{f.name} must be >= 0 (got {getattr(self, f.name)})")
-
-
-class PerformanceModel(Protocol):
-    """How trained models perform. Participants index their own newest model."""
-
-    samples_seen: int
-
-    def train(self, round_: int, parents: np.ndarray, trainers: np.ndarray,
-              rng: np.random.Generator, dropped: int = 0,
-              behaviours: np.ndarray | None = None) -> np.ndarray:
-        """Each trainer trains the newest model of its parent (an owner): version round+1.
-        ``dropped`` matched trainers received a model but returned nothing. Returns, per
-        trainer, whether its model came back unchanged (identical to the parent)."""
-
-    def test(self, round_: int, trainers: np.ndarray, parents: np.ndarray, num_cases: int,
-             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str, np.ndarray]:
-        """Scores (higher is better), tie-breaks (lower is better), digest of the test cases,
-        and the parents' scores on the same cases."""
-
-    def model_hashes(self, participants: np.ndarray) -> list[str]: ...
-
-    def quality(self, scores: np.ndarray) -> np.ndarray:
-        """Scores on the scale a participant values (accuracy, or sigmoid(perf))."""
-
-    def samples_of(self, participants: np.ndarray) -> np.ndarray:
-        """Sample passes each participant's last hop took (for its training cost)."""
-
-    def round_metrics(self) -> dict[str, float]: ...
-
-    def release_unused(self) -> None: ...
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-@dataclass
-class EconomyState:
-    """Everything the protocol needs to continue after a settled round (checkpointed)."""
-
-    round: int  # rounds settled so far; the next round's index
-    coins: np.ndarray
-    gained: np.ndarray  # coins received other than refunds (royalties, rewards, fees)
-    lost: np.ndarray  # deposits forfeited
-    own_version: np.ndarray  # version of the newest model a participant trained (0: none)
-    held_version: np.ndarray  # newest model held, trained or received encrypted (-1: none)
-    own_score: np.ndarray  # score of the newest trained model (owners are ranked by it)
-    best_score: np.ndarray
-    matches: np.ndarray
-    wins: np.ndarray
-    hops: np.ndarray  # models each participant trained and returned (tested)
-    hop_gain: np.ndarray  # sum over those of score - parent's score on the round's test cases
-    owners: np.ndarray  # this round's model owners (participant ids)
-    lineage: np.ndarray  # (owners x N) owner histograms of the owners' newest models (counts)
-    active: np.ndarray  # bool: taking part (churn)
-    ever_active: np.ndarray  # bool
-    behaviour: np.ndarray  # codes of core.population.BEHAVIOURS
-    declared_samples: np.ndarray
-    cost_per_sample: np.ndarray
-    cost_per_transfer: np.ndarray
-    model_value: np.ndarray
-    reservation: np.ndarray
-    utility: np.ndarray  # cumulative utility: the satisfaction index
-    recent_utility: np.ndarray  # (window x N) ring buffer of per-round utilities
-    active_rounds: np.ndarray  # rounds each participant has been active for
-    lineage_decay: np.ndarray | None = None  # (owners x N) geometrically decayed lineage rows
-    minted: float = 0.0
-    burned: float = 0.0
-    samples_seen: int = 0
-    initial_active: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def initial(cls, params: DeRelayLParams, *, active: int | None = None,
-                behaviour: np.ndarray | None = None, economics=None,
-                declared_samples: np.ndarray | None = None, window: int = 10,
-                gamma: float | None = None) -> "EconomyState":
-        """A fresh economy; participants ``[0, active)`` take part, the rest wait in the pool."""
-        n, g = params.num_participants, params.genesis_participant
-        active = n if active is None else int(active)
-        held = np.full(n, -1, dtype=np.int64)
-        held[g] = 0
-        # counts are integers; float32 holds them (and the royalty sums) exactly below 2**24,
-        # and its BLAS matrix-vector product is ~50x faster than numpy's integer one
-        exact32 = n * params.rounds < 2 ** 24
-        lineage = np.zeros((1, n), dtype=np.float32 if exact32 else np.float64)
-        lineage[0, g] = 1
-        score = np.full(n, -np.inf)
-        score[g] = 0.0
-        mask = np.zeros(n, dtype=bool)
-        mask[:active] = True
-        zeros = np.zeros(n)
-        decay = None
-        if gamma is not None:
-            decay = np.zeros((1, n))
-            decay[0, g] = 1.0
-        return cls(round=0, coins=zeros.copy(), gained=zeros.copy(), lost=zeros.copy(),
-                   own_version=np.zeros(n, dtype=np.int64), held_version=held,
-                   own_score=score, best_score=score.copy(),
-                   matches=np.zeros(n, dtype=np.int64), wins=np.zeros(n, dtype=np.int64),
-                   hops=np.zeros(n, dtype=np.int64), hop_gain=zeros.copy(),
-                   owners=np.array([g], dtype=np.int64), lineage=lineage,
-                   active=mask, ever_active=mask.copy(),
-                   behaviour=(np.zeros(n, dtype=np.int8) if behaviour is None else behaviour),
-                   declared_samples=(np.ones(n) if declared_samples is None
-                                     else np.asarray(declared_samples, dtype=np.float64)),
-                   cost_per_sample=zeros.copy() if economics is None else economics.cost_per_sample,
-                   cost_per_transfer=zeros.copy() if economics is None else economics.cost_per_transfer,
-                   model_value=zeros.copy() if economics is None else economics.model_value,
-                   reservation=zeros.copy() if economics is None else economics.reservation,
-                   utility=zeros.copy(), recent_utility=np.zeros((window, n)),
-                   active_rounds=np.zeros(n, dtype=np.int64), lineage_decay=decay,
-                   initial_active=active)
-
-
-def balances_from_ledger(blocks, num_participants: int) -> tuple[np.ndarray, float, float]:
-    """Replay every coin movement recorded in the blocks: (coins, minted, burned)."""
-    coins = np.zeros(num_participants)
-    minted = burned = 0.0
-    for block in blocks:
-        pay = block["payload"]
-        coins[block["writer"]] += pay["fee"]
-        minted += pay["fee"]
-        if block["kind"] == "deposit":
-            for trainer, bid_t, owner, bid_o in pay["deposits"]:
-                coins[trainer] -= bid_t
-                coins[owner] -= bid_o
-        elif block["kind"] == "settlement":
-            for who, amount in pay["credits"].items():
-                coins[int(who)] += amount
-            minted += pay["royalties_minted"]
-            burned += pay["forfeited"]
-    return coins, minted, burned
+                                          churn_step, population_metrics)
+from derelayl.protocol.quality import PerformanceModel
+from derelayl.protocol.state import EconomyState
+from derelayl.sim.stats import version_shares
 
 
 @dataclass(frozen=True)
@@ -243,6 +45,60 @@ class RoundOutcome:
     round: int
     metrics: dict[str, float]
     blocks: list[dict[str, Any]]
+
+
+@dataclass
+class Round:
+    """One round's working record: what each phase hands to the next."""
+
+    index: int  # the protocol's round number r (trains version r + 1)
+    rng: np.random.Generator
+    received: np.ndarray  # coins minted to each participant this round (for its utility)
+    cost: np.ndarray  # each participant's costs this round (training, transfers)
+    owners: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    trainers: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    miners: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # matched pairs (one entry per pair): trainer, its bid, owner row (into owners), owner, bid
+    pair_t: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    pair_bid_t: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    pair_row: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    pair_o: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    pair_bid_o: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # the models that came back (one entry per trained model)
+    returned: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # per pair
+    trained_t: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    trained_o: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    trained_row: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    unchanged: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    failed_t: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    parent_hashes: list[str] | None = None
+    hashes: list[str] | None = None
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    ties: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    parent_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # settlement
+    eligible: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    win: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    forfeits: np.ndarray | None = None
+    minted: np.ndarray | None = None
+    # population
+    utility: np.ndarray | None = None
+    joined: int = 0
+    left: int = 0
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.pair_t)
+
+    @property
+    def n_trained(self) -> int:
+        return len(self.trained_t)
+
+    @property
+    def gains(self) -> np.ndarray:
+        """What each hop did to its parent's score on the round's test cases."""
+        return self.scores - self.parent_scores
 
 
 def _ordered(keys_desc: np.ndarray, rng: np.random.Generator, tiebreak: np.ndarray | None = None):
@@ -257,86 +113,101 @@ def _credit(values: np.ndarray, who: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(who, weights=values, minlength=n) if len(who) else np.zeros(n)
 
 
-def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceModel,
-               rng: np.random.Generator, ledger: Ledger | None = None,
-               incentive: IncentiveScheme | None = None, churn: ChurnParams | None = None,
-               churn_rng: np.random.Generator | None = None) -> RoundOutcome:
-    """Run round ``state.round`` in place: roles, auction, deposits, hops, blocks, payout."""
-    p, n, r = params, params.num_participants, state.round
-    incentive = incentive or DeRelayLRoyalty(p.royalty)
-    coins = state.coins
-    owners = state.owners
-    minted0, burned0 = state.minted, state.burned
-    received = np.zeros(n)  # coins minted to each participant this round (utility)
-    cost = np.zeros(n)
-    best_quality_before = _held_quality(perf, state.best_score)
-
-    # 1. roles (among the active participants)
+# -- 1-3. roles, auction, matching -----------------------------------------------------------------
+def assign_roles(p: DeRelayLParams, state: EconomyState, rnd: Round) -> None:
+    """Owners are last round's winners; trainers are drawn from the other active participants
+    until owners + trainers = active_share x N; the rest are miners. Without a miner to write
+    the blocks the round does not happen (no trainers)."""
+    n = p.num_participants
+    rnd.owners = state.owners
     is_owner = np.zeros(n, dtype=bool)
-    is_owner[owners] = True
+    is_owner[rnd.owners] = True
     others = np.flatnonzero(~is_owner & state.active)
     n_active = int(state.active.sum())
-    n_trainers = int(np.clip(int(p.active_share * n_active) - len(owners), 0, len(others)))
-    trainers = rng.choice(others, size=n_trainers, replace=False)
+    n_trainers = int(np.clip(int(p.active_share * n_active) - len(rnd.owners), 0, len(others)))
+    trainers = rnd.rng.choice(others, size=n_trainers, replace=False)
     is_miner = ~is_owner & state.active
     is_miner[trainers] = False
-    miners = np.flatnonzero(is_miner)
-    if len(miners) == 0:  # nobody to write the blocks: the round does not happen
-        n_trainers, trainers = 0, trainers[:0]
+    rnd.miners = np.flatnonzero(is_miner)
+    rnd.trainers = trainers if len(rnd.miners) else trainers[:0]
 
-    # 2. auction: trainers bid more the staler their newest model; owners bid a budget share;
-    #    a sybil's identities bid everything they hold, to win more matches
-    bid_t = np.minimum(coins[trainers], r - state.own_version[trainers] + 1.0)
+
+def bid(p: DeRelayLParams, state: EconomyState, rnd: Round) -> tuple[np.ndarray, np.ndarray]:
+    """Trainers bid ``min(coins, r - v + 1)`` (a sybil's identities bid all they hold, to win
+    more matches); owners ``min(coins, owner_budget) / k`` per trainer."""
+    coins, trainers = state.coins, rnd.trainers
+    bid_t = np.minimum(coins[trainers], rnd.index - state.own_version[trainers] + 1.0)
     sybil = state.behaviour[trainers] == SYBIL
     bid_t[sybil] = coins[trainers[sybil]]
-    bid_o = np.minimum(coins[owners], p.owner_budget) / p.trainers_per_owner
+    bid_o = np.minimum(coins[rnd.owners], p.owner_budget) / p.trainers_per_owner
+    return bid_t, bid_o
 
-    # 3. matching: owners by their newest model's quality, each takes the next k trainers by bid
-    owner_rank = _ordered(state.own_score[owners], rng)
-    trainer_rank = _ordered(bid_t, rng)
-    n_pairs = min(n_trainers, p.trainers_per_owner * len(owners))
-    pair_t = trainers[trainer_rank[:n_pairs]]
-    pair_bid_t = bid_t[trainer_rank[:n_pairs]]
-    pair_row = np.repeat(owner_rank, p.trainers_per_owner)[:n_pairs]  # row into owners/lineage
-    pair_o = owners[pair_row]
-    pair_bid_o = bid_o[pair_row]
-    coins[pair_t] -= pair_bid_t
-    coins -= _credit(pair_bid_o, pair_o, n)
-    state.matches[pair_t] += 1
 
-    def miner() -> int:
-        return int(rng.choice(miners)) if len(miners) else -1
+def match(p: DeRelayLParams, state: EconomyState, rnd: Round, bid_t: np.ndarray,
+          bid_o: np.ndarray) -> None:
+    """Owners by their newest model's quality each take the next k trainers by bid (ties in
+    random order); both sides pay their bids as deposits."""
+    owner_rank = _ordered(state.own_score[rnd.owners], rnd.rng)
+    trainer_rank = _ordered(bid_t, rnd.rng)
+    n_pairs = min(len(rnd.trainers), p.trainers_per_owner * len(rnd.owners))
+    rnd.pair_t = rnd.trainers[trainer_rank[:n_pairs]]
+    rnd.pair_bid_t = bid_t[trainer_rank[:n_pairs]]
+    rnd.pair_row = np.repeat(owner_rank, p.trainers_per_owner)[:n_pairs]  # row into owners
+    rnd.pair_o = rnd.owners[rnd.pair_row]
+    rnd.pair_bid_o = bid_o[rnd.pair_row]
+    state.coins[rnd.pair_t] -= rnd.pair_bid_t
+    state.coins -= _credit(rnd.pair_bid_o, rnd.pair_o, p.num_participants)
+    state.matches[rnd.pair_t] += 1
 
-    def pay_miner(who: int, fee: float) -> float:
-        if who < 0:
-            return 0.0
-        coins[who] += fee
-        state.gained[who] += fee
-        received[who] += fee
-        state.minted += fee
-        return fee
 
-    # 4. deposit block: one record per pair (both deposits), or one per deposit
-    m_dep = miner()
-    records = n_pairs if p.deposit_records == "pair" else 2 * n_pairs
-    fee = pay_miner(m_dep, p.fee_per_deposit * records)
-    if ledger is not None and m_dep >= 0:
-        ledger.append(r, "deposit", m_dep, {
-            "deposits": [[int(t), float(bt), int(o), float(bo)]
-                         for t, bt, o, bo in zip(pair_t, pair_bid_t, pair_o, pair_bid_o)],
+# -- the blocks' writers -----------------------------------------------------------------------------
+def pick_miner(rnd: Round) -> int:
+    """A block's writer: a random miner (-1: nobody to write it)."""
+    return int(rnd.rng.choice(rnd.miners)) if len(rnd.miners) else -1
+
+
+def pay_miner(state: EconomyState, rnd: Round, who: int, fee: float) -> float:
+    """The block's fee to its writer (minted); returns what was paid."""
+    if who < 0:
+        return 0.0
+    state.coins[who] += fee
+    state.gained[who] += fee
+    rnd.received[who] += fee
+    state.minted += fee
+    return fee
+
+
+# -- 4-7. blocks and hops ----------------------------------------------------------------------------
+def write_deposit_block(p: DeRelayLParams, state: EconomyState, rnd: Round,
+                        ledger: Ledger | None) -> None:
+    """One record per pair holding both deposits (or one per deposit, ``deposit_records``)."""
+    writer = pick_miner(rnd)
+    records = rnd.n_pairs if p.deposit_records == "pair" else 2 * rnd.n_pairs
+    fee = pay_miner(state, rnd, writer, p.fee_per_deposit * records)
+    if ledger is not None and writer >= 0:
+        ledger.append(rnd.index, "deposit", writer, {
+            "deposits": [[int(t), float(bt), int(o), float(bo)] for t, bt, o, bo in
+                         zip(rnd.pair_t, rnd.pair_bid_t, rnd.pair_o, rnd.pair_bid_o)],
             "fee": fee})
 
-    # 5. training hops (drop-outs: at random, and always for `dropout` participants)
-    returned = (rng.random(n_pairs) >= p.dropout) & (state.behaviour[pair_t] != DROPOUT)
-    trained_t, trained_o, trained_row = pair_t[returned], pair_o[returned], pair_row[returned]
+
+def train_hops(p: DeRelayLParams, state: EconomyState, rnd: Round, perf: PerformanceModel,
+               ledger: Ledger | None) -> None:
+    """Matched trainers train their owner's newest model (version r + 1). Drop-outs (at random,
+    and always a ``dropout`` participant) return nothing; a diverged hop (non-finite weights)
+    is a model that never came back: it cannot win. Books each one's training and transfer
+    costs (a trainer moves two models, an owner one per trainer)."""
+    n = p.num_participants
+    returned = (rnd.rng.random(rnd.n_pairs) >= p.dropout) & (state.behaviour[rnd.pair_t] != DROPOUT)
+    trained_t, trained_o = rnd.pair_t[returned], rnd.pair_o[returned]
+    trained_row = rnd.pair_row[returned]
     parent_hashes = perf.model_hashes(trained_o) if ledger is not None else None
     before = perf.samples_seen
-    unchanged = np.asarray(perf.train(r, trained_o, trained_t, rng,
-                                      dropped=int(n_pairs - returned.sum()),
+    unchanged = np.asarray(perf.train(rnd.index, trained_o, trained_t, rnd.rng,
+                                      dropped=int(rnd.n_pairs - returned.sum()),
                                       behaviours=state.behaviour[trained_t]), dtype=bool)
-    # a diverged hop (non-finite weights) is a model that never came back: it cannot win
     failed = np.asarray(getattr(perf, "failed", np.zeros(len(trained_t))), dtype=bool)
-    failed_t = trained_t[failed]
+    rnd.failed_t = trained_t[failed]
     if failed.any():
         kept = ~failed
         returned[np.flatnonzero(returned)[failed]] = False
@@ -344,88 +215,115 @@ def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceMod
         unchanged = unchanged[kept]
         if parent_hashes is not None:
             parent_hashes = [h for h, bad in zip(parent_hashes, failed) if not bad]
+    rnd.returned, rnd.unchanged, rnd.parent_hashes = returned, unchanged, parent_hashes
+    rnd.trained_t, rnd.trained_o, rnd.trained_row = trained_t, trained_o, trained_row
     state.samples_seen += perf.samples_seen - before
-    state.own_version[trained_t] = r + 1
-    state.held_version[trained_t] = r + 1
-    n_trained = len(trained_t)
-    # costs: a trainer trains and moves two models (down, up); an owner sends one per trainer
-    cost += _credit(state.cost_per_sample[trained_t] * perf.samples_of(trained_t)
-                    + state.cost_per_transfer[trained_t], trained_t, n)
-    cost += _credit(state.cost_per_transfer[pair_t], pair_t, n)
-    cost += _credit(state.cost_per_sample[failed_t] * perf.samples_of(failed_t)
-                    + state.cost_per_transfer[failed_t], failed_t, n)
-    cost += _credit(state.cost_per_transfer[pair_o], pair_o, n)
+    state.own_version[trained_t] = rnd.index + 1
+    state.held_version[trained_t] = rnd.index + 1
+    failed_t = rnd.failed_t
+    rnd.cost += _credit(state.cost_per_sample[trained_t] * perf.samples_of(trained_t)
+                        + state.cost_per_transfer[trained_t], trained_t, n)
+    rnd.cost += _credit(state.cost_per_transfer[rnd.pair_t], rnd.pair_t, n)
+    rnd.cost += _credit(state.cost_per_sample[failed_t] * perf.samples_of(failed_t)
+                        + state.cost_per_transfer[failed_t], failed_t, n)
+    rnd.cost += _credit(state.cost_per_transfer[rnd.pair_o], rnd.pair_o, n)
 
-    # 6. commitment block: hashes and the key the models are shared under; the writer gets them
-    m_com = miner()
-    fee = pay_miner(m_com, p.fee_per_commitment * n_trained)
-    if n_trained and m_com >= 0:
-        state.held_version[m_com] = r + 1
-    if ledger is not None and m_com >= 0:
-        hashes = perf.model_hashes(trained_t)
-        ledger.append(r, "commitment", m_com, {
-            "models": [[h, ph, int(t), int(o), r + 1]
-                       for h, ph, t, o in zip(hashes, parent_hashes, trained_t, trained_o)],
-            "public_key": sha256_hex(f"public-key:{ledger.head}:{r}"), "fee": fee})
 
-    # 7. testing block
-    m_test = miner()
-    scores, ties, digest, parent_scores = perf.test(r, trained_t, trained_o,
-                                                    p.num_test_cases, rng)
-    fee = pay_miner(m_test, p.fee_per_test_case * p.num_test_cases
-                    + p.fee_per_tested_hash * n_trained)
-    state.own_score[trained_t] = scores
-    gains = scores - parent_scores  # what a hop did to its parent on the same test cases
-    state.hops[trained_t] += 1
-    state.hop_gain[trained_t] += gains
-    state.best_score[trained_t] = np.maximum(state.best_score[trained_t], scores)
-    if ledger is not None and m_test >= 0:
-        ledger.append(r, "testing", m_test, {"cases_digest": digest,
-                                             "num_cases": p.num_test_cases, "fee": fee})
+def commit_models(p: DeRelayLParams, state: EconomyState, rnd: Round, perf: PerformanceModel,
+                  ledger: Ledger | None) -> None:
+    """The commitment block: the models' hashes and the key they are shared under; its writer
+    receives the (encrypted) models, which count for its version share."""
+    writer = pick_miner(rnd)
+    fee = pay_miner(state, rnd, writer, p.fee_per_commitment * rnd.n_trained)
+    if rnd.n_trained and writer >= 0:
+        state.held_version[writer] = rnd.index + 1
+    if ledger is not None and writer >= 0:
+        rnd.hashes = perf.model_hashes(rnd.trained_t)
+        ledger.append(rnd.index, "commitment", writer, {
+            "models": [[h, ph, int(t), int(o), rnd.index + 1] for h, ph, t, o in
+                       zip(rnd.hashes, rnd.parent_hashes, rnd.trained_t, rnd.trained_o)],
+            "public_key": sha256_hex(f"public-key:{ledger.head}:{rnd.index}"), "fee": fee})
 
-    # 8. settlement: rank (a model returned unchanged is never eligible), then 9. payout
-    m_set = miner()
-    eligible = ~unchanged
+
+def test_models(p: DeRelayLParams, state: EconomyState, rnd: Round, perf: PerformanceModel,
+                ledger: Ledger | None) -> None:
+    """The testing block: the round's test cases (published as a digest) score every model and
+    its parent; each trainer's newest score and hop gain are booked."""
+    writer = pick_miner(rnd)
+    rnd.scores, rnd.ties, digest, rnd.parent_scores = perf.test(
+        rnd.index, rnd.trained_t, rnd.trained_o, p.num_test_cases, rnd.rng)
+    fee = pay_miner(state, rnd, writer, p.fee_per_test_case * p.num_test_cases
+                    + p.fee_per_tested_hash * rnd.n_trained)
+    t = rnd.trained_t
+    state.own_score[t] = rnd.scores
+    state.hops[t] += 1
+    state.hop_gain[t] += rnd.gains
+    state.best_score[t] = np.maximum(state.best_score[t], rnd.scores)
+    if ledger is not None and writer >= 0:
+        ledger.append(rnd.index, "testing", writer, {"cases_digest": digest,
+                                                     "num_cases": p.num_test_cases, "fee": fee})
+
+
+# -- 8-9. settlement and payout ----------------------------------------------------------------------
+def settle(p: DeRelayLParams, state: EconomyState, rnd: Round, incentive: IncentiveScheme,
+           ledger: Ledger | None) -> None:
+    """Rank the eligible models (a model returned unchanged never is; with an acceptance margin
+    neither is one that scores too far below its parent); the best floor(s x #trained) win.
+    Winners and their owners get their deposits back, everybody else's are burned, and the
+    incentive scheme mints its payout; the settlement block records it all."""
+    n, trained = p.num_participants, rnd.n_trained
+    writer = pick_miner(rnd)
+    eligible = ~rnd.unchanged
     if p.acceptance_margin is not None:
-        eligible &= scores >= parent_scores - p.acceptance_margin
-    order = _ordered(np.where(eligible, scores, -np.inf), rng, ties)
-    n_win = min(int(math.floor(p.winner_share * n_trained)), int(eligible.sum()))
+        eligible &= rnd.scores >= rnd.parent_scores - p.acceptance_margin
+    order = _ordered(np.where(eligible, rnd.scores, -np.inf), rnd.rng, rnd.ties)
+    n_win = min(int(math.floor(p.winner_share * trained)), int(eligible.sum()))
     win = order[:n_win]
-    winners = np.zeros(n_trained, dtype=bool)
+    winners = np.zeros(trained, dtype=bool)
     winners[win] = True
-    win_t, win_row = trained_t[win], trained_row[win]
-    state.wins[win_t] += 1
-    win_mask = np.zeros(n_pairs, dtype=bool)
-    win_mask[np.flatnonzero(returned)[win]] = True
-    refunds = (_credit(pair_bid_t[win_mask], pair_t[win_mask], n)
-               + _credit(pair_bid_o[win_mask], pair_o[win_mask], n))
+    rnd.eligible, rnd.order, rnd.win = eligible, order, win
+    state.wins[rnd.trained_t[win]] += 1
+    win_mask = np.zeros(rnd.n_pairs, dtype=bool)
+    win_mask[np.flatnonzero(rnd.returned)[win]] = True
+    refunds = (_credit(rnd.pair_bid_t[win_mask], rnd.pair_t[win_mask], n)
+               + _credit(rnd.pair_bid_o[win_mask], rnd.pair_o[win_mask], n))
     minted = incentive.mint(Settlement(
-        num_participants=n, trainers=trained_t, owner_rows=trained_row, eligible=eligible,
-        winners=winners, scores=scores, parent_scores=parent_scores,
+        num_participants=n, trainers=rnd.trained_t, owner_rows=rnd.trained_row,
+        eligible=eligible, winners=winners, scores=rnd.scores, parent_scores=rnd.parent_scores,
         declared_samples=state.declared_samples, lineage=state.lineage,
         lineage_decay=state.lineage_decay, genesis=p.genesis_participant))
-    forfeits = (_credit(pair_bid_t[~win_mask], pair_t[~win_mask], n)
-                + _credit(pair_bid_o[~win_mask], pair_o[~win_mask], n))
+    forfeits = (_credit(rnd.pair_bid_t[~win_mask], rnd.pair_t[~win_mask], n)
+                + _credit(rnd.pair_bid_o[~win_mask], rnd.pair_o[~win_mask], n))
     credits = refunds + minted
-    coins += credits
+    state.coins += credits
     state.gained += minted
-    received += minted
+    rnd.received += minted
     state.lost += forfeits
     state.minted += float(minted.sum())
     state.burned += float(forfeits.sum())
-    fee = pay_miner(m_set, p.fee_per_ranked_model * n_trained
-                    + p.fee_per_model_case * n_trained * p.num_test_cases)
-    if ledger is not None and m_set >= 0:
+    rnd.minted, rnd.forfeits = minted, forfeits
+    fee = pay_miner(state, rnd, writer, p.fee_per_ranked_model * trained
+                    + p.fee_per_model_case * trained * p.num_test_cases)
+    if ledger is not None and writer >= 0:
+        hashes, scores = rnd.hashes, rnd.scores
         paid = np.flatnonzero(credits)
-        ledger.append(r, "settlement", m_set, {
-            "ranking": [[hashes[i], float(scores[i]), float(ties[i])] for i in order],
+        ledger.append(rnd.index, "settlement", writer, {
+            "ranking": [[hashes[i], float(scores[i]), float(rnd.ties[i])] for i in order],
             "winners": [hashes[i] for i in win],
             "ineligible": [hashes[i] for i in np.flatnonzero(~eligible)],
             "credits": {str(int(i)): float(credits[i]) for i in paid},
             "royalties_minted": float(minted.sum()), "forfeited": float(forfeits.sum()),
             "fee": fee})
 
-    # winners own the next round's models; a new owner's lineage row = parent's row + itself
+
+def hand_over(p: DeRelayLParams, state: EconomyState, rnd: Round,
+              incentive: IncentiveScheme) -> None:
+    """Winners own the next round's models: a new owner's lineage row is its parent's row plus
+    itself. A round without a winner keeps its owners (``no_winner=reset``: the authors' code
+    leaves none, and the economy stops)."""
+    win = rnd.win
+    n_win = len(win)
+    win_t, win_row = rnd.trained_t[win], rnd.trained_row[win]
     if n_win:
         lineage = state.lineage[win_row]
         lineage[np.arange(n_win), win_t] += 1
@@ -434,58 +332,94 @@ def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceMod
             decay[np.arange(n_win), win_t] += 1.0
             state.lineage_decay = decay
         state.owners, state.lineage = win_t.astype(np.int64), lineage
-    elif p.no_winner == "reset":  # the authors' code: no winners, no owners (the economy stops)
+    elif p.no_winner == "reset":
         state.owners = state.owners[:0]
         state.lineage = state.lineage[:0]
         if state.lineage_decay is not None:
             state.lineage_decay = state.lineage_decay[:0]
 
-    # utility: coins received + value of a better best model - costs - deposits lost
-    gain = np.maximum(_held_quality(perf, state.best_score) - best_quality_before, 0.0)
-    utility = book_utility(state.utility, state.recent_utility, state.active_rounds,
-                           state.active, r, received + state.model_value * gain - cost - forfeits)
-    joined = left = 0
-    if churn is not None and churn.enabled:
-        is_owner = np.zeros(n, dtype=bool)
-        is_owner[state.owners] = True
-        joined, left = churn_step(state.active, state.ever_active, state.active_rounds,
-                                  state.recent_utility, state.reservation, churn,
-                                  churn_rng or rng, staying=is_owner)
-    state.round = r + 1
 
+# -- the population ------------------------------------------------------------------------------------
+def book_population(p: DeRelayLParams, state: EconomyState, rnd: Round, perf: PerformanceModel,
+                    best_quality_before: np.ndarray, churn: ChurnParams | None,
+                    churn_rng: np.random.Generator | None) -> None:
+    """Utility (coins received + value of a better best model - costs - deposits lost) into the
+    satisfaction index; then, with churn, who leaves and who joins (owners serve their round)."""
+    gain = np.maximum(held_quality(perf, state.best_score) - best_quality_before, 0.0)
+    rnd.utility = book_utility(state.utility, state.recent_utility, state.active_rounds,
+                               state.active, rnd.index,
+                               rnd.received + state.model_value * gain - rnd.cost - rnd.forfeits)
+    if churn is not None and churn.enabled:
+        is_owner = np.zeros(p.num_participants, dtype=bool)
+        is_owner[state.owners] = True
+        rnd.joined, rnd.left = churn_step(state.active, state.ever_active, state.active_rounds,
+                                          state.recent_utility, state.reservation, churn,
+                                          churn_rng or rnd.rng, staying=is_owner)
+
+
+def round_metrics(p: DeRelayLParams, state: EconomyState, rnd: Round, perf: PerformanceModel,
+                  minted0: float, burned0: float) -> dict[str, float]:
+    """What a round reports: coins, population, roles, version shares, hop gains and the
+    performance model's own numbers."""
+    coins = state.coins
     latest = int(state.held_version.max())
     held = np.where(state.active, state.held_version, -1)
     shares = version_shares(held[state.active], latest, p.version_depth)
-    adversary = state.behaviour != HONEST
+    utility = rnd.utility
     metrics = {
         **population_metrics(coins, state.utility, state.active, state.ever_active,
                              state.initial_active),
         "coins_minted": state.minted - minted0, "coins_burned": state.burned - burned0,
         "coins_issued_total": state.minted, "coins_burned_total": state.burned,
-        "num_owners": float(len(owners)), "num_trainers": float(n_trainers),
-        "num_matched": float(n_pairs), "num_trained": float(n_trained), "num_winners": float(n_win),
-        "num_unchanged": float(unchanged.sum()), "num_failed": float(len(failed_t)),
+        "num_owners": float(len(rnd.owners)), "num_trainers": float(len(rnd.trainers)),
+        "num_matched": float(rnd.n_pairs), "num_trained": float(rnd.n_trained),
+        "num_winners": float(len(rnd.win)),
+        "num_unchanged": float(rnd.unchanged.sum()), "num_failed": float(len(rnd.failed_t)),
         "version_share_latest": float(shares[0]),
         "version_share_within_10": float(shares[:p.version_depth + 1].sum()),
         "version_share_older": float(shares[p.version_depth + 1]),
         "version_share_none": float(shares[p.version_depth + 2]),
         "utility_round_mean": float(utility[state.active].mean()) if state.active.any() else 0.0,
-        "joined": float(joined), "left": float(left),
+        "joined": float(rnd.joined), "left": float(rnd.left),
         "samples_seen": float(state.samples_seen),
-        "hop_gain_mean": float(gains.mean()) if n_trained else 0.0,
+        "hop_gain_mean": float(rnd.gains.mean()) if rnd.n_trained else 0.0,
     }
+    adversary = state.behaviour != HONEST
     if adversary.any():
         total = coins.sum()
         metrics["adversary_coin_share"] = float(coins[adversary].sum() / total) if total > 0 else 0.0
     for d in range(1, p.version_depth + 1):
         metrics[f"version_share_latest_minus_{d}"] = float(shares[d])
     metrics.update(perf.round_metrics())
-    return RoundOutcome(round=r, metrics=metrics,
-                        blocks=[] if ledger is None else ledger.take())
+    return metrics
 
 
-def _held_quality(perf: PerformanceModel, best_score: np.ndarray) -> np.ndarray:
+def held_quality(perf: PerformanceModel, best_score: np.ndarray) -> np.ndarray:
     """Quality of each participant's best model; 0 for those holding none."""
     q = perf.quality(np.where(np.isfinite(best_score), best_score, 0.0))
     return np.where(np.isfinite(best_score), q, 0.0)
 
+
+def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceModel,
+               rng: np.random.Generator, ledger: Ledger | None = None,
+               incentive: IncentiveScheme | None = None, churn: ChurnParams | None = None,
+               churn_rng: np.random.Generator | None = None) -> RoundOutcome:
+    """Run round ``state.round`` in place: roles, auction, deposits, hops, blocks, payout."""
+    p, n = params, params.num_participants
+    incentive = incentive or DeRelayLRoyalty(p.royalty)
+    rnd = Round(index=state.round, rng=rng, received=np.zeros(n), cost=np.zeros(n))
+    minted0, burned0 = state.minted, state.burned
+    best_quality_before = held_quality(perf, state.best_score)
+    assign_roles(p, state, rnd)
+    match(p, state, rnd, *bid(p, state, rnd))
+    write_deposit_block(p, state, rnd, ledger)
+    train_hops(p, state, rnd, perf, ledger)
+    commit_models(p, state, rnd, perf, ledger)
+    test_models(p, state, rnd, perf, ledger)
+    settle(p, state, rnd, incentive, ledger)
+    hand_over(p, state, rnd, incentive)
+    book_population(p, state, rnd, perf, best_quality_before, churn, churn_rng)
+    state.round = rnd.index + 1
+    metrics = round_metrics(p, state, rnd, perf, minted0, burned0)
+    return RoundOutcome(round=rnd.index, metrics=metrics,
+                        blocks=[] if ledger is None else ledger.take())

@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from derelayl.protocol.round import DeRelayLParams, EconomyState, PerformanceModel, play_round
+from derelayl.protocol.params import DeRelayLParams
+from derelayl.protocol.quality import PerformanceModel
+from derelayl.protocol.round import play_round
+from derelayl.protocol.state import EconomyState
 from derelayl.sim.events import Observer, Observers, RoundRecord
 from derelayl.protocol.incentives import IncentiveScheme
 from derelayl.protocol.ledger import Ledger

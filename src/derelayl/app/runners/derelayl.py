@@ -10,7 +10,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from derelayl.protocol.runner import DeRelayLRunner
-from derelayl.protocol.round import DeRelayLParams, EconomyState
+from derelayl.protocol.params import DeRelayLParams
+from derelayl.protocol.state import EconomyState
 from derelayl.sim.errors import ConfigError
 from derelayl.learning.evaluation import evaluate
 from derelayl.sim.events import RoundRecord
