@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from derelayl.learning.evaluation import evaluate
-from derelayl.algorithms.fl.runner import FedAvg, FederatedRunner
+from derelayl.algorithms.fl.runner import FederatedRunner
+from derelayl.algorithms.fl.strategies import FedAvg
 from derelayl.data.partition import IIDPartitioner
 from derelayl.data.participants import build_participants
 from derelayl.sim.seeding import numpy_rng, torch_generator

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from derelayl.algorithms.baselines import CentralizedRunner, LocalRunner
 from derelayl.sim.errors import ConfigError
 from derelayl.learning.evaluation import EvalSet
-from derelayl.algorithms.fl.runner import FedAvg, FederatedRunner, FedProx, Scaffold, resolve_clients_per_round
+from derelayl.algorithms.fl.runner import FederatedRunner, resolve_clients_per_round
+from derelayl.algorithms.fl.strategies import FedAvg, FedProx, Scaffold
 from derelayl.data.participants import ParticipantData
 from derelayl.sim.devices import DeviceProfile, Devices, model_bytes, parameter_bytes
 from derelayl.algorithms.relay import RelayRunner
@@ -46,10 +47,10 @@ VAL = EvalSet(torch.randn(40, 1, 6, generator=torch.Generator().manual_seed(9)),
 
 
 def run_fl(strategy, parts, *, clients=None, rounds=1, batch_size=4, epochs=1, seed=0,
-           server_lr=1.0, devices=None, **kw):
+           devices=None, **kw):
     runner = FederatedRunner(LightningHop(batch_size=batch_size, local_epochs=epochs), strategy,
                              seed=seed, clients_per_round=clients or len(parts), rounds=rounds,
-                             server_lr=server_lr, devices=devices, **kw)
+                             devices=devices, **kw)
     return runner.run(make_module(), parts, VAL, VAL)
 
 
@@ -243,7 +244,6 @@ def test_bad_federated_settings():
     assert resolve_clients_per_round(20, None, 0.1) == 2
     assert resolve_clients_per_round(5, None, 0.1) == 1
     with pytest.raises(ConfigError, match="server_lr must be > 0"):
-        FederatedRunner(LightningHop(), FedAvg(), seed=0, clients_per_round=1, rounds=1,
-                        server_lr=0)
+        FedAvg(server_lr=0)
     with pytest.raises(ConfigError, match="rounds or a sample budget"):
         FederatedRunner(LightningHop(), FedAvg(), seed=0, clients_per_round=1)

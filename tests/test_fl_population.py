@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from conftest import assert_one_line_error
-from derelayl.algorithms.fl.runner import FedAvg, FederatedPopulation, FederatedRunner
+from derelayl.algorithms.fl.runner import FederatedPopulation, FederatedRunner
+from derelayl.algorithms.fl.strategies import FedAvg
 from derelayl.protocol.incentives import FederatedPayouts, UniformReward
 from derelayl.data.participants import ParticipantData
-from derelayl.protocol.population import (DROPOUT, FREE_RIDER, HONEST, LABEL_FLIP, NOISE, SYBIL,
-                                      ChurnParams, Economics, adversarial_data)
+from derelayl.protocol.behaviours import (DROPOUT, FREE_RIDER, HONEST, LABEL_FLIP, NOISE, SYBIL, adversarial_data)
+from derelayl.protocol.population import ChurnParams, Economics
 from derelayl.sim.seeding import torch_generator
 from derelayl.app.pipeline import run_experiment
 from derelayl.learning.hop import LightningHop

@@ -10,8 +10,8 @@ from derelayl.protocol.state import EconomyState
 from derelayl.sim.errors import ConfigError
 from derelayl.protocol.incentives import INCENTIVES, Settlement, make_incentive
 from derelayl.protocol.quality import RandomWalkPerformance
-from derelayl.protocol.population import (BEHAVIOURS, FREE_RIDER, LABEL_FLIP, ChurnParams,
-                                      Economics, EconomicsParams, assign_behaviours)
+from derelayl.protocol.behaviours import BEHAVIOURS, FREE_RIDER, LABEL_FLIP, assign_behaviours
+from derelayl.protocol.population import ChurnParams, Economics, EconomicsParams
 from derelayl.sim.seeding import numpy_rng
 
 PARAMS = {"derelayl": {}, "derelayl_bounded": {"mint_per_win": 2.0, "gamma": 0.5},

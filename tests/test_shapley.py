@@ -13,7 +13,8 @@ from derelayl.valuation.coalitions import (FederatedCoalitionValue, LineageCoali
                                       RelayCoalitionValue)
 from derelayl.sim.errors import ConfigError
 from derelayl.learning.evaluation import EvalSet, evaluate
-from derelayl.algorithms.fl.runner import FedAvg, FederatedRunner
+from derelayl.algorithms.fl.runner import FederatedRunner
+from derelayl.algorithms.fl.strategies import FedAvg
 from derelayl.learning.hop import HopStats
 from derelayl.data.participants import ParticipantData
 from derelayl.protocol.quality import InMemoryModelStore, TrainedPerformance

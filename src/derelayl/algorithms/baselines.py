@@ -18,11 +18,10 @@ import torch
 
 from derelayl.learning.evaluation import EvalSet, evaluate
 from derelayl.sim.events import Observer, Observers, RoundRecord
-from derelayl.algorithms.fl.runner import (RoundsResult, check_schedule, estimate_rounds, evaluate_model,
-                              finished, make_round_record, run_length)
+from derelayl.algorithms.rounds import (RoundsResult, check_schedule, estimate_rounds, evaluate_model, finished, make_round_record, run_length)
 from derelayl.learning.hop import HopTrainer
 from derelayl.data.participants import ParticipantData
-from derelayl.sim.devices import Devices, tensor_bytes
+from derelayl.sim.devices import Devices, Meter, tensor_bytes
 from derelayl.sim.seeding import torch_generator
 
 
@@ -82,22 +81,22 @@ class LocalRunner(_BudgetedRunner):
                                      "participants": len(participants)})
         history: list[RoundRecord] = []
         rnd = hops = samples_seen = 0
-        sim = None if self.devices is None else 0.0
+        meter = Meter(self.devices)
         done = False
         if self._resume is not None:
-            rnd, done, hops, samples_seen, sim, history = self._restore(models)
+            rnd, done, hops, samples_seen, meter.sim_time_s, history = self._restore(models)
+        sim = meter.sim_time_s
         while not done:
             rnd += 1
-            losses, slowest, before = [], 0.0, samples_seen
+            losses, seconds, before = [], [], samples_seen
             for pid, (net, data) in enumerate(zip(models, participants)):
                 stats = self.hop_trainer(net, data, torch_generator(self.seed, "hop", rnd, pid))
                 hops += 1
                 samples_seen += stats.samples
                 losses.append(stats.train_loss)
-                if sim is not None:
-                    slowest = max(slowest, self.devices.train_seconds(pid, stats.samples))
-            if sim is not None:
-                sim += slowest
+                seconds.append(meter.seconds(pid, stats.samples))
+            meter.wait_for_slowest(seconds)  # every participant trains in parallel
+            sim = meter.sim_time_s
             done = finished(rnd, samples_seen, self.rounds, self.sample_budget,
                             samples_seen - before)
             with_test = rnd % self.eval_every == 0 or done
@@ -134,10 +133,10 @@ class CentralizedRunner(_BudgetedRunner):
         pooled = ParticipantData(-1, torch.cat([p.x for p in participants]),
                                  torch.cat([p.y for p in participants]))
         upload = [tensor_bytes((p.x, p.y)) for p in participants]
-        nbytes = sum(upload)
-        sim = None
-        if self.devices is not None:  # uploads run in parallel: wait for the slowest
-            sim = max(self.devices.transfer_seconds(i, b) for i, b in enumerate(upload))
+        meter = Meter(self.devices, nbytes=sum(upload))
+        # the uploads run in parallel: wait for the slowest
+        meter.wait_for_slowest([meter.seconds(i, 0, b) for i, b in enumerate(upload)])
+        nbytes, sim = meter.bytes, meter.sim_time_s
         expected = estimate_rounds(self.rounds, self.sample_budget,
                                    len(pooled) * getattr(self.hop_trainer, "local_epochs", 1))
         self.observers.on_run_start({"total_hops": expected,
@@ -152,7 +151,7 @@ class CentralizedRunner(_BudgetedRunner):
             rnd += 1
             stats = self.hop_trainer(model, pooled, torch_generator(self.seed, "hop", rnd, "pooled"))
             samples_seen += stats.samples
-            if sim is not None:
+            if sim is not None:  # the server trains at its own speed
                 sim += stats.samples / self.devices.server_speed
             done = finished(rnd, samples_seen, self.rounds, self.sample_budget, stats.samples)
             metrics = {"train_loss": stats.train_loss}

@@ -16,7 +16,7 @@ from derelayl.learning.evaluation import EvalSet, evaluate
 from derelayl.sim.events import HopRecord, Observer, Observers, RoundRecord
 from derelayl.learning.hop import HopTrainer, weights_finite
 from derelayl.data.participants import ParticipantData
-from derelayl.sim.devices import Devices, model_bytes
+from derelayl.sim.devices import Devices, Meter, model_bytes
 from derelayl.algorithms.schedules import Schedule
 from derelayl.sim.seeding import numpy_rng, torch_generator
 
@@ -92,15 +92,15 @@ class RelayRunner:
                                      "participants": len(participants)})
         history: list[HopRecord] = []
         hop, samples_seen = 0, 0
-        nbytes, per_hop_bytes = 0, model_bytes(model)
-        sim = None if self.devices is None else 0.0
+        per_hop_bytes = model_bytes(model)
+        meter = Meter(self.devices)
         first = 1
         if self._resume is not None:
             state, self._resume = self._resume, None
             model.load_state_dict(state["model"])
             history = [HopRecord(**row) for row in state["history"]]
-            hop, samples_seen, nbytes = state["hop"], state["samples_seen"], state["bytes"]
-            sim, first = state["sim_time_s"], state["round"] + 1
+            hop, samples_seen, meter.bytes = state["hop"], state["samples_seen"], state["bytes"]
+            meter.sim_time_s, first = state["sim_time_s"], state["round"] + 1
         for rnd in range(first, self.rounds + 1):
             order = self.schedule.order(rnd, sizes, numpy_rng(self.seed, "schedule", rnd))
             for pid in order:
@@ -114,10 +114,8 @@ class RelayRunner:
                         for t, b in zip(model.state_dict().values(), before):
                             t.copy_(b)
                 samples_seen += stats.samples
-                nbytes += per_hop_bytes
-                if sim is not None:
-                    sim += (self.devices.transfer_seconds(pid, per_hop_bytes)
-                            + self.devices.train_seconds(pid, stats.samples))
+                meter.move(per_hop_bytes)  # the baton travels to the next holder ...
+                meter.wait(meter.seconds(pid, stats.samples, per_hop_bytes))  # ... one by one
                 val_loss, val_acc = evaluate(model, validation)
                 test_loss = test_acc = None
                 if hop % self.eval_every == 0 or hop == total_hops:
@@ -126,16 +124,19 @@ class RelayRunner:
                                    steps=stats.steps, samples_seen=samples_seen,
                                    train_loss=stats.train_loss, val_loss=val_loss,
                                    val_acc=val_acc, test_loss=test_loss, test_acc=test_acc,
-                                   bytes=nbytes, sim_time_s=sim, failed=failed)
+                                   bytes=meter.bytes, sim_time_s=meter.sim_time_s,
+                                   failed=failed)
                 history.append(record)
                 self.observers.on_hop(record)
-            self._live = {"round": rnd, "hop": hop, "samples_seen": samples_seen, "bytes": nbytes,
-                          "sim": sim, "model": model, "history": history}
+            self._live = {"round": rnd, "hop": hop, "samples_seen": samples_seen,
+                          "bytes": meter.bytes, "sim": meter.sim_time_s, "model": model,
+                          "history": history}
             self.observers.on_round(RoundRecord(round=rnd, hops=hop, samples_seen=samples_seen))
         last = history[-1]
         result = RelayResult(model=model, history=tuple(history), hops=hop, rounds=self.rounds,
                              samples_seen=samples_seen, val_loss=last.val_loss,
                              val_acc=last.val_acc, test_loss=last.test_loss,
-                             test_acc=last.test_acc, bytes=nbytes, sim_time_s=sim)
+                             test_acc=last.test_acc, bytes=meter.bytes,
+                             sim_time_s=meter.sim_time_s)
         self.observers.on_run_end(result)
         return result

@@ -1,25 +1,22 @@
-"""Who the participants are: their economics (costs, value of a better model, reservation
-utility), their behaviour (honest or adversarial) and how the population churns.
+"""Participants' economics (costs, value of a better model, reservation utility), utility
+bookkeeping (the satisfaction index), permissionless churn and the per-behaviour metrics.
 
-All draws come from the run's seed (streams "economics", "behaviour", "churn/<round>").
-DeRelayL's economy and the FL baselines share everything here: the adversaries' data, the
-utility bookkeeping, the leave/join rule and the per-behaviour metrics.
+All draws come from the run's seed (streams "economics", "churn/<round>"). DeRelayL's economy
+and the FL baselines share everything here; behaviours themselves are ``protocol.behaviours``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+
 
 import numpy as np
 
+from derelayl.protocol.behaviours import BEHAVIOURS, HONEST
 from derelayl.sim.errors import ConfigError
 from derelayl.sim.stats import gini, jain
-from derelayl.data.participants import ParticipantData
 
-BEHAVIOURS = ("honest", "dropout", "free_rider", "label_flip", "noise", "sybil")
-HONEST, DROPOUT, FREE_RIDER, LABEL_FLIP, NOISE, SYBIL = range(len(BEHAVIOURS))
 
 
 @dataclass(frozen=True)
@@ -71,33 +68,6 @@ class Economics:
                    p.reservation_mean + p.reservation_std * rng.standard_normal(n))
 
 
-def assign_behaviours(n: int, fractions: Mapping[str, float], rng: np.random.Generator,
-                      exclude: tuple[int, ...] = ()) -> np.ndarray:
-    """Behaviour codes: round(fraction x n) participants of each kind, the rest honest.
-
-    Participants in ``exclude`` (the genesis participant) stay honest.
-    """
-    total = 0.0
-    for name, frac in fractions.items():
-        if name not in BEHAVIOURS or name == "honest":
-            raise ConfigError(f"unknown participants.behaviour {name!r}; allowed: "
-                              f"{', '.join(BEHAVIOURS[1:])}")
-        if not 0 <= frac <= 1:
-            raise ConfigError(f"participants.behaviour.{name} must be in [0, 1] (got {frac})")
-        total += frac
-    if total > 1 + 1e-9:
-        raise ConfigError(f"participants.behaviour fractions sum to {total:g}; they must sum "
-                          f"to at most 1 (the rest is honest)")
-    codes = np.full(n, HONEST, dtype=np.int8)
-    candidates = rng.permutation(np.setdiff1d(np.arange(n), np.asarray(exclude, dtype=np.int64)))
-    start = 0
-    for name in BEHAVIOURS[1:]:
-        count = int(round(fractions.get(name, 0.0) * n))
-        codes[candidates[start:start + count]] = BEHAVIOURS.index(name)
-        start += count
-    return codes
-
-
 @dataclass(frozen=True)
 class ChurnParams:
     """Permissionless churn (off by default: the authors' fixed population).
@@ -127,20 +97,6 @@ class ChurnParams:
 
     def pool_size(self, num_participants: int) -> int:
         return int(round(num_participants * self.pool_factor)) if self.enabled else num_participants
-
-
-def adversarial_data(participants: list[ParticipantData], behaviour: np.ndarray,
-                     num_classes: int) -> list[ParticipantData]:
-    """Label flippers train on l -> L-1-l; all sybil identities share one actor's data."""
-    out = list(participants)
-    sybils = np.flatnonzero(behaviour == SYBIL)
-    for i in np.flatnonzero(behaviour == LABEL_FLIP):
-        p = out[i]
-        out[i] = ParticipantData(p.pid, p.x, num_classes - 1 - p.y)
-    for i in sybils[1:]:
-        actor = out[sybils[0]]
-        out[i] = ParticipantData(int(i), actor.x, actor.y)
-    return out
 
 
 def book_utility(utility: np.ndarray, recent_utility: np.ndarray, active_rounds: np.ndarray,

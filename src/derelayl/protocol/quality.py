@@ -19,8 +19,8 @@ from derelayl.learning.evaluation import EvalSet, evaluate
 from derelayl.learning.hop import HopTrainer, weights_finite
 from derelayl.protocol.ledger import sha256_hex
 from derelayl.data.participants import ParticipantData
-from derelayl.protocol.population import FREE_RIDER, HONEST, LABEL_FLIP, NOISE
-from derelayl.sim.devices import Devices, model_bytes
+from derelayl.protocol.behaviours import FREE_RIDER, HONEST, LABEL_FLIP, NOISE, add_weight_noise
+from derelayl.sim.devices import Devices, Meter, model_bytes
 from derelayl.sim.seeding import torch_generator
 
 
@@ -244,7 +244,7 @@ class TrainedPerformance:
         is failed (``self.failed``): nothing is stored, the trainer keeps its previous model,
         and the protocol treats it as a model that never came back (it cannot win)."""
         self.bytes += self.model_bytes * (2 * len(trainers) + dropped)
-        slowest = 0.0
+        meter, seconds = Meter(self.devices), []  # the hops run in parallel: the slowest counts
         unchanged = np.zeros(len(trainers), dtype=bool)
         self.failed = np.zeros(len(trainers), dtype=bool)
         for i, (owner, trainer) in enumerate(zip(parents.tolist(), trainers.tolist())):
@@ -257,20 +257,15 @@ class TrainedPerformance:
                 self.last_samples[trainer] = 0
                 continue
             if kind == NOISE:
-                gen = torch_generator(self.seed, "noise", round_, trainer)
-                with torch.no_grad():
-                    for tensor in self.model.state_dict().values():
-                        if tensor.is_floating_point():
-                            tensor.add_(self.noise_std * torch.randn(tensor.shape, generator=gen))
+                add_weight_noise(self.model.state_dict().values(), self.noise_std, self.seed,
+                                 round_, trainer)
             else:
                 stats = self.hop(self.model, self.participants[trainer],
                                  torch_generator(self.seed, "hop", round_, trainer))
                 samples = stats.samples
             self.samples_seen += samples
             self.last_samples[trainer] = samples
-            if self.devices is not None:
-                slowest = max(slowest, self.devices.train_seconds(trainer, samples)
-                              + self.devices.transfer_seconds(trainer, 2 * self.model_bytes))
+            seconds.append(meter.seconds(trainer, samples, 2 * self.model_bytes))
             val = evaluate(self.model, self.validation) if weights_finite(self.model) else None
             if val is None or not np.isfinite(val[0]):
                 self.failed[i] = True
@@ -279,7 +274,7 @@ class TrainedPerformance:
             self.origin.setdefault(key, (self.own[owner], int(round_), int(trainer)))
             self.own[trainer] = key
             self._consider(trainer, key, val)
-        self.sim_time_s += slowest
+        self.sim_time_s += max(seconds, default=0.0)
         return unchanged
 
     def test(self, round_, trainers, parents, num_cases, rng):

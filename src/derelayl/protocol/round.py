@@ -33,8 +33,8 @@ import numpy as np
 from derelayl.protocol.incentives import DeRelayLRoyalty, IncentiveScheme, Settlement
 from derelayl.protocol.ledger import Ledger, sha256_hex
 from derelayl.protocol.params import DeRelayLParams
-from derelayl.protocol.population import (DROPOUT, HONEST, SYBIL, ChurnParams, book_utility,
-                                          churn_step, population_metrics)
+from derelayl.protocol.behaviours import DROPOUT, HONEST, SYBIL
+from derelayl.protocol.population import ChurnParams, book_utility, churn_step, population_metrics
 from derelayl.protocol.quality import PerformanceModel
 from derelayl.protocol.state import EconomyState
 from derelayl.sim.stats import version_shares

@@ -65,7 +65,7 @@ def plot_reward_vs_shapley(coins: np.ndarray, shapley: np.ndarray, path: Path,
     if behaviour is None:
         ax.scatter(shapley, coins, s=14)
     else:
-        from derelayl.protocol.population import BEHAVIOURS
+        from derelayl.protocol.behaviours import BEHAVIOURS
 
         for code in np.unique(behaviour):
             m = behaviour == code

@@ -94,3 +94,35 @@ def model_bytes(module: torch.nn.Module) -> int:
 def parameter_bytes(module: torch.nn.Module) -> int:
     """Bytes of the trainable parameters (the size of one SCAFFOLD control variate)."""
     return tensor_bytes(p for p in module.parameters() if p.requires_grad)
+
+
+class Meter:
+    """The run's two cost axes as it goes: bytes moved and simulated seconds.
+
+    Every runner books its costs here the same way: ``seconds(pid, samples, nbytes)`` is what a
+    participant's step takes on its own device (training ``samples`` sample passes and moving
+    ``nbytes``); work that runs one after another adds up (:meth:`wait`), work that runs in
+    parallel waits for its slowest part (:meth:`wait_for_slowest`). Without devices there is no
+    simulated time (``sim_time_s`` is None) and only bytes are counted.
+    """
+
+    def __init__(self, devices: Devices | None, nbytes: int = 0, sim_time_s: float | None = 0.0):
+        self.devices = devices
+        self.bytes = int(nbytes)
+        self.sim_time_s = None if devices is None else float(sim_time_s or 0.0)
+
+    def seconds(self, pid: int, samples: int = 0, nbytes: int = 0) -> float:
+        if self.devices is None:
+            return 0.0
+        return self.devices.transfer_seconds(pid, nbytes) + self.devices.train_seconds(pid, samples)
+
+    def move(self, nbytes: int) -> None:
+        self.bytes += int(nbytes)
+
+    def wait(self, seconds: float) -> None:
+        if self.sim_time_s is not None:
+            self.sim_time_s += seconds
+
+    def wait_for_slowest(self, seconds) -> None:
+        if self.sim_time_s is not None:
+            self.sim_time_s += max(seconds, default=0.0)

@@ -32,7 +32,7 @@ import torch
 from derelayl.learning.batched import StackedData, evaluate_many, stack_states
 from derelayl.sim.errors import ConfigError
 from derelayl.learning.evaluation import EvalSet, evaluate
-from derelayl.algorithms.fl.runner import FederatedPopulation, FederatedRunner, resolve_clients_per_round
+from derelayl.algorithms.fl.runner import (FederatedPopulation, FederatedRunner, resolve_clients_per_round)
 from derelayl.learning.hop import HopStats, HopTrainer
 from derelayl.data.participants import ParticipantData
 from derelayl.algorithms.relay import RelayRunner
@@ -168,7 +168,7 @@ class FederatedCoalitionValue:
                                  copy.deepcopy(r.strategy), seed=r.seed,
                                  clients_per_round=self.clients_per_round(len(clients)),
                                  rounds=r.rounds, sample_budget=r.sample_budget,
-                                 server_lr=r.server_lr, eval_every=_NEVER,
+                                 eval_every=_NEVER,
                                  population=population)
         result = runner.run(self.model, clients, self.validation, self.test)
         return float(result.metrics["test_acc"])

@@ -19,7 +19,8 @@ from derelayl.protocol.ledger import Ledger
 from derelayl.valuation.coalitions import LineageCoalitionValue
 from derelayl.protocol.incentives import make_incentive
 from derelayl.protocol.quality import RandomWalkPerformance, TrainedPerformance
-from derelayl.protocol.population import BEHAVIOURS, adversarial_data, behaviour_metrics
+from derelayl.protocol.behaviours import BEHAVIOURS, adversarial_data
+from derelayl.protocol.population import behaviour_metrics
 from derelayl.valuation.shapley import pearson, spearman
 from derelayl.reporting.economy_plots import (plot_coins, plot_reward_vs_shapley,
                                               plot_version_shares)

@@ -23,13 +23,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from derelayl.algorithms.baselines import CentralizedRunner, LocalRunner
 from derelayl.sim.errors import ConfigError
-from derelayl.algorithms.fl.runner import (FedAvg, FederatedPopulation, FederatedRunner, FedProx,
-                              RoundsResult, Scaffold, resolve_clients_per_round)
+from derelayl.algorithms.fl.runner import (FederatedPopulation, FederatedRunner, resolve_clients_per_round)
+from derelayl.algorithms.fl.strategies import FedAvg, FedProx, Scaffold
+from derelayl.algorithms.rounds import RoundsResult
 from derelayl.valuation.coalitions import FederatedCoalitionValue
 from derelayl.protocol.incentives import FederatedPayouts, make_incentive
 from derelayl.sim.stats import gini, jain
-from derelayl.protocol.population import (BEHAVIOURS, adversarial_data, assign_behaviours,
-                                      behaviour_metrics)
+from derelayl.protocol.behaviours import BEHAVIOURS, adversarial_data, assign_behaviours
+from derelayl.protocol.population import behaviour_metrics
 from derelayl.valuation.shapley import pearson, spearman
 from derelayl.app.context import (ExperimentContext, Outcome, build, register, resume,
                                    round_checkpoint)
@@ -94,11 +95,12 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def _strategy(algo: DictConfig):
+    server = {"server_lr": algo.server_lr}
     if algo.name == "fedprox":
-        return FedProx(algo.mu)
+        return FedProx(algo.mu, **server)
     if algo.name == "scaffold":
-        return Scaffold(local_lr=algo.optimizer.lr)
-    return FedAvg()
+        return Scaffold(local_lr=algo.optimizer.lr, **server)
+    return FedAvg(**server)
 
 
 def outcome(result: RoundsResult) -> Outcome:
@@ -187,7 +189,7 @@ def run_federated(ctx: ExperimentContext) -> Outcome:
         payouts = FederatedPayouts(scheme, [len(p) for p in ctx.participants])
     checkpoint = round_checkpoint(ctx)
     runner = FederatedRunner(ctx.hop, _strategy(algo), clients_per_round=m,
-                             server_lr=algo.server_lr, **_schedule(ctx),
+                             **_schedule(ctx),
                              track_gains=payouts is not None, payouts=payouts, population=pop,
                              client_fraction=fraction)
     resume(ctx, checkpoint, runner)
@@ -205,7 +207,7 @@ def run_federated(ctx: ExperimentContext) -> Outcome:
     if wanted(ctx.cfg):
         schedule = {**_schedule(ctx), "devices": None, "observers": ()}
         quiet = FederatedRunner(ctx.hop, _strategy(algo), clients_per_round=m,
-                                server_lr=algo.server_lr, **schedule)
+                                **schedule)
         # a coalition keeps the run's fraction of clients per round (or its fixed count); with a
         # population, the players are those ever active, each with its behaviour, and a
         # coalition's run has no churn (README, "Shapley values")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from derelayl.protocol.population import (ChurnParams, Economics, EconomicsParams,
-                                      assign_behaviours)
+from derelayl.protocol.behaviours import assign_behaviours
+from derelayl.protocol.population import ChurnParams, Economics, EconomicsParams
 from derelayl.sim.seeding import numpy_rng
 
 
