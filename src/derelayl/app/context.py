@@ -79,7 +79,7 @@ class ExperimentContext:
         """Participants holding data: N, or the join pool when churn is on (DeRelayL, FL)."""
         churn = self.cfg.get("churn")
         if churn is not None and churn.get("enabled") and self.cfg.algorithm.name in (
-                "derelayl", "fedavg", "fedprox", "scaffold"):
+                "derelayl", "fedavg", "fedprox", "scaffold", "fednova", "fedadam"):
             return int(round(int(self.cfg.num_participants) * float(churn.pool_factor)))
         return int(self.cfg.num_participants)
 

@@ -59,12 +59,10 @@ def coordinate_median(states: Sequence[Tensors], template: Tensors) -> list[torc
 
 
 def trimmed_mean(states: Sequence[Tensors], template: Tensors, beta: float) -> list[torch.Tensor]:
-    """Per coordinate, the mean after dropping the floor(beta n) largest and smallest values."""
+    """Per coordinate, the mean after dropping the floor(beta n) largest and smallest values
+    (beta < 0.5 leaves at least one)."""
     n = len(states)
     k = int(math.floor(beta * n))
-    if n - 2 * k < 1:
-        raise ConfigError(f"algorithm.trim_fraction={beta} trims every one of {n} clients; "
-                          f"allowed: < 0.5")
     out = []
     for j, t in enumerate(template):
         if not t.is_floating_point():

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from derelayl.algorithms.baselines import CentralizedRunner, LocalRunner
 from derelayl.sim.errors import ConfigError
 from derelayl.algorithms.fl.runner import (FederatedPopulation, FederatedRunner, resolve_clients_per_round)
-from derelayl.algorithms.fl.strategies import FedAvg, FedProx, Scaffold
+
 from derelayl.algorithms.rounds import RoundsResult
 from derelayl.valuation.coalitions import FederatedCoalitionValue
 from derelayl.protocol.incentives import FederatedPayouts, make_incentive
@@ -39,7 +39,7 @@ from derelayl.app.runners.population import (behaviour_fractions, churn_from_con
                                          economics_params, population)
 from derelayl.io.files import write_json
 
-FEDERATED = ("fedavg", "fedprox", "scaffold")
+FEDERATED = ("fedavg", "fedprox", "scaffold", "fednova", "fedadam")
 # FL has no genesis participant; identity 0 stays honest as DeRelayL's default genesis does, so
 # one seed makes the same identities adversarial under every algorithm
 HONEST_IDENTITIES = (0,)
@@ -68,7 +68,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"algorithm.eval_every must be >= 1 (got {algo.eval_every})")
     if not algo.optimizer.get("lr", 1.0) > 0:
         raise ConfigError(f"algorithm.optimizer.lr must be > 0 (got {algo.optimizer.lr})")
-    if name in ("fedavg", "fedprox", "scaffold"):
+    if name in FEDERATED:
         resolve_clients_per_round(int(cfg.num_participants), algo.get("clients_per_round"),
                                   algo.get("client_fraction"))
         if not algo.server_lr > 0:
@@ -78,8 +78,8 @@ def check_config(cfg: DictConfig) -> None:
         economics_params(cfg)
         assign_behaviours(int(cfg.num_participants), behaviour_fractions(cfg),
                           np.random.default_rng(0))
-    if name == "fedprox":
-        FedProx(algo.mu)
+    if name in FEDERATED:
+        build(algo.strategy)  # the strategy checks its own values
     if name == "scaffold" and algo.optimizer.get("momentum", 0):
         raise ConfigError("scaffold's option II control variates assume plain SGD steps: set "
                           f"algorithm.optimizer.momentum=0 (got {algo.optimizer.momentum})")
@@ -95,12 +95,8 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def _strategy(algo: DictConfig):
-    server = {"server_lr": algo.server_lr}
-    if algo.name == "fedprox":
-        return FedProx(algo.mu, **server)
-    if algo.name == "scaffold":
-        return Scaffold(local_lr=algo.optimizer.lr, **server)
-    return FedAvg(**server)
+    """A fresh strategy object (``algorithm.strategy``): a coalition's rerun gets its own."""
+    return build(algo.strategy)
 
 
 def outcome(result: RoundsResult) -> Outcome:
@@ -245,7 +241,8 @@ def run_centralized(ctx: ExperimentContext) -> Outcome:
 
 
 for _name, _fn in (("fedavg", run_federated), ("fedprox", run_federated),
-                   ("scaffold", run_federated), ("local", run_local),
+                   ("scaffold", run_federated), ("fednova", run_federated),
+                   ("fedadam", run_federated), ("local", run_local),
                    ("centralized", run_centralized)):
     register(_name)(_fn)
 run_federated.check_config = run_local.check_config = run_centralized.check_config = check_config
