@@ -21,7 +21,9 @@ from derelayl.app.pipeline import run_experiment
 
 GOLDEN = Path(__file__).parent / "golden"
 VOLATILE = {"wall_time_s", "mlflow_run_id"}
-SMALL = ["tracking=none", "progress_every=1000"]
+# the sequential path: the code the records were made with (batched execution agrees to float
+# rounding: tests/test_batched_hop.py and tests/test_execution.py)
+SMALL = ["tracking=none", "progress_every=1000", "algorithm.execution=sequential"]
 
 CASES = {
     "derelayl_trained": ["derelayl.rounds=4", "shapley.enabled=true", "shapley.permutations=20"],

@@ -16,10 +16,12 @@ import copy
 import numpy as np
 import torch
 
+from derelayl.learning.batched import BatchedHop, StackedData, evaluate_many
 from derelayl.learning.evaluation import EvalSet, evaluate
 from derelayl.sim.events import Observer, Observers, RoundRecord
-from derelayl.algorithms.rounds import (RoundsResult, check_schedule, estimate_rounds, evaluate_model, finished, make_round_record, run_length)
-from derelayl.learning.hop import HopTrainer
+from derelayl.algorithms.rounds import (RoundsResult, check_schedule, estimate_rounds,
+                                        evaluate_model, finished, make_round_record, run_length)
+from derelayl.learning.hop import HopStats, HopTrainer
 from derelayl.data.participants import ParticipantData
 from derelayl.sim.devices import Devices, Meter, tensor_bytes
 from derelayl.sim.seeding import torch_generator
@@ -30,7 +32,8 @@ class _BudgetedRunner:
 
     def __init__(self, hop_trainer: HopTrainer, *, seed: int, rounds: int | None = None,
                  sample_budget: int | None = None, eval_every: int = 1,
-                 devices: Devices | None = None, observers: list[Observer] | tuple = ()):
+                 devices: Devices | None = None, observers: list[Observer] | tuple = (),
+                 batched: BatchedHop | None = None):
         check_schedule(rounds, sample_budget, eval_every)
         self.hop_trainer = hop_trainer
         self.seed = int(seed)
@@ -39,8 +42,10 @@ class _BudgetedRunner:
         self.eval_every = int(eval_every)
         self.devices = devices
         self.observers = Observers(observers)
+        self.batched = batched  # local: every participant's hop as one batched computation
         self._resume: dict | None = None
         self._live: dict | None = None
+        self._data: StackedData | None = None
 
     def state_dict(self) -> dict:
         """The run after its last finished round (for a checkpoint)."""
@@ -89,8 +94,7 @@ class LocalRunner(_BudgetedRunner):
         while not done:
             rnd += 1
             losses, seconds, before = [], [], samples_seen
-            for pid, (net, data) in enumerate(zip(models, participants)):
-                stats = self.hop_trainer(net, data, torch_generator(self.seed, "hop", rnd, pid))
+            for pid, stats in enumerate(self.train_all(models, participants, rnd)):
                 hops += 1
                 samples_seen += stats.samples
                 losses.append(stats.train_loss)
@@ -101,9 +105,9 @@ class LocalRunner(_BudgetedRunner):
                             samples_seen - before)
             with_test = rnd % self.eval_every == 0 or done
             metrics = {"train_loss": float(np.mean(losses))}
-            metrics.update(self.summarize([evaluate(net, validation) for net in models], "val"))
+            metrics.update(self.summarize(self.evaluate_all(models, validation), "val"))
             if with_test:
-                metrics.update(self.summarize([evaluate(net, test) for net in models], "test"))
+                metrics.update(self.summarize(self.evaluate_all(models, test), "test"))
             record = make_round_record(rnd, hops, samples_seen, 0, sim, metrics)
             history.append(record)
             self._live = {"rnd": rnd, "done": done, "hops": hops, "samples_seen": samples_seen,
@@ -114,6 +118,34 @@ class LocalRunner(_BudgetedRunner):
                               metrics=dict(history[-1].metrics))
         self.observers.on_run_end(result)
         return result
+
+    def train_all(self, models: list[torch.nn.Module], participants: list[ParticipantData],
+                  rnd: int) -> list[HopStats]:
+        """Every participant's hop on its own model: one after another, or batched."""
+        gens = [torch_generator(self.seed, "hop", rnd, pid) for pid in range(len(models))]
+        if self.batched is None:
+            return [self.hop_trainer(net, data, gen)
+                    for net, data, gen in zip(models, participants, gens)]
+        if self._data is None:
+            self._data = StackedData.of(participants, next(models[0].parameters()).device)
+        stacked = [torch.stack([p.detach() for p in ps])
+                   for ps in zip(*(list(m.parameters()) for m in models))]
+        stats = self.batched(models[0], stacked, self._data, list(range(len(models))), gens)
+        with torch.no_grad():
+            for k, m in enumerate(models):
+                for p, t in zip(m.parameters(), stacked):
+                    p.copy_(t[k])
+        return stats
+
+    def evaluate_all(self, models: list[torch.nn.Module], data: EvalSet
+                     ) -> list[tuple[float, float]]:
+        """(loss, accuracy) of every participant's model: one by one, or in one pass."""
+        if self.batched is None:
+            return [evaluate(net, data) for net in models]
+        stacked = [torch.stack([p.detach() for p in ps])
+                   for ps in zip(*(list(m.parameters()) for m in models))]
+        losses, accs = evaluate_many(models[0], stacked, data.x, data.y)
+        return list(zip(losses.tolist(), accs.tolist()))
 
     @staticmethod
     def summarize(scores: list[tuple[float, float]], split: str) -> dict[str, float]:

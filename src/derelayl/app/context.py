@@ -25,6 +25,7 @@ log = logging.getLogger("derelayl")
 
 if TYPE_CHECKING:  # Lightning is imported when a model or hop is built, not by data-only commands
     from derelayl.models.lit import ClassifierModule
+    from derelayl.learning.batched import BatchedHop
     from derelayl.learning.hop import LightningHop
 
 
@@ -59,7 +60,18 @@ class ExperimentContext:
     tracker: Any = None  # the MLflow tracker, when the run is tracked (e.g. to anchor a ledger)
 
     @cached_property
+    def device(self) -> torch.device:
+        """Where data, models and evaluation live (``device=auto|cpu|cuda``)."""
+        from derelayl.learning.execution import resolve_device
+
+        return resolve_device(str(self.cfg.get("device", "auto")))
+
+    @cached_property
     def data(self) -> DatasetSplits:
+        """The dataset's fixed splits, on :attr:`device`."""
+        return self._load_data().to(self.device)
+
+    def _load_data(self) -> DatasetSplits:
         ds = self.cfg.dataset
         if self.cfg.get("prepared_data"):  # splits materialised by the DVC prepare stage
             from derelayl.data.prepared import load_splits, split_dir
@@ -102,12 +114,12 @@ class ExperimentContext:
 
     def compute_partition(self) -> Partition:
         partitioner = instantiate_named(self.cfg.partition)
-        return partitioner.split(self.data.train_y.numpy(), self.population_size,
+        return partitioner.split(self.data.train_y.cpu().numpy(), self.population_size,
                                  numpy_rng(self.cfg.seed, "partition"))
 
     @cached_property
     def label_histogram(self) -> np.ndarray:
-        return self.partition.label_histogram(self.data.train_y.numpy(), self.data.num_classes)
+        return self.partition.label_histogram(self.data.train_y.cpu().numpy(), self.data.num_classes)
 
     @cached_property
     def participants(self) -> list[ParticipantData]:
@@ -133,7 +145,8 @@ class ExperimentContext:
         torch.manual_seed(derive_seed(self.cfg.seed, stream))
         net = build(self.cfg.model.net, input_shape=list(self.data.input_shape),
                     num_classes=self.data.num_classes)
-        return check_hop_module(ClassifierModule(net, build(self.cfg.algorithm.optimizer)))
+        module = ClassifierModule(net, build(self.cfg.algorithm.optimizer)).to(self.device)
+        return check_hop_module(module)
 
     @cached_property
     def hop(self) -> LightningHop:
@@ -142,6 +155,19 @@ class ExperimentContext:
         algo = self.cfg.algorithm
         return LightningHop(batch_size=algo.batch_size, local_epochs=algo.local_epochs,
                             local_steps=algo.get("local_steps"))
+
+    @cached_property
+    def batched_hop(self) -> BatchedHop | None:
+        """A round's hops as one batched computation, if ``algorithm.execution`` chooses it
+        for this model on this device (None: one after another, :attr:`hop`)."""
+        from derelayl.learning.execution import batched_hop
+
+        algo = self.cfg.algorithm
+        with torch.random.fork_rng(devices=[]):  # a probe model: leave torch's RNG as it was
+            probe = self.new_model()
+        return batched_hop(str(algo.get("execution", "auto")), probe, self.device,
+                           batch_size=algo.batch_size, local_epochs=algo.local_epochs,
+                           local_steps=algo.get("local_steps"))
 
 
 @dataclass

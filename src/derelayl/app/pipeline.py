@@ -169,6 +169,7 @@ def _prepare(cfg: DictConfig, output_dir: Path):
         log.info("loading dataset %s and partitioning it (%s) ...", cfg.dataset.name,
                  cfg.partition.name)
         ctx.partition  # build (and so validate) the data and partition before anything is written
+        ctx.batched_hop  # and how the hops run: algorithm.execution=batched may refuse the model
         check_data = getattr(runner, "check_data", None)
         if check_data is not None:
             check_data(ctx)

@@ -109,6 +109,18 @@ class Choice:
 
 
 @dataclass(frozen=True)
+class DeviceName:
+    """auto, cpu, cuda, or cuda:<index>."""
+
+    def check(self, label: str, value: Any) -> None:
+        ok = value in ("auto", "cpu", "cuda") or (
+            isinstance(value, str) and value.startswith("cuda:") and value[5:].isdigit())
+        if not ok:
+            raise ConfigError(f"unknown {label} {_show(value)}; allowed: auto, cpu, cuda, "
+                              f"cuda:<index>")
+
+
+@dataclass(frozen=True)
 class Sizes:
     """A positive integer or a non-empty list of them (layer widths, channels)."""
 
@@ -147,6 +159,7 @@ RULES: dict[str, Any] = {
     "seed": Number(integer=True, ge=0),
     "num_participants": Number(integer=True, ge=1),
     "torch_threads": Number(integer=True, ge=1),
+    "device": DeviceName(),
     "target_acc": Number(ge=0, le=1, optional=True),
     "optimized_metric": Text(),
     "study.name": Text(),
@@ -202,6 +215,7 @@ RULES: dict[str, Any] = {
     "algorithm.clients_per_round": Number(integer=True, optional=True),
     "algorithm.server_lr": Number(gt=0),
     "algorithm.mu": Number(ge=0),
+    "algorithm.execution": Choice(("auto", "sequential", "batched")),
     "algorithm.aggregator": Choice(("mean", "median", "trimmed_mean", "krum")),
     "algorithm.trim_fraction": Number(ge=0, lt=0.5),
     "algorithm.krum_f": Number(integer=True, ge=0),

@@ -29,7 +29,7 @@ def partition(root: str, seeds: list[int] | None, overrides: list[str]) -> list:
         ctx.data = load_splits(split_dir(root, seed), seed=seed,
                                dataset_cfg=OmegaConf.to_container(cfg.dataset, resolve=True))
         part = ctx.compute_partition()
-        hist = part.label_histogram(ctx.data.train_y.numpy(), ctx.data.num_classes)
+        hist = part.label_histogram(ctx.data.train_y.cpu().numpy(), ctx.data.num_classes)
         folder = save_partition(part, hist, partition_dir(root, seed), key=ctx.partition_key())
         sizes = part.sizes
         print(f"{PROG}: {cfg.partition.name} seed {seed}: {len(sizes)} participants, "

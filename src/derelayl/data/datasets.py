@@ -6,6 +6,7 @@ cases); the test split is only ever used for reporting.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,15 @@ class DatasetSplits:
     test: EvalSet
     num_classes: int
     input_shape: tuple[int, ...]
+
+    def to(self, device: torch.device | str) -> "DatasetSplits":
+        """The same splits with every tensor on ``device`` (itself when already there)."""
+        if self.train_x.device == torch.device(device):
+            return self
+        return dataclasses.replace(
+            self, train_x=self.train_x.to(device), train_y=self.train_y.to(device),
+            val=EvalSet(self.val.x.to(device), self.val.y.to(device)),
+            test=EvalSet(self.test.x.to(device), self.test.y.to(device)))
 
 
 DATASETS = ("digits", "mnist1d", "mnist", "fashion_mnist", "cifar10")

@@ -56,7 +56,7 @@ def save_splits(splits: DatasetSplits, folder: Path, *, dataset_cfg: dict[str, A
     arrays = {"train_x": splits.train_x, "train_y": splits.train_y, "val_x": splits.val.x,
               "val_y": splits.val.y, "test_x": splits.test.x, "test_y": splits.test.y}
     for name, tensor in arrays.items():
-        np.save(folder / f"{name}.npy", tensor.numpy())
+        np.save(folder / f"{name}.npy", tensor.cpu().numpy())
     _write_json(folder / "manifest.json", {
         "dataset": dataset_key(dataset_cfg), "seed": int(seed), "name": splits.name,
         "num_classes": splits.num_classes, "input_shape": list(splits.input_shape),

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from derelayl.sim.errors import ConfigError
+from derelayl.learning.batched import BatchedHop, StackedData, evaluate_many, stack_states
 from derelayl.learning.evaluation import EvalSet, evaluate
 from derelayl.learning.hop import HopTrainer, weights_finite
 from derelayl.protocol.ledger import sha256_hex
@@ -186,13 +187,21 @@ class TrainedPerformance:
     owner's model, every returned model is uploaded once (to the commitment block's miner); the
     hops of a round run in parallel, so a round lasts as long as its slowest returned trainer's
     download + training + upload.
+
+    With ``batched`` (a ``BatchedHop``), a round's trained hops run as one batched computation
+    and its models are scored on the validation split and on the round's test cases in one pass
+    each (``evaluate_many``): the same numbers to float32 rounding.
     """
 
     def __init__(self, model: torch.nn.Module, hop: HopTrainer,
                  participants: list[ParticipantData], validation: EvalSet, test: EvalSet,
                  store: ModelStore, seed: int, genesis: int = 0, devices: Devices | None = None,
-                 noise_std: float = 1.0):
+                 noise_std: float = 1.0, batched: BatchedHop | None = None):
         self.model, self.hop, self.participants = model, hop, participants
+        self.batched = batched
+        self.names = [n for n, _ in model.named_parameters()]
+        self.device = next(model.parameters()).device
+        self.data = (StackedData.of(participants, self.device) if batched is not None else None)
         self.validation, self.test_set, self.store, self.seed = validation, test, store, seed
         n = len(participants)
         self.own: list[str | None] = [None] * n
@@ -221,7 +230,7 @@ class TrainedPerformance:
                 f"({len(self.validation)} samples); use at most {len(self.validation)}")
 
     def _put(self) -> str:
-        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         key = state_hash(state)
         self.store.put(key, state)
         return key
@@ -247,10 +256,13 @@ class TrainedPerformance:
         meter, seconds = Meter(self.devices), []  # the hops run in parallel: the slowest counts
         unchanged = np.zeros(len(trainers), dtype=bool)
         self.failed = np.zeros(len(trainers), dtype=bool)
+        kinds = ([HONEST] * len(trainers) if behaviours is None
+                 else [int(b) for b in behaviours])
+        batch = self._train_batched(round_, parents, trainers, kinds)
         for i, (owner, trainer) in enumerate(zip(parents.tolist(), trainers.tolist())):
-            kind = HONEST if behaviours is None else int(behaviours[i])
+            kind = kinds[i]
             self.model.load_state_dict(self.store.get(self.own[owner]))
-            samples = 0
+            samples, val = 0, None
             if kind == FREE_RIDER:
                 unchanged[i] = True
                 self.own[trainer] = self.own[owner]
@@ -259,6 +271,8 @@ class TrainedPerformance:
             if kind == NOISE:
                 add_weight_noise(self.model.state_dict().values(), self.noise_std, self.seed,
                                  round_, trainer)
+            elif i in batch:
+                samples, val = self._take(batch, i)
             else:
                 stats = self.hop(self.model, self.participants[trainer],
                                  torch_generator(self.seed, "hop", round_, trainer))
@@ -266,7 +280,10 @@ class TrainedPerformance:
             self.samples_seen += samples
             self.last_samples[trainer] = samples
             seconds.append(meter.seconds(trainer, samples, 2 * self.model_bytes))
-            val = evaluate(self.model, self.validation) if weights_finite(self.model) else None
+            if not weights_finite(self.model):
+                val = None
+            elif val is None:
+                val = evaluate(self.model, self.validation)
             if val is None or not np.isfinite(val[0]):
                 self.failed[i] = True
                 continue
@@ -277,12 +294,47 @@ class TrainedPerformance:
         self.sim_time_s += max(seconds, default=0.0)
         return unchanged
 
+    def _train_batched(self, round_, parents, trainers, kinds) -> dict:
+        """The round's trained hops as one batched computation (None of them without
+        ``batched``), and their models' validation scores in one pass:
+        ``{i: (stacked, k, stats, validation loss and accuracy)}``."""
+        if self.batched is None:
+            return {}
+        rows = [i for i, kind in enumerate(kinds) if kind not in (FREE_RIDER, NOISE)]
+        if not rows:
+            return {}
+        owners, who = parents.tolist(), trainers.tolist()
+        stacked = stack_states([self.store.get(self.own[owners[i]]) for i in rows], self.names,
+                               self.device)
+        stats = self.batched(self.model, stacked, self.data, [who[i] for i in rows],
+                             [torch_generator(self.seed, "hop", round_, who[i]) for i in rows])
+        losses, accs = evaluate_many(self.model, stacked, self.validation.x, self.validation.y)
+        return {i: (stacked, k, stats[k], (float(losses[k]), float(accs[k])))
+                for k, i in enumerate(rows)}
+
+    def _take(self, batch: dict, i: int) -> tuple[int, tuple[float, float]]:
+        """Hop ``i``'s batched result into the model (which holds its parent): its samples and
+        validation score."""
+        stacked, k, stats, val = batch[i]
+        with torch.no_grad():
+            for p, t in zip(self.model.parameters(), stacked):
+                p.copy_(t[k])
+        return stats.samples, val
+
     def test(self, round_, trainers, parents, num_cases, rng):
         cases = np.sort(rng.choice(len(self.validation), size=num_cases, replace=False))
         digest = sha256_hex(cases.astype(np.int64).tobytes()
-                            + self.validation.y[cases].numpy().astype(np.int64).tobytes())
-        subset = self.validation.subset(torch.as_tensor(cases))
+                            + self.validation.y[cases].cpu().numpy().astype(np.int64).tobytes())
+        subset = self.validation.subset(torch.as_tensor(cases, device=self.validation.x.device))
         cache: dict[str, tuple[float, float]] = {}
+        if self.batched is not None:  # every model of the round in one pass
+            keys = list(dict.fromkeys([self.own[t] for t in trainers.tolist()]
+                                      + [self.own[o] for o in parents.tolist()]))
+            if keys:
+                stacked = stack_states([self.store.get(k) for k in keys], self.names, self.device)
+                losses, accs = evaluate_many(self.model, stacked, subset.x, subset.y)
+                cache.update({k: (float(lo), float(a)) for k, lo, a in
+                              zip(keys, losses.tolist(), accs.tolist())})
 
         def score(key: str) -> tuple[float, float]:
             if key not in cache:

@@ -41,6 +41,7 @@ from derelayl.algorithms.fl.strategies import ClientUpdate, FedAvg
 from derelayl.algorithms.rounds import (RoundsResult, check_schedule, estimate_rounds,
                                         evaluate_model, finished, make_round_record, run_length)
 from derelayl.data.participants import ParticipantData
+from derelayl.learning.batched import BatchedHop, StackedData
 from derelayl.learning.evaluation import EvalSet, evaluate
 from derelayl.learning.hop import HopStats, HopTrainer, weights_finite
 from derelayl.protocol.behaviours import DROPOUT, FREE_RIDER, HONEST, NOISE, add_weight_noise
@@ -120,6 +121,7 @@ class FederatedRun:
     recent: np.ndarray  # (window x N) recent utilities
     active_rounds: np.ndarray
     held: np.ndarray  # quality of the best global model each participant downloaded
+    data: StackedData | None = None  # every client's data in one tensor (batched execution)
     rnd: int = 0
     hops: int = 0
     samples_seen: int = 0
@@ -173,7 +175,7 @@ class FederatedRunner:
                  devices: Devices | None = None, observers: list[Observer] | tuple = (),
                  track_gains: bool = False, payouts: FederatedPayouts | None = None,
                  population: FederatedPopulation | None = None,
-                 client_fraction: float | None = None):
+                 client_fraction: float | None = None, batched: BatchedHop | None = None):
         check_schedule(rounds, sample_budget, eval_every)
         if clients_per_round < 1:
             raise ConfigError(f"algorithm.clients_per_round must be >= 1 (got {clients_per_round})")
@@ -191,6 +193,8 @@ class FederatedRunner:
         self.population = population
         # with churn, C is a fraction of the *active* participants (else clients_per_round caps)
         self.client_fraction = client_fraction
+        # a round's training clients as one batched computation (None: one after another)
+        self.batched = batched
         self._resume: dict | None = None
         self._run: FederatedRun | None = None
 
@@ -264,9 +268,33 @@ class FederatedRunner:
         returning = [pid for pid in selected if run.behaviour[pid] != DROPOUT]
         work = RoundWork(selected=selected, returning=returning)
         weights = run.sizes[returning] / run.sizes[returning].sum() if returning else []
+        trained = self.train_batched(run, rnd, returning) if self.batched is not None else {}
         for pid, w in zip(returning, weights):
-            self.local_update(run, rnd, pid, float(w), participants, validation, work)
+            if pid in trained:
+                stacked, k, stats = trained[pid]
+                run.load_global()
+                with torch.no_grad():
+                    for p, t in zip(run.params, stacked):
+                        p.copy_(t[k])
+                self.returned(run, pid, float(w), stats, int(run.behaviour[pid]), validation,
+                              work)
+            else:
+                self.local_update(run, rnd, pid, float(w), participants, validation, work)
         return work
+
+    def train_batched(self, run: FederatedRun, rnd: int, returning: list[int]) -> dict:
+        """The round's training clients (not a free-rider, not a noise adversary) as one batched
+        computation from the global model: ``{pid: (stacked params, index, stats)}``."""
+        pids = [pid for pid in returning if int(run.behaviour[pid]) not in (FREE_RIDER, NOISE)]
+        if not pids:
+            return {}
+        k = len(pids)
+        stacked = [g.unsqueeze(0).repeat(k, *([1] * g.dim())) for g in run.global_params]
+        stats = self.batched(run.model, stacked, run.data, pids,
+                             [torch_generator(self.seed, "hop", rnd, pid) for pid in pids],
+                             correction=self.strategy.batched_correction(pids, run.global_params))
+        run.hops += k
+        return {pid: (stacked, i, stats[i]) for i, pid in enumerate(pids)}
 
     def local_update(self, run: FederatedRun, rnd: int, pid: int, weight: float,
                      participants: list[ParticipantData], validation: EvalSet,
@@ -388,6 +416,8 @@ class FederatedRunner:
             matches=np.zeros(n, dtype=np.int64), utility=np.zeros(n),
             recent=np.zeros((window, n)), active_rounds=np.zeros(n, dtype=np.int64),
             held=np.zeros(n))
+        if self.batched is not None:
+            run.data = StackedData.of(participants, run.global_state[0].device)
         if self.track_gains or self.economics is not None:
             run.global_acc = evaluate(model, validation)[1]
         return run

@@ -88,7 +88,8 @@ def _performance(ctx: ExperimentContext, params: DeRelayLParams, behaviour: np.n
         perf = TrainedPerformance(ctx.new_model(), ctx.hop, participants, ctx.data.val,
                                   ctx.data.test, store, seed=ctx.cfg.seed,
                                   genesis=params.genesis_participant, devices=ctx.devices,
-                                  noise_std=float(ctx.cfg.participants.get("noise_std", 1.0)))
+                                  noise_std=float(ctx.cfg.participants.get("noise_std", 1.0)),
+                                  batched=ctx.batched_hop)
         perf.check_cases(params.num_test_cases)
         return perf, store, np.array([len(p) for p in participants], dtype=np.float64)
     raise ConfigError(f"unknown derelayl.performance {d.performance!r}; "
@@ -114,14 +115,10 @@ def _write_participants(path, state: EconomyState, perf) -> None:
 
 def lineage_shapley(ctx: ExperimentContext, perf: TrainedPerformance, cfg: DictConfig):
     """Shapley values of the contributors on the best model's lineage (hops replayed)."""
-    from derelayl.learning.batched import BatchedHop, batchable
-
     genesis = copy.deepcopy(perf.genesis_model())
-    batched = None
-    if batchable(genesis, genesis.configure_optimizers()) is None:
-        batched = BatchedHop(ctx.hop.batch_size, ctx.hop.local_epochs, ctx.hop.local_steps)
+    # with batched execution, a batch of coalitions replays the lineage in lockstep
     value = LineageCoalitionValue(ctx.hop, genesis, perf.lineage(), perf.participants,
-                                  seed=cfg.seed, test=ctx.data.test, batched=batched)
+                                  seed=cfg.seed, test=ctx.data.test, batched=ctx.batched_hop)
     return estimate(ctx, value, f"the best model's lineage, {len(value.lineage)} hops")
 
 

@@ -45,17 +45,28 @@ class ProgressValue:
         self.players = value.players
         self.count = 0
         self.started = self.last = time.perf_counter()
+        if not callable(getattr(value, "many", None)):
+            self.many = None  # the value has no batched evaluation: neither has its wrapper
 
     def __call__(self, coalition) -> float:
         out = self.value(coalition)
-        self.count += 1
+        self._counted(1)
+        return out
+
+    def many(self, coalitions) -> list[float]:
+        """A batch of coalitions at once (values that can: DeRelayL's lineage replays)."""
+        out = self.value.many(coalitions)
+        self._counted(len(out))
+        return out
+
+    def _counted(self, k: int) -> None:
+        self.count += k
         now = time.perf_counter()
         if now - self.last >= self.every_s:
             self.last = now
             of = f"/{self.total}" if self.total else ""
             log.info("Shapley: %d%s coalitions evaluated (%.0fs)", self.count, of,
                      now - self.started)
-        return out
 
 
 def estimate(ctx: ExperimentContext, value, what: str) -> ShapleyResult:

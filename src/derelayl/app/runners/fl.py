@@ -187,7 +187,7 @@ def run_federated(ctx: ExperimentContext) -> Outcome:
     runner = FederatedRunner(ctx.hop, _strategy(algo), clients_per_round=m,
                              **_schedule(ctx),
                              track_gains=payouts is not None, payouts=payouts, population=pop,
-                             client_fraction=fraction)
+                             client_fraction=fraction, batched=ctx.batched_hop)
     resume(ctx, checkpoint, runner)
     run = runner.run(ctx.new_model(), participants, ctx.data.val, ctx.data.test)
     result = outcome(run)
@@ -228,7 +228,7 @@ def run_federated(ctx: ExperimentContext) -> Outcome:
 
 def run_local(ctx: ExperimentContext) -> Outcome:
     checkpoint = round_checkpoint(ctx)
-    runner = LocalRunner(ctx.hop, **_schedule(ctx))
+    runner = LocalRunner(ctx.hop, batched=ctx.batched_hop, **_schedule(ctx))
     resume(ctx, checkpoint, runner)
     return outcome(runner.run(ctx.new_model(), ctx.participants, ctx.data.val, ctx.data.test))
 
