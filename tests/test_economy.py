@@ -173,8 +173,7 @@ def test_auction_and_matching_follow_the_protocol():
     state.own_version[:] = [0, 4, 3, 2, 1, 0, 0, 4, 3, 2, 1, 0]
     state.owners = np.array([1, 7])
     state.own_score[[1, 7]] = [0.2, 0.9]  # owner 7 has the better model: it picks first
-    state.lineage = np.zeros((2, n), dtype=np.float32)
-    state.lineage[:, 0] = 1
+    state.royalties.advance(np.array([0, 0]), np.array([0, 0]))  # two owner models
     perf = RandomWalkPerformance(n)
     ledger = Ledger()
     outcome = play_round(params, state, perf, numpy_rng(0, "t"), ledger)

@@ -5,6 +5,7 @@ import pytest
 
 from derelayl.protocol.runner import DeRelayLRunner, EconomyObserver
 from derelayl.protocol.ledger import balances_from_ledger
+from derelayl.protocol.royalties import RoyaltyBook
 from derelayl.protocol.params import DeRelayLParams
 from derelayl.protocol.state import EconomyState
 from derelayl.sim.errors import ConfigError
@@ -78,19 +79,25 @@ def test_no_scheme_pays_a_free_riders_unchanged_model(scheme):
 
 
 def test_unit_payouts_by_hand():
-    lineage = np.array([[1.0, 1, 0, 0], [1, 0, 2, 1]], dtype=np.float32)
-    decay = np.array([[0.5, 1, 0, 0], [0.25, 0, 1.5, 1]])
+    # lineages: model 0 (MO 0) -> A, B (MO 0) -> C from A (MO 1), D from B (MO 2); the owners'
+    # models are C (row 0) and D (row 1). This round: X from C (MO 3), Y and Z from D (MO 1).
+    book = RoyaltyBook.genesis_book(4, 0, gamma=0.5)
+    book.advance(np.array([0, 0]), np.array([0, 0]))
+    book.advance(np.array([0, 1]), np.array([1, 2]))
     s = Settlement(num_participants=4, trainers=np.array([3, 2, 1]), owner_rows=np.array([0, 1, 1]),
-                   eligible=np.array([True, True, False]), winners=np.array([True, True, False]),
-                   scores=np.array([0.9, 0.5, 0.7]), parent_scores=np.array([0.6, 0.6, 0.6]),
-                   declared_samples=np.array([0, 10, 30, 10.0]), lineage=lineage,
-                   lineage_decay=decay)
-    # two winners; the authors' rule adds one coin per winner to the genesis participant (0)
-    np.testing.assert_allclose(make_incentive("derelayl", royalty=1.0).mint(s), [4, 1, 2, 1])
+                   owners=np.array([3, 1, 1]), eligible=np.array([True, True, False]),
+                   winners=np.array([True, True, False]), scores=np.array([0.9, 0.5, 0.7]),
+                   parent_scores=np.array([0.6, 0.6, 0.6]),
+                   declared_samples=np.array([0, 10, 30, 10.0]), royalties=book)
+    # X pays the MOs of X, C, A, model 0: 3, 1, 0, 0; Y those of Y, D, B, model 0: 1, 2, 0, 0
+    np.testing.assert_allclose(make_incentive("derelayl", royalty=1.0).mint(s), [4, 2, 1, 1])
+    # ours pays the genesis participant once per win
     np.testing.assert_allclose(make_incentive("derelayl", royalty=1.0, royalty_rule="once").mint(s),
-                               [2, 1, 2, 1])
+                               [2, 2, 1, 1])
     bounded = make_incentive("derelayl_bounded", mint_per_win=2.0, gamma=0.5).mint(s)
-    np.testing.assert_allclose(bounded, 2 * decay[0] / 1.5 + 2 * decay[1] / 2.75)
+    # gamma^d from the winner's own model, model 0 left out: X: 3 (1), 1 (.5), 0 (.25); Y: 1 (1),
+    # 2 (.5), 0 (.25); each win's weights sum to 1.75 and it mints 2
+    np.testing.assert_allclose(bounded, np.array([0.5, 1.5, 0.5, 1.0]) * 2 / 1.75)
     assert bounded.sum() == pytest.approx(4.0)  # fixed amount per win
     np.testing.assert_allclose(make_incentive("uniform", reward=1.0).mint(s), [0, 0, 1, 1])
     np.testing.assert_allclose(make_incentive("data_size", reward=1.0).mint(s), [0, 0, 1.5, 0.5])

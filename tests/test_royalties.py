@@ -63,3 +63,66 @@ def test_the_tree_stays_small_when_lineages_coalesce():
         owners = rng.choice(n, size=k, replace=False)
     assert book.depth > 150  # the base followed the trunk up
     assert sum(len(level) for level in book.mo) < 10 * len(owners)
+
+
+class RowsRoyalty:
+    """The earlier implementation, kept as the reference: per owner a row counting, per
+    participant, the models on its newest model's lineage it trained (genesis model included);
+    a win pays its owner's row (+1 to the genesis participant under the authors' rule), and a new
+    owner's row is its parent's row plus itself; the bounded scheme keeps decayed rows (each
+    normalised to its own sum). Rows are kept by owner (an owner holds one newest model)."""
+
+    def __init__(self, scheme, n, genesis=0):
+        self.scheme, self.n, self.genesis = scheme, n, genesis
+        self.name = scheme.name
+        self.needs_decayed_lineage = getattr(scheme, "needs_decayed_lineage", False)
+        self.gamma = getattr(scheme, "gamma", 1.0)
+        first = np.zeros(n)
+        first[genesis] = 1
+        self.rows, self.decay = {genesis: first}, {genesis: first.copy()}
+
+    def mint(self, s):
+        paid = np.zeros(self.n)
+        won = np.flatnonzero(s.winners)
+        for i in won:
+            owner = int(s.owners[i])
+            if self.name == "derelayl":
+                paid += self.rows[owner] * self.scheme.royalty
+                if self.scheme.royalty_rule == "authors":
+                    paid[self.genesis] += self.scheme.royalty
+            else:
+                row = self.decay[owner]
+                paid += row / row.sum() * self.scheme.mint_per_win
+        if len(won):
+            rows, decay = {}, {}
+            for i in won:
+                owner, trainer = int(s.owners[i]), int(s.trainers[i])
+                rows[trainer] = self.rows[owner].copy()
+                rows[trainer][trainer] += 1
+                decay[trainer] = self.gamma * self.decay[owner]
+                decay[trainer][trainer] += 1
+            self.rows, self.decay = rows, decay
+        return paid
+
+
+@pytest.mark.parametrize("name, kwargs", [("derelayl", {}), ("derelayl", {"royalty_rule": "once"}),
+                                          ("derelayl_bounded", {"gamma": 0.7})])
+def test_the_economy_pays_what_the_earlier_row_method_paid(name, kwargs):
+    from derelayl.protocol.incentives import make_incentive
+    from derelayl.protocol.params import DeRelayLParams
+    from derelayl.protocol.quality import RandomWalkPerformance
+    from derelayl.protocol.runner import DeRelayLRunner
+
+    n = 48
+    params = DeRelayLParams(num_participants=n, rounds=150)
+
+    def coins(incentive):
+        return DeRelayLRunner(params, RandomWalkPerformance(n, hashing=False), seed=3,
+                              keep_ledger=False, incentive=incentive).run().state.coins
+
+    book = coins(make_incentive(name, **kwargs))
+    rows = coins(RowsRoyalty(make_incentive(name, **kwargs), n))
+    if name == "derelayl":
+        assert np.array_equal(book, rows)
+    else:
+        assert np.allclose(book, rows, rtol=1e-12, atol=1e-9)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from derelayl.protocol.runner import EconomyObserver
+from derelayl.protocol.royalties import RoyaltyBook
 from derelayl.protocol.state import EconomyState
 from derelayl.sim.errors import ConfigError
 from derelayl.protocol.ledger import GENESIS_HASH, Ledger, canonical_json
@@ -165,7 +166,8 @@ class EconomyFiles(EconomyObserver):
     def save(self, state, perf_state, ledger):
         save_checkpoint(self.checkpoint_path, {
             "fingerprint": self.fingerprint,
-            "state": {f.name: getattr(state, f.name) for f in dataclasses.fields(state)},
+            "state": {f.name: (state.royalties.state_dict() if f.name == "royalties"
+                               else getattr(state, f.name)) for f in dataclasses.fields(state)},
             "perf": perf_state,
             "ledger": None if ledger is None else [ledger.head, ledger.length]})
         if self.store is not None:
@@ -182,7 +184,28 @@ _VECTORS = ("coins", "gained", "lost", "own_version", "held_version", "own_score
             "matches", "wins", "hops", "hop_gain", "active", "ever_active", "behaviour",
             "declared_samples", "cost_per_sample", "cost_per_transfer", "model_value",
             "reservation", "utility", "active_rounds")
-_MATRICES = ("lineage", "recent_utility", "lineage_decay")
+_MATRICES = ("recent_utility",)
+
+
+def _royalty_book(state: Any, num_participants: int) -> RoyaltyBook:
+    """The royalty book of a checkpoint, its arrays checked for type and shape."""
+    if not isinstance(state, dict) or not isinstance(state.get("levels"), int):
+        raise ValueError("state.royalties is not a royalty book")
+    if state.get("num_participants") != num_participants:
+        raise ValueError(f"state.royalties is not for {num_participants} participants")
+    for name in ("trunk", "trunk_decay"):
+        value = state.get(name)
+        if name in state and (not isinstance(value, np.ndarray)
+                              or value.shape != (num_participants,)):
+            raise ValueError(f"state.royalties.{name} is not a vector of {num_participants}")
+    for i in range(state["levels"]):
+        for name in (f"mo_{i}", f"parent_{i}"):
+            value = state.get(name)
+            if not isinstance(value, np.ndarray) or value.ndim != 1 or (
+                    len(value) and (value.min() < 0 or (name.startswith("mo")
+                                                       and value.max() >= num_participants))):
+                raise ValueError(f"state.royalties.{name} is not a vector of ids")
+    return RoyaltyBook.from_state(state)
 
 
 def read_checkpoint(path: Path, num_participants: int) -> dict[str, Any]:
@@ -198,10 +221,9 @@ def read_checkpoint(path: Path, num_participants: int) -> dict[str, Any]:
         for name in _VECTORS:
             if not isinstance(body[name], np.ndarray) or body[name].shape != (num_participants,):
                 raise ValueError(f"state.{name} is not a vector of {num_participants}")
+        body["royalties"] = _royalty_book(body["royalties"], num_participants)
         for name in _MATRICES:
             value = body[name]
-            if value is None and name == "lineage_decay":
-                continue
             if not isinstance(value, np.ndarray) or value.ndim != 2 \
                     or value.shape[1] != num_participants:
                 raise ValueError(f"state.{name} is not a matrix with {num_participants} columns")

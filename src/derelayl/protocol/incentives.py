@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from derelayl.protocol.royalties import RoyaltyBook
 from derelayl.sim.errors import ConfigError
 
 INCENTIVES = ("derelayl", "derelayl_bounded", "uniform", "data_size", "marginal_gain")
@@ -40,14 +41,14 @@ class Settlement:
 
     num_participants: int
     trainers: np.ndarray
-    owner_rows: np.ndarray  # each model's owner, as a row of the lineage matrices
+    owner_rows: np.ndarray  # each model's parent, as an owner row (the royalty book's last level)
+    owners: np.ndarray  # each model's MO (the owner that commissioned it)
     eligible: np.ndarray  # bool: changed models (not returned unchanged)
     winners: np.ndarray  # bool
     scores: np.ndarray
     parent_scores: np.ndarray
     declared_samples: np.ndarray  # per participant
-    lineage: np.ndarray  # owners x N ancestor-owner counts
-    lineage_decay: np.ndarray | None  # owners x N, sum_d gamma^d e_owner(ancestor at d)
+    royalties: RoyaltyBook | None = None  # the live lineages (lineage schemes)
     genesis: int = 0  # the genesis participant: the MO of model 0
 
 
@@ -75,14 +76,14 @@ ROYALTY_RULES = ("authors", "once")
 
 
 class DeRelayLRoyalty(IncentiveScheme):
-    """Lineage royalties in one vector operation.
+    """Lineage royalties, paid along the live lineages' shared trunk (``RoyaltyBook``).
 
-    A lineage row counts, per participant, the models on the owner's newest model's lineage it
-    owns (genesis model included): paying a winner's row pays each model the winner was built on
-    once (``once``: r + 1 coins at depth r). The authors' walk pays each model's *MO* instead,
-    from the winner down to model 0: the same payees, except that the genesis participant is
-    the MO of both model 0 and the version-1 model on the lineage, so ``authors`` adds one coin
-    per win to it (r + 2 coins).
+    The authors' walk (``authors``) pays each model's *MO* from the winner down to model 0: a
+    win at depth r (version r + 1) pays r + 2 coins, two of them to the genesis participant, the
+    MO of model 0 and of the version-1 model on the lineage. ``once`` (our earlier rule) pays the
+    owner of each model the winner was built on once: one coin less to the genesis participant
+    per win (r + 1 coins), so a participant's royalty is exactly its number of models on the
+    lineage.
     """
 
     name = "derelayl"
@@ -95,10 +96,9 @@ class DeRelayLRoyalty(IncentiveScheme):
         self.royalty_rule = royalty_rule
 
     def mint(self, s):
-        counts = np.bincount(s.owner_rows[s.winners], minlength=len(s.lineage))
-        paid = (counts.astype(s.lineage.dtype) @ s.lineage).astype(np.float64)
-        if self.royalty_rule == "authors":
-            paid[s.genesis] += float(counts.sum())
+        paid, _ = s.royalties.payout(s.owner_rows[s.winners], s.owners[s.winners])
+        if self.royalty_rule == "once":
+            paid[s.genesis] -= float(s.winners.sum())
         return paid * self.royalty
 
 
@@ -112,11 +112,8 @@ class BoundedRoyalty(IncentiveScheme):
         self.mint_per_win, self.gamma = _non_negative("mint_per_win", mint_per_win), float(gamma)
 
     def mint(self, s):
-        rows = s.lineage_decay
-        norms = rows.sum(axis=1)
-        counts = np.bincount(s.owner_rows[s.winners], minlength=len(rows)).astype(np.float64)
-        weights = np.divide(counts, norms, out=np.zeros_like(counts), where=norms > 0)
-        return (weights @ rows) * self.mint_per_win
+        _, decayed = s.royalties.payout(s.owner_rows[s.winners], s.owners[s.winners])
+        return decayed * (self.mint_per_win / s.royalties.decay_norm())
 
 
 class UniformReward(IncentiveScheme):

@@ -18,8 +18,9 @@ from the round's own random stream in a fixed order (so a round replays exactly)
 9. :func:`book_population`: utilities and churn; :func:`round_metrics`: what is reported.
 
 How a model performs is delegated to a performance model (``random_walk`` or ``trained``,
-``derelayl.protocol.quality``): the protocol only sees scores. Relay royalties use lineage
-owner histograms (``EconomyState.lineage``): a win pays its owner's row in one vector add.
+``derelayl.protocol.quality``): the protocol only sees scores. Relay royalties follow the live
+lineages and their shared trunk (``EconomyState.royalties``, ``protocol.royalties``), so a
+round costs the size of its live tree, not its depth times the owners times N.
 """
 
 from __future__ import annotations
@@ -289,9 +290,9 @@ def settle(p: DeRelayLParams, state: EconomyState, rnd: Round, incentive: Incent
                + _credit(rnd.pair_bid_o[win_mask], rnd.pair_o[win_mask], n))
     minted = incentive.mint(Settlement(
         num_participants=n, trainers=rnd.trained_t, owner_rows=rnd.trained_row,
-        eligible=eligible, winners=winners, scores=rnd.scores, parent_scores=rnd.parent_scores,
-        declared_samples=state.declared_samples, lineage=state.lineage,
-        lineage_decay=state.lineage_decay, genesis=p.genesis_participant))
+        owners=rnd.trained_o, eligible=eligible, winners=winners, scores=rnd.scores,
+        parent_scores=rnd.parent_scores, declared_samples=state.declared_samples,
+        royalties=state.royalties, genesis=p.genesis_participant))
     forfeits = (_credit(rnd.pair_bid_t[~win_mask], rnd.pair_t[~win_mask], n)
                 + _credit(rnd.pair_bid_o[~win_mask], rnd.pair_o[~win_mask], n))
     credits = refunds + minted
@@ -316,27 +317,16 @@ def settle(p: DeRelayLParams, state: EconomyState, rnd: Round, incentive: Incent
             "fee": fee})
 
 
-def hand_over(p: DeRelayLParams, state: EconomyState, rnd: Round,
-              incentive: IncentiveScheme) -> None:
-    """Winners own the next round's models: a new owner's lineage row is its parent's row plus
-    itself. A round without a winner keeps its owners (``no_winner=reset``: the authors' code
-    leaves none, and the economy stops)."""
+def hand_over(p: DeRelayLParams, state: EconomyState, rnd: Round) -> None:
+    """Winners own the next round's models (the royalty book records their lineages). A round
+    without a winner keeps its owners (``no_winner=reset``: the authors' code leaves none, and
+    the economy stops)."""
     win = rnd.win
-    n_win = len(win)
-    win_t, win_row = rnd.trained_t[win], rnd.trained_row[win]
-    if n_win:
-        lineage = state.lineage[win_row]
-        lineage[np.arange(n_win), win_t] += 1
-        if state.lineage_decay is not None:
-            decay = incentive.gamma * state.lineage_decay[win_row]
-            decay[np.arange(n_win), win_t] += 1.0
-            state.lineage_decay = decay
-        state.owners, state.lineage = win_t.astype(np.int64), lineage
+    if len(win):
+        state.royalties.advance(rnd.trained_row[win], rnd.trained_o[win])
+        state.owners = rnd.trained_t[win].astype(np.int64)
     elif p.no_winner == "reset":
         state.owners = state.owners[:0]
-        state.lineage = state.lineage[:0]
-        if state.lineage_decay is not None:
-            state.lineage_decay = state.lineage_decay[:0]
 
 
 # -- the population ------------------------------------------------------------------------------------
@@ -417,7 +407,7 @@ def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceMod
     commit_models(p, state, rnd, perf, ledger)
     test_models(p, state, rnd, perf, ledger)
     settle(p, state, rnd, incentive, ledger)
-    hand_over(p, state, rnd, incentive)
+    hand_over(p, state, rnd)
     book_population(p, state, rnd, perf, best_quality_before, churn, churn_rng)
     state.round = rnd.index + 1
     metrics = round_metrics(p, state, rnd, perf, minted0, burned0)

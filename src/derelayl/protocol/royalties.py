@@ -72,20 +72,45 @@ class RoyaltyBook:
         return self.depth + len(self.mo)
 
     # -- a round's payout ----------------------------------------------------------------------
-    def settle(self, winner_rows: np.ndarray, winner_mos: np.ndarray,
-               weight: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:
-        """Add the winners' models (children of the owner models ``winner_rows``, commissioned
-        by ``winner_mos``) and return what their lineages pay: per participant, the number of
-        times it is the MO of a model on a winner's lineage (winners' own models and the genesis
-        model included: a win at version v pays v + 1 coins), and with ``gamma`` the decayed sum
-        (gamma^d for the model d steps below the winner's, the genesis model left out: the
-        bounded scheme's weights, which sum to sum_{d<v} gamma^d) — each times ``weight``. The winners' models become the owner models.
-        With no winners nothing changes and nothing is paid."""
-        n = self.num_participants
+    def payout(self, winner_rows: np.ndarray, winner_mos: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+        """What the lineages of the round's winning models pay, without recording the winners:
+        per participant, the number of times it is the MO of a model on a winner's lineage
+        (winners' own models and the genesis model included: a win at version v pays v + 1
+        coins), and with ``gamma`` the decayed sum (gamma^d for the model d steps below the
+        winner's, the genesis model left out: the bounded scheme's weights, which sum to
+        sum_{d<v} gamma^d). The winners' models are children of the owner models
+        ``winner_rows``, commissioned by ``winner_mos``."""
+        paid, decayed, _ = self._walk(np.asarray(winner_rows, dtype=np.int64),
+                                      np.asarray(winner_mos, dtype=np.int64))
+        return paid, decayed
+
+    def advance(self, winner_rows: np.ndarray, winner_mos: np.ndarray) -> None:
+        """The winners' models become the owner models (nothing changes without winners)."""
         rows = np.asarray(winner_rows, dtype=np.int64)
         mos = np.asarray(winner_mos, dtype=np.int64)
+        if len(rows):
+            _, _, live = self._walk(rows, mos)
+            self._grow(self.mo + [mos], self.parent + [rows], live)
+
+    def settle(self, winner_rows: np.ndarray, winner_mos: np.ndarray,
+               weight: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`payout` (times ``weight``), then :meth:`advance`."""
+        paid, decayed = self.payout(winner_rows, winner_mos)
+        self.advance(winner_rows, winner_mos)
+        return paid * weight, (decayed * weight if decayed is not None else None)
+
+    def decay_norm(self) -> float:
+        """sum_{d<v} gamma^d for a winner of the next version v: the bounded scheme's total."""
+        v = self.depth + len(self.mo)  # the owner models' version is v - 1
+        g = self.gamma if self.gamma is not None else 1.0
+        return float(v) if g == 1.0 else (1.0 - g ** v) / (1.0 - g)
+
+    def _walk(self, rows: np.ndarray, mos: np.ndarray):
+        """Winners' counts aggregated level by level down to the base: (paid, decayed, live)."""
+        n = self.num_participants
         if len(rows) == 0:
-            return np.zeros(n), (np.zeros(n) if self.gamma is not None else None)
+            return np.zeros(n), (np.zeros(n) if self.gamma is not None else None), []
         levels_mo = self.mo + [mos]
         levels_parent = self.parent + [rows]
         count = np.ones(len(rows))
@@ -100,8 +125,7 @@ class RoyaltyBook:
             count = np.bincount(up, weights=count, minlength=below)
             if decay is not None:
                 decay = self.gamma * np.bincount(up, weights=decay, minlength=below)
-            on = count > 0
-            live.append(on)
+            live.append(count > 0)
             if level - 1 > 0:  # models of the live tree above the base: pay their MOs
                 paid += np.bincount(levels_mo[level - 1], weights=count, minlength=n)
                 if decay is not None:
@@ -110,8 +134,7 @@ class RoyaltyBook:
         paid += count[0] * self.trunk
         if decay is not None:
             paid_decay += decay[0] * self.trunk_decay
-        self._grow(levels_mo, levels_parent, live[::-1])
-        return paid * weight, (paid_decay * weight if paid_decay is not None else None)
+        return paid, paid_decay, live[::-1]
 
     def _grow(self, levels_mo, levels_parent, live) -> None:
         """Keep the winners' ancestors only, and move the base up to their common ancestor."""

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from derelayl.protocol.params import DeRelayLParams
+from derelayl.protocol.royalties import RoyaltyBook
 
 @dataclass
 class EconomyState:
@@ -31,7 +32,7 @@ class EconomyState:
     hops: np.ndarray  # models each participant trained and returned (tested)
     hop_gain: np.ndarray  # sum over those of score - parent's score on the round's test cases
     owners: np.ndarray  # this round's model owners (participant ids)
-    lineage: np.ndarray  # (owners x N) owner histograms of the owners' newest models (counts)
+    royalties: RoyaltyBook  # the owners' models' lineages (their MOs), down the shared trunk
     active: np.ndarray  # bool: taking part (churn)
     ever_active: np.ndarray  # bool
     behaviour: np.ndarray  # codes of core.population.BEHAVIOURS
@@ -43,7 +44,6 @@ class EconomyState:
     utility: np.ndarray  # cumulative utility: the satisfaction index
     recent_utility: np.ndarray  # (window x N) ring buffer of per-round utilities
     active_rounds: np.ndarray  # rounds each participant has been active for
-    lineage_decay: np.ndarray | None = None  # (owners x N) geometrically decayed lineage rows
     minted: float = 0.0
     burned: float = 0.0
     samples_seen: int = 0
@@ -60,26 +60,18 @@ class EconomyState:
         active = n if active is None else int(active)
         held = np.full(n, -1, dtype=np.int64)
         held[g] = 0
-        # counts are integers; float32 holds them (and the royalty sums) exactly below 2**24,
-        # and its BLAS matrix-vector product is ~50x faster than numpy's integer one
-        exact32 = n * params.rounds < 2 ** 24
-        lineage = np.zeros((1, n), dtype=np.float32 if exact32 else np.float64)
-        lineage[0, g] = 1
         score = np.full(n, -np.inf)
         score[g] = 0.0
         mask = np.zeros(n, dtype=bool)
         mask[:active] = True
         zeros = np.zeros(n)
-        decay = None
-        if gamma is not None:
-            decay = np.zeros((1, n))
-            decay[0, g] = 1.0
         return cls(round=0, coins=zeros.copy(), gained=zeros.copy(), lost=zeros.copy(),
                    own_version=np.zeros(n, dtype=np.int64), held_version=held,
                    own_score=score, best_score=score.copy(),
                    matches=np.zeros(n, dtype=np.int64), wins=np.zeros(n, dtype=np.int64),
                    hops=np.zeros(n, dtype=np.int64), hop_gain=zeros.copy(),
-                   owners=np.array([g], dtype=np.int64), lineage=lineage,
+                   owners=np.array([g], dtype=np.int64),
+                   royalties=RoyaltyBook.genesis_book(n, g, gamma),
                    active=mask, ever_active=mask.copy(),
                    behaviour=(np.zeros(n, dtype=np.int8) if behaviour is None else behaviour),
                    declared_samples=(np.ones(n) if declared_samples is None
@@ -89,5 +81,5 @@ class EconomyState:
                    model_value=zeros.copy() if economics is None else economics.model_value,
                    reservation=zeros.copy() if economics is None else economics.reservation,
                    utility=zeros.copy(), recent_utility=np.zeros((window, n)),
-                   active_rounds=np.zeros(n, dtype=np.int64), lineage_decay=decay,
+                   active_rounds=np.zeros(n, dtype=np.int64),
                    initial_active=active)
