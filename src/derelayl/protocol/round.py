@@ -103,11 +103,16 @@ class Round:
 
 
 def _ordered(keys_desc: np.ndarray, rng: np.random.Generator, tiebreak: np.ndarray | None = None):
-    """Indices sorting ``keys_desc`` high to low (then ``tiebreak`` low to high), ties random."""
+    """Indices sorting ``keys_desc`` high to low (then ``tiebreak`` low to high), ties random.
+
+    The order ``np.lexsort((noise, tiebreak, -keys))`` gives, computed as a sort by the noise
+    (distinct almost surely, so any sort is stable on it) followed by stable sorts: the same
+    permutation, faster on the 10^4-10^5 entries of a large economy."""
     noise = rng.random(len(keys_desc))
-    if tiebreak is None:
-        return np.lexsort((noise, -keys_desc))
-    return np.lexsort((noise, tiebreak, -keys_desc))
+    order = np.argsort(noise)
+    if tiebreak is not None:
+        order = order[np.argsort(tiebreak[order], kind="stable")]
+    return order[np.argsort(-keys_desc[order], kind="stable")]
 
 
 def _credit(values: np.ndarray, who: np.ndarray, n: int) -> np.ndarray:

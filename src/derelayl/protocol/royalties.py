@@ -115,9 +115,7 @@ class RoyaltyBook:
         levels_parent = self.parent + [rows]
         count = np.ones(len(rows))
         decay = np.ones(len(rows)) if self.gamma is not None else None
-        paid = np.bincount(mos, weights=count, minlength=n)
-        paid_decay = (np.bincount(mos, weights=decay, minlength=n)
-                      if decay is not None else None)
+        payees, counts, decays = [mos], [count], [decay]  # one bincount at the end
         live = [np.ones(len(rows), dtype=bool)]  # per level (top first): on a winner's lineage
         for level in range(len(levels_mo) - 1, 0, -1):  # down to the base's level
             below = len(levels_mo[level - 1])
@@ -125,14 +123,18 @@ class RoyaltyBook:
             count = np.bincount(up, weights=count, minlength=below)
             if decay is not None:
                 decay = self.gamma * np.bincount(up, weights=decay, minlength=below)
-            live.append(count > 0)
+            on = count > 0
+            live.append(on)
             if level - 1 > 0:  # models of the live tree above the base: pay their MOs
-                paid += np.bincount(levels_mo[level - 1], weights=count, minlength=n)
-                if decay is not None:
-                    paid_decay += np.bincount(levels_mo[level - 1], weights=decay, minlength=n)
-        # the base and everything below it, in one vector
-        paid += count[0] * self.trunk
+                payees.append(levels_mo[level - 1][on])
+                counts.append(count[on])
+                decays.append(decay[on] if decay is not None else None)
+        who = np.concatenate(payees)
+        paid = np.bincount(who, weights=np.concatenate(counts), minlength=n)
+        paid += count[0] * self.trunk  # the base and everything below it, in one vector
+        paid_decay = None
         if decay is not None:
+            paid_decay = np.bincount(who, weights=np.concatenate(decays), minlength=n)
             paid_decay += decay[0] * self.trunk_decay
         return paid, paid_decay, live[::-1]
 
