@@ -33,7 +33,7 @@ def run_cli(prog: str, body: Callable[[], None]) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     from derelayl.sim.errors import ConfigError
-    from derelayl.data.datasets import DataError
+    from derelayl.sim.errors import DataError
 
     try:
         body()

@@ -88,7 +88,7 @@ def one_line_errors(prog: str) -> Iterator[None]:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from derelayl.data.datasets import DataError
+    from derelayl.sim.errors import DataError
 
     previous = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"

@@ -78,13 +78,24 @@ def hydra_main(cfg: DictConfig) -> float | None:
     log.info("%s: %s on %s, seed %s; loading PyTorch ...", PROG,
              *(OmegaConf.select(cfg, key, default="?") for key in
                ("algorithm.name", "dataset.name", "seed")))
-    from derelayl.data.datasets import DataError  # imports torch (seconds): after the first line
+    from derelayl.sim.errors import DataError
+
+    output_dir = HydraConfig.get().runtime.output_dir
+    try:  # every value's type and range first: a bad one is refused before torch is imported
+        from derelayl.app.schema import check_config
+
+        check_config(cfg)
+    except ConfigError as err:
+        from derelayl.io.run_folder import discard_created
+
+        discard_created(output_dir)
+        fail(str(err))
     from derelayl.app.pipeline import run_experiment
     from derelayl.io.signals import stop_on_signals
 
     try:
         with stop_on_signals():
-            metrics = run_experiment(cfg, HydraConfig.get().runtime.output_dir,
+            metrics = run_experiment(cfg, output_dir,
                                      hydra_record=hydra_record(cfg), run_name=launch_name(cfg))
     except (ConfigError, DataError) as err:
         fail(str(err))

@@ -13,13 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from derelayl.sim.errors import ConfigError
+from derelayl.sim.errors import ConfigError, DataError  # noqa: F401  (DataError: re-exported)
 from derelayl.learning.evaluation import EvalSet
 from derelayl.sim.seeding import numpy_rng
-
-
-class DataError(RuntimeError):
-    """Dataset files are missing or unreadable; the message says how to get them."""
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,10 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the value and what is allowed."""
 
 
+class DataError(RuntimeError):
+    """Dataset files are missing or unreadable; the message says how to get them."""
+
+
 class RunInterrupted(BaseException):
     """SIGTERM or SIGINT stopped the run (a BaseException, like KeyboardInterrupt, so that no
     ``except Exception`` swallows it); the edge closes the tracking run as KILLED."""
