@@ -99,7 +99,8 @@ def _make_tracker(cfg: DictConfig, run_name: str | None = None):
                             run_name=cfg.tracking.get("run_name") or run_name
                             or naming.run_name(cfg), tags=tags,
                             parent_run_id=cfg.tracking.get("parent_run_id"),
-                            flush_every_s=cfg.tracking.get("flush_every_s", 1.0))
+                            flush_every_s=cfg.tracking.get("flush_every_s", 1.0),
+                            max_points=cfg.tracking.get("max_points", 1000))
     tracker.log_params(flatten(cfg))
     return tracker
 

@@ -276,6 +276,7 @@ RULES: dict[str, Any] = {
     "tracking.parent_run_id": Text(optional=True),
     "tracking.max_artifact_mb": Number(ge=0),
     "tracking.flush_every_s": Number(ge=0),
+    "tracking.max_points": Number(integer=True, ge=0),
 }
 
 # keys every run needs (Hydra can delete a key: ``~seed``)

@@ -21,7 +21,7 @@ from derelayl.protocol.runner import EconomyObserver
 from derelayl.protocol.royalties import RoyaltyBook
 from derelayl.protocol.state import EconomyState
 from derelayl.sim.errors import ConfigError
-from derelayl.protocol.ledger import GENESIS_HASH, Ledger, canonical_json
+from derelayl.protocol.ledger import GENESIS_HASH, Ledger, block_line, canonical_json
 from derelayl.io.checkpoint import (CHECKPOINT_FILE, CheckpointError, load_checkpoint,
                                           refuse_legacy, save_checkpoint)
 
@@ -152,7 +152,7 @@ class EconomyFiles(EconomyObserver):
     def on_blocks(self, blocks):
         if blocks:
             with open(self.ledger_path, "a") as fh:
-                fh.writelines(canonical_json(b) + "\n" for b in blocks)
+                fh.writelines(block_line(b) + "\n" for b in blocks)
 
     def on_settled(self, state, perf_state, ledger: Ledger | None, history):
         with open(self.coins_path, "ab") as fh:

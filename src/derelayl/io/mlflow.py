@@ -5,12 +5,19 @@ database transactions, not one per value. The buffer is flushed at the end of ev
 round (relay: every round of hops), at most once every ``flush_every_s`` seconds (one database
 write costs ~10 ms: a 5,000-round random-walk run would otherwise spend a minute writing), so a
 killed run's MLflow record holds its metrics up to a round or a second before the kill. Writes
-hold SIGTERM/SIGINT until they are done (``tracking.signals.critical``).
+hold SIGTERM/SIGINT until they are done (``io.signals.critical``).
+
+A long run's curves are thinned to at most ``max_points`` points per metric (``tracking.
+max_points``, default 1000: every ``ceil(steps / max_points)``-th hop or round, and always the
+first and the last): MLflow writes ~10,000 values a second, so 5,000 rounds of 50 metrics would
+take half a minute, and a chart shows no more than that anyway. Every value of every step stays in
+the run folder (``history.csv``, ``rounds.jsonl``, artifacts of the run).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -48,7 +55,8 @@ def get_or_create_experiment(client, name: str, artifact_location: str | None) -
 class MlflowTracker(Observer):
     def __init__(self, tracking_uri: str, experiment: str, *, artifact_location: str | None = None,
                  run_name: str | None = None, tags: Mapping[str, str] | None = None,
-                 parent_run_id: str | None = None, flush_every_s: float = 1.0):
+                 parent_run_id: str | None = None, flush_every_s: float = 1.0,
+                 max_points: int = 1000):
         from derelayl.io.mlflow_store import open_client
 
         self.tracking_uri = tracking_uri
@@ -63,6 +71,9 @@ class MlflowTracker(Observer):
         self._tags: dict[str, str] = {}
         self.flush_every_s = float(flush_every_s)
         self._last_flush = time.monotonic()
+        self.max_points = int(max_points)
+        # the curves' strides (hops, rounds) and last steps, set when the run starts
+        self.strides: dict[str, tuple[int, int | None]] = {"hop": (1, None), "round": (1, None)}
 
     # -- logging -------------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -114,14 +125,28 @@ class MlflowTracker(Observer):
             self.client.set_terminated(self.run_id, status=status)
 
     # -- observer ------------------------------------------------------------------------------
+    def on_run_start(self, info):
+        for unit, steps in (("hop", info.get("total_hops")),
+                            ("round", info.get("rounds") or info.get("expected_rounds"))):
+            if steps and self.max_points > 0:
+                self.strides[unit] = (max(1, math.ceil(int(steps) / self.max_points)), int(steps))
+
+    def logged(self, unit: str, step: int) -> bool:
+        """Whether a hop's or round's values go to MLflow: every one, or of a long run every
+        ``stride``-th, the first and the last."""
+        every, last = self.strides[unit]
+        return every == 1 or step == 1 or step % every == 0 or step == last
+
     def on_hop(self, record: HopRecord):
+        if not self.logged("hop", record.hop):
+            return
         values = {k: getattr(record, k) for k in HOP_KEYS}
         self.log_metrics(values, step=record.hop)
         self.log_metrics({f"by_samples/{k}": values[k] for k in BY_SAMPLES_KEYS},
                          step=record.samples_seen)
 
     def on_round(self, record: RoundRecord):
-        if record.metrics:
+        if record.metrics and self.logged("round", record.round):
             self.log_metrics(record.metrics, step=record.round)
             self.log_metrics({f"by_samples/{k}": record.metrics.get(k) for k in BY_SAMPLES_KEYS},
                              step=record.samples_seen)

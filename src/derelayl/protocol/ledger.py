@@ -33,12 +33,28 @@ def block_hash(block: Mapping[str, Any]) -> str:
     return sha256_hex(canonical_json({k: v for k, v in block.items() if k != "hash"}))
 
 
+class Block(dict):
+    """A block (a plain dict of its fields) that remembers its canonical JSON line: encoding a
+    block is most of what writing a long ledger costs, and its hash needs the same text."""
+
+    __slots__ = ("line",)
+
+
 def make_block(index: int, round_: int, kind: str, writer: int, prev_hash: str,
-               payload: Mapping[str, Any]) -> dict[str, Any]:
-    block = {"index": int(index), "round": int(round_), "kind": kind, "writer": int(writer),
-             "prev_hash": prev_hash, "payload": dict(payload)}
-    block["hash"] = block_hash(block)
+               payload: Mapping[str, Any]) -> Block:
+    block = Block(index=int(index), round=int(round_), kind=kind, writer=int(writer),
+                  prev_hash=prev_hash, payload=dict(payload))
+    body = canonical_json(block)
+    digest = sha256_hex(body)
+    # "hash" sorts before every other field: the block's own line is the body with it in front
+    block["hash"] = digest
+    block.line = '{"hash":"' + digest + '",' + body[1:]
     return block
+
+
+def block_line(block: Mapping[str, Any]) -> str:
+    """A block's canonical JSON (what a ledger file holds, one per line)."""
+    return getattr(block, "line", None) or canonical_json(block)
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,19 @@ class RoyaltyBook:
         return float(v) if g == 1.0 else (1.0 - g ** v) / (1.0 - g)
 
     def _walk(self, rows: np.ndarray, mos: np.ndarray):
-        """Winners' counts aggregated level by level down to the base: (paid, decayed, live)."""
+        """Winners' counts aggregated level by level down to the base: (paid, decayed, live);
+        the last walk is remembered (a round's payout and its advance walk the same winners)."""
+        key = (rows.tobytes(), mos.tobytes(), len(self.mo), self.depth)
+        last = getattr(self, "_last_walk", None)
+        if last is not None and last[0] == key:
+            paid, decayed, live = last[1]
+            return paid.copy(), (None if decayed is None else decayed.copy()), live
+        out = self._walk_levels(rows, mos)
+        self._last_walk = (key, out)
+        paid, decayed, live = out
+        return paid.copy(), (None if decayed is None else decayed.copy()), live
+
+    def _walk_levels(self, rows: np.ndarray, mos: np.ndarray):
         n = self.num_participants
         if len(rows) == 0:
             return np.zeros(n), (np.zeros(n) if self.gamma is not None else None), []
@@ -161,6 +173,7 @@ class RoyaltyBook:
                 self.trunk_decay *= self.gamma
                 self.trunk_decay[who] += 1.0
         self.depth += first
+        self._last_walk = None
         self.mo = kept_mo[first:]
         self.parent = [np.zeros(1, dtype=np.int64)] + kept_parent[first + 1:]
 
