@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from derelayl.app.schema import check_config as check_values
 from derelayl.sim.errors import ConfigError, RunInterrupted
-from derelayl.reporting.plots import plot_accuracy
 from derelayl.app.runners import ExperimentContext, runner_for, uses_data
 from derelayl.io.checkpoint import CHECKPOINT_FILE
 from derelayl.io.console import ConsoleProgress
@@ -239,6 +238,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path,
             torch.save(outcome.model.state_dict(), output_dir / "model.pt")
             files.append(output_dir / "model.pt")
         if outcome.history:
+            from derelayl.reporting.plots import plot_accuracy  # matplotlib: only now
+
             files.append(plot_accuracy(
                 outcome.history, output_dir / f"accuracy_vs_{outcome.step}s.png", outcome.step,
                 title=f"{cfg.algorithm.name} on {cfg.dataset.name}, {cfg.partition.name} split, "

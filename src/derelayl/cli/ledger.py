@@ -17,9 +17,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
-from derelayl.io.audit import Audit, NotARun, Tampered, read_blocks
 
 PROG = "derelayl-ledger"
 
@@ -33,6 +30,8 @@ class _Parser(argparse.ArgumentParser):
 def verify(run_dir: Path, run_ids: list[str] | None = None, tracking_uri: str | None = None,
            use_anchor: bool = True, require_anchor: bool = False) -> tuple[bool, str]:
     """(ok, message): "OK: ..." listing what was checked, or "BAD ...: why"."""
+    from derelayl.io.audit import Audit, Tampered
+
     audit = Audit(Path(run_dir), run_ids=run_ids, tracking_uri=tracking_uri,
                   use_anchor=use_anchor)
     try:
@@ -50,7 +49,9 @@ def verify(run_dir: Path, run_ids: list[str] | None = None, tracking_uri: str | 
 
 
 def show(run_dir: Path) -> str:
-    from derelayl.io.audit import _read_yaml
+    import numpy as np
+
+    from derelayl.io.audit import NotARun, Tampered, _read_yaml, read_blocks
     from derelayl.io.checkpoint import CHECKPOINT_FILE, CheckpointError
     from derelayl.io.ledger_files import LEDGER_FILE, read_checkpoint
 
@@ -125,6 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.run_dir.is_dir():
         print(f"{PROG}: error: {args.run_dir} is not a directory", file=sys.stderr)
         raise SystemExit(2)
+    from derelayl.io.audit import NotARun  # numpy, the audit: after the arguments are checked
+
     try:
         if args.command == "show":
             print(show(args.run_dir))

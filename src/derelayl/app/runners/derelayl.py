@@ -22,8 +22,6 @@ from derelayl.protocol.quality import RandomWalkPerformance, TrainedPerformance
 from derelayl.protocol.behaviours import BEHAVIOURS, adversarial_data
 from derelayl.protocol.population import behaviour_metrics
 from derelayl.valuation.shapley import pearson, spearman
-from derelayl.reporting.economy_plots import (plot_coins, plot_reward_vs_shapley,
-                                              plot_version_shares)
 from derelayl.app.context import ExperimentContext, Outcome, register
 from derelayl.app.runners.fairness import check_shapley, estimate, save, wanted
 from derelayl.app.runners.population import churn_from_config, population
@@ -167,6 +165,8 @@ def run_derelayl(ctx: ExperimentContext) -> Outcome:
     result = runner.run(state, ledger, history)
     state, last = result.state, result.history[-1]
 
+    from derelayl.reporting.economy_plots import (plot_coins, plot_reward_vs_shapley,
+                                                  plot_version_shares)  # matplotlib: only now
     figures = [
         plot_coins(files.coins_matrix(), out / "coins_per_participant.png",
                    title=f"coins per participant (N={params.num_participants}, "
