@@ -58,6 +58,7 @@ class ExperimentContext:
     output_dir: Path
     observers: list = field(default_factory=list)
     tracker: Any = None  # the MLflow tracker, when the run is tracked (e.g. to anchor a ledger)
+    writer: Any = None  # the MLflow writer process, started while the run prepares
 
     @cached_property
     def device(self) -> torch.device:

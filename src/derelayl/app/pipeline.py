@@ -80,7 +80,7 @@ def reach_target(history: list[dict[str, Any]], target: float) -> dict[str, Any]
     return out
 
 
-def _make_tracker(cfg: DictConfig, run_name: str | None = None):
+def _make_tracker(cfg: DictConfig, run_name: str | None = None, writer=None, stale=()):
     if not cfg.tracking.enabled:
         return None
     from derelayl.app import naming
@@ -93,7 +93,7 @@ def _make_tracker(cfg: DictConfig, run_name: str | None = None):
     if incentive is not None:  # a group (with a name) or a plain string, where it exists
         tags["incentive"] = str(incentive.get("name", "")) if isinstance(incentive, DictConfig) \
             else str(incentive)
-    tracker = MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment,
+    tracker = MlflowTracker(writer, cfg.tracking.experiment, stale=stale,
                             artifact_location=cfg.tracking.artifact_location,
                             run_name=cfg.tracking.get("run_name") or run_name
                             or naming.run_name(cfg), tags=tags,
@@ -154,12 +154,28 @@ def _prepare(cfg: DictConfig, output_dir: Path):
     check = getattr(runner, "check_config", None)
     if check is not None:  # reject bad values before data, files or a tracking run exist
         check(cfg)
+    writer = None
     if cfg.tracking.enabled:
+        from derelayl.io.mlflow import WriterProcess
         from derelayl.io.mlflow_store import preflight
 
         preflight(str(cfg.tracking.uri))
+        # MLflow is imported and the store opened beside this process, while it loads the rest
+        writer = WriterProcess(str(cfg.tracking.uri))
+    try:
+        return _prepare_run(cfg, output_dir, runner, writer)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        raise
+
+
+def _prepare_run(cfg: DictConfig, output_dir: Path, runner, writer):
+    """The run's data, partition and hop (each can still refuse it), and the tracking store's
+    answer; nothing is written."""
     torch.set_num_threads(int(cfg.torch_threads))
-    torch.use_deterministic_algorithms(True)
+    if uses_data(cfg):  # (its first call imports torch's compiler stack: ~1.5 s an economy skips)
+        torch.use_deterministic_algorithms(True)
 
     step = cfg.algorithm.get("step_unit", "hop")
     history = HistoryCsv(output_dir / HISTORY_FILE, level=step)
@@ -173,6 +189,9 @@ def _prepare(cfg: DictConfig, output_dir: Path):
         check_data = getattr(runner, "check_data", None)
         if check_data is not None:
             check_data(ctx)
+    if writer is not None:
+        writer.ready()  # the store opened (or the one-line reason it cannot)
+    ctx.writer = writer
     return None, runner, ctx, history
 
 
@@ -197,8 +216,13 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path,
         raise
     if done is not None:
         return done
-    folder = RunFolder.claim(output_dir, OmegaConf.to_container(cfg, resolve=True),
-                             checkpoints=(CHECKPOINT_FILE,))
+    try:
+        folder = RunFolder.claim(output_dir, OmegaConf.to_container(cfg, resolve=True),
+                                 checkpoints=(CHECKPOINT_FILE,))
+    except BaseException:
+        if ctx.writer is not None:
+            ctx.writer.close()
+        raise
     tracker, status = None, "FAILED"
     try:
         folder.accept(hydra_record)
@@ -218,12 +242,9 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path,
                      len(ctx.data.test), len(sizes), cfg.partition.name, sizes.min(), sizes.max())
         if cfg.tracking.enabled:
             log.info("opening an MLflow run in %s ...", cfg.tracking.uri)
-        with critical():
-            tracker = _make_tracker(cfg, run_name)
+        with critical():  # the writer also closes the folder's runs a killed process left open
+            tracker = _make_tracker(cfg, run_name, ctx.writer, stale=folder.tracked_runs())
         if tracker is not None:
-            from derelayl.io.mlflow_store import close_stale_runs
-
-            close_stale_runs(folder.tracked_runs(), tracker)
             folder.record_tracking(tracker.tracking_uri, tracker.run_id)
             ctx.observers.append(tracker)
             ctx.tracker = tracker

@@ -16,8 +16,12 @@ the run folder (``history.csv``, ``rounds.jsonl``, artifacts of the run).
 
 from __future__ import annotations
 
+import json
+import sys
 import logging
 import math
+import queue
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -52,21 +56,117 @@ def get_or_create_experiment(client, name: str, artifact_location: str | None) -
         return client.get_experiment_by_name(name).experiment_id
 
 
-class MlflowTracker(Observer):
-    def __init__(self, tracking_uri: str, experiment: str, *, artifact_location: str | None = None,
-                 run_name: str | None = None, tags: Mapping[str, str] | None = None,
-                 parent_run_id: str | None = None, flush_every_s: float = 1.0,
-                 max_points: int = 1000):
-        from derelayl.io.mlflow_store import open_client
+class WriterProcess:
+    """The MLflow writer process (``derelayl.io.mlflow_writer``) and the pipe to it.
 
-        self.tracking_uri = tracking_uri
-        self.client = open_client(tracking_uri)
-        self.experiment_id = get_or_create_experiment(self.client, experiment, artifact_location)
+    Started as soon as a run's values are checked (:meth:`open`): it imports MLflow and opens
+    the store while the run imports PyTorch and loads its data. A reply line is read by a
+    thread; an ``{"error"}`` reply (or the process's end) raises a one-line ``StoreError`` at the
+    run's next call.
+    """
+
+    def __init__(self, uri: str):
+        import subprocess
+        import sys
+
+        self.uri = uri
+        self.proc = subprocess.Popen([sys.executable, "-m", "derelayl.io.mlflow_writer"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     bufsize=1)
+        self.replies: queue.Queue = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.error: str | None = None
+        self.early: list[dict] = []
+        self.opened = False
+        self.send({"op": "open", "uri": uri})
+
+    def ready(self) -> None:
+        """Return once the store is open (or raise the one-line reason it cannot be)."""
+        if not self.opened:
+            self.wait_for("ok")
+            self.opened = True
+
+    def _read(self) -> None:
+        try:
+            for line in self.proc.stdout:
+                try:
+                    reply = json.loads(line)
+                except ValueError:  # not a reply: pass it on rather than lose the channel
+                    sys.stderr.write(line)
+                    continue
+                self.replies.put(reply if isinstance(reply, dict) else {"error": str(reply)})
+        finally:
+            self.replies.put({"error": "the MLflow writer process ended"})
+
+    def send(self, request: dict) -> None:
+        self.check()
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self.wait_for("never")  # the writer is gone: raise its reason
+
+    def check(self) -> None:
+        """Raise the writer's error if it reported one."""
+        while self.error is None and not self.replies.empty():
+            reply = self.replies.get_nowait()
+            if "error" in reply:
+                self.error = reply["error"]
+            else:  # an answer nobody waits for yet: kept for its wait_for
+                self.early.append(reply)
+        if self.error is not None:
+            from derelayl.io.mlflow_store import StoreError
+
+            raise StoreError(f"MLflow ({self.uri}): {self.error}")
+
+    def wait_for(self, key: str, timeout: float = 600.0) -> Any:
+        """The next reply's ``key`` (a StoreError if the writer failed instead)."""
+        from derelayl.io.mlflow_store import StoreError
+
+        if self.error is not None:
+            raise StoreError(f"MLflow ({self.uri}): {self.error}")
+        try:
+            reply = self.early.pop(0) if self.early else self.replies.get(timeout=timeout)
+        except queue.Empty:
+            self.close()
+            raise StoreError(f"MLflow ({self.uri}): no answer in {timeout:.0f}s") from None
+        if "error" in reply:
+            self.error = reply["error"]
+            raise StoreError(f"MLflow ({self.uri}): {self.error}")
+        return reply.get(key)
+
+    def close(self) -> None:
+        """Stop the writer without a run (a refused run): nothing is written."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except Exception:
+                self.proc.kill()
+
+
+class MlflowTracker(Observer):
+    """One run's MLflow record, written by the writer process: params, metrics (batched, with
+    at most ``max_points`` points a curve), tags, artifacts and the final status."""
+
+    def __init__(self, writer: WriterProcess, experiment: str, *,
+                 artifact_location: str | None = None, run_name: str | None = None,
+                 tags: Mapping[str, str] | None = None, parent_run_id: str | None = None,
+                 flush_every_s: float = 1.0, max_points: int = 1000, stale: list | tuple = ()):
+        self.writer = writer
+        self.tracking_uri = writer.uri
         all_tags = dict(tags or {})
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        self.run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
-        self.run_id = self.run.info.run_id
+        writer.ready()
+        writer.send({"op": "start", "experiment": experiment,
+                     "artifact_location": artifact_location, "run_name": run_name,
+                     "tags": all_tags, "stale": list(stale)})
+        self.run_id = writer.wait_for("run_id")
         self._pending: list = []
         self._tags: dict[str, str] = {}
         self.flush_every_s = float(flush_every_s)
@@ -77,19 +177,14 @@ class MlflowTracker(Observer):
 
     # -- logging -------------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        for start in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[start:start + 100])
+        self.writer.send({"op": "params", "params": {k: str(v)[:6000]
+                                                     for k, v in params.items()}})
 
     def log_metrics(self, metrics: Mapping[str, float | None], step: int) -> None:
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
-        self._pending.extend(Metric(k, float(v), now, int(step))
+        self._pending.extend([k, float(v), now, int(step)]
                              for k, v in metrics.items() if v is not None)
-        if len(self._pending) >= MAX_BATCH:
+        if len(self._pending) >= 20 * MAX_BATCH:
             self.flush()
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
@@ -97,13 +192,11 @@ class MlflowTracker(Observer):
         self._tags.update({k: str(v) for k, v in tags.items()})
 
     def flush(self) -> None:
-        from mlflow.entities import RunTag
-
+        """Hand what is pending to the writer (it writes while the run goes on)."""
         with critical():
-            while self._pending or self._tags:
-                chunk, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                tags, self._tags = [RunTag(k, v) for k, v in self._tags.items()], {}
-                self.client.log_batch(self.run_id, metrics=chunk, tags=tags)
+            if self._pending or self._tags:
+                self.writer.send({"op": "log", "metrics": self._pending, "tags": self._tags})
+            self._pending, self._tags = [], {}
         self._last_flush = time.monotonic()
 
     def flush_due(self) -> None:
@@ -112,17 +205,16 @@ class MlflowTracker(Observer):
             self.flush()
 
     def log_artifacts(self, paths: list[Path], artifact_path: str | None = None) -> None:
-        for path in paths:
-            path = Path(path)
-            if path.is_dir():
-                self.client.log_artifacts(self.run_id, str(path), artifact_path)
-            elif path.exists():
-                self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self.writer.send({"op": "artifacts", "paths": [str(p) for p in paths],
+                          "artifact_path": artifact_path})
 
     def end(self, status: str = "FINISHED") -> None:
+        """Everything written, the run closed with ``status``: returns when the writer is done."""
         self.flush()
         with critical():
-            self.client.set_terminated(self.run_id, status=status)
+            self.writer.send({"op": "end", "status": status})
+            self.writer.wait_for("ok")
+            self.writer.proc.wait(timeout=60)
 
     # -- observer ------------------------------------------------------------------------------
     def on_run_start(self, info):

@@ -158,7 +158,7 @@ def preflight(uri: str) -> None:
             raise StoreError(f"tracking.uri {uri}: the folder {path.parent} is not writable")
         return
     if urlparse(uri).scheme in ("http", "https"):
-        check_server(uri)  # reachable, and the credentials are accepted (a read, no side effect)
+        probe_server(uri)  # reachable (the writer process then checks the credentials)
 
 
 def close_stale_runs(tracked: list[dict], tracker) -> list[str]:
