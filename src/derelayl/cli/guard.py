@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,14 +47,40 @@ def _refusing(method):
     return wrapper
 
 
+def _unknown_key(candidate: BaseException) -> bool:
+    text = str(candidate)
+    return "not in struct" in text or bool(re.match(r"Key '[^']*' not in '", text))
+
+
+def _wrong_type(candidate: BaseException) -> str | None:
+    """The one-line message of :mod:`derelayl.app.schema` for a value the structured schema
+    refused while composing (``num_participants=abc``): the same words a range check uses."""
+    from derelayl.app.schema import rule_for, LABELS
+
+    key = getattr(candidate, "full_key", None)
+    rule = rule_for(key) if key else None
+    if rule is None:
+        return None
+    try:
+        rule.check(LABELS.get(key, key), getattr(candidate, "value", None))
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
 def describe(err: BaseException) -> str:
     """One line for an error raised by Hydra or OmegaConf while composing the config."""
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+    from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, OmegaConfBaseException,
+                                  ValidationError)
 
     cause = err.__cause__
     for candidate in (cause, err):
+        if isinstance(candidate, ValidationError):
+            message = _wrong_type(candidate)
+            if message:
+                return message
         if isinstance(candidate, (ConfigKeyError, ConfigAttributeError)) and \
-                "not in struct" in str(candidate):
+                _unknown_key(candidate):
             key = getattr(candidate, "full_key", None) or "?"
             parent = getattr(candidate, "parent_node", None)
             allowed = ""

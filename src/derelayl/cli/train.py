@@ -10,6 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from derelayl.app.config import register as register_schemas
 from derelayl.sim.errors import ConfigError
 
 log = logging.getLogger("derelayl")
@@ -18,6 +19,7 @@ PROG = "derelayl-train"
 # process, so runs started in the same second never share a folder
 RUN_SUFFIX = secrets.token_hex(3)
 OmegaConf.register_new_resolver("run_suffix", lambda: RUN_SUFFIX, use_cache=True, replace=True)
+register_schemas()  # the config's structured schemas, before anything composes it
 
 
 def config_dir() -> Path:
