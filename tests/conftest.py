@@ -22,8 +22,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 
 
 def tmp_overrides(tmp: Path) -> list[str]:
-    return [f"data_dir={tmp}/data", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
-            f"tracking.artifact_location={tmp}/mlartifacts"]
+    """Every path a run reads or writes (data, MLflow store and artifacts, run folders) under
+    ``tmp``: they all hang off ``paths.root_dir`` (conf/paths/default.yaml)."""
+    return [f"paths.root_dir={tmp}"]
 
 
 @pytest.fixture

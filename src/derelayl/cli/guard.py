@@ -153,8 +153,12 @@ class RunGuard(Callback):
 
     @_refusing
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
         from derelayl.io.run_folder import note_hydra_run_dir
 
+        if not HydraConfig.initialized():  # hydra.run.dir is below ${hydra:runtime.cwd}
+            HydraConfig.instance().set_config(config)
         note_hydra_run_dir(Path(str(config.hydra.run.dir)))
 
     @_refusing
@@ -213,7 +217,7 @@ def check_sweep(config: Any) -> None:
     from omegaconf import open_dict, read_write
 
     from derelayl.app.schema import check_config
-    from derelayl.app.runners import runner_for
+    from derelayl.app.runners import runner_of
 
     jobs = sweep_jobs(config)
     if not jobs or not GlobalHydra.instance().is_initialized():
@@ -234,10 +238,7 @@ def check_sweep(config: Any) -> None:
                 del job_cfg["hydra"]
             try:
                 check_config(job_cfg)
-                runner = runner_for(job_cfg.algorithm.name)
-                check = getattr(runner, "check_config", None)
-                if check is not None:
-                    check(job_cfg)
+                runner_of(job_cfg).check_config(job_cfg)
             except ConfigError as err:
                 shown = [o for o in job if o.split("=", 1)[0] in swept] or job
                 raise ConfigError(f"sweep job {' '.join(shown)}: {err}") from None

@@ -98,6 +98,11 @@ def check_run_folders(paths) -> None:
                 cfg = yaml.safe_load(where.read_text())
                 if not isinstance(cfg, dict) or not isinstance(cfg.get("algorithm", {}), dict):
                     raise ValueError("not a run config")
+            where = folder / "choices.json"
+            if where.is_file():
+                chosen = json.loads(where.read_text())
+                if not isinstance(chosen, dict):
+                    raise ValueError("not a JSON object")
             where = folder / "history.csv"
             if where.is_file():
                 with where.open(newline="") as fh:

@@ -76,24 +76,28 @@ def hydra_record(cfg: DictConfig):
 def hydra_main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
+    from derelayl.app.naming import group_choices
+
+    # the group options this run was composed from: what it is (tags, report groups)
+    chosen = group_choices(HydraConfig.get().runtime.choices)
     # before any check: nothing here may fail on a missing or bad key (check_values says which)
-    log.info("%s: %s on %s, seed %s; loading PyTorch ...", PROG,
-             *(OmegaConf.select(cfg, key, default="?") for key in
-               ("algorithm.name", "dataset.name", "seed")))
-    from derelayl.data.datasets import DataError  # imports torch (seconds): after the first line
+    log.info("%s: %s on %s, seed %s ...", PROG, chosen.get("algorithm", "?"),
+             chosen.get("dataset", "?"), OmegaConf.select(cfg, "seed", default="?"))
+    from derelayl.data.datasets import DataError
     from derelayl.app.pipeline import run_experiment
     from derelayl.io.signals import stop_on_signals
 
     try:
         with stop_on_signals():
             metrics = run_experiment(cfg, HydraConfig.get().runtime.output_dir,
-                                     hydra_record=hydra_record(cfg), run_name=launch_name(cfg))
+                                     hydra_record=hydra_record(cfg),
+                                     run_name=launch_name(cfg, chosen), choices=chosen)
     except (ConfigError, DataError) as err:
         fail(str(err))
     return optimized_value(cfg, metrics)
 
 
-def launch_name(cfg: DictConfig) -> str | None:
+def launch_name(cfg: DictConfig, chosen: dict[str, str]) -> str | None:
     """The MLflow run name: the algorithm, data, seed and the command line's keys that differ
     from their defaults (compared with the config of the same group choices alone)."""
     from hydra import compose
@@ -106,7 +110,7 @@ def launch_name(cfg: DictConfig) -> str | None:
         groups = sorted(p.name for p in config_dir().iterdir() if p.is_dir())
         return naming.run_name(cfg, naming.varied(
             overrides, cfg, lambda choices: compose(config_name="train", overrides=list(choices)),
-            groups))
+            groups), chosen=chosen)
     except Exception as err:  # a name must never fail a run: fall back to the config's own
         log.debug("run name from the command line failed (%s)", err)
         return None

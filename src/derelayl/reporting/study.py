@@ -38,10 +38,12 @@ SERIES_KEYS = ("test_acc", "best_test_acc", "val_acc", "round", "samples_seen", 
 FINAL_KEYS = ("test_acc", "test_loss", "best_val_acc", "rounds", "hops", "samples_seen", "bytes",
               "sim_time_s", "retention", "coins_gini", "coins_shapley_spearman",
               "adversary_coin_share", "wall_time_s")
-GROUP_TAGS = ("algorithm", "incentive", "dataset", "partition", "model")
+# the config groups a run is tagged with (its Hydra choices: MLflow tags, choices.json)
+GROUP_TAGS = ("algorithm", "incentive", "dataset", "partition", "model", "adversary")
 # params that differ between runs without making them different experiments
-IGNORED_PARAMS = ("seed", "tracking.", "data_dir", "dataset.root", "prepared_data",
+IGNORED_PARAMS = ("seed", "tracking.", "paths.", "dataset.root", "prepared_data",
                   "skip_finished", "progress_every", "hydra.")
+CHOICES_FILE = "choices.json"
 SECTIONS = {
     "sustainability": ("retention", "Active participants over time (retention) by incentive "
                        "scheme", "it is logged by algorithm=derelayl"),
@@ -147,12 +149,9 @@ def load_run_dirs(paths: Iterable[str | Path]) -> list[RunRecord]:
         final = {k: float(v) for k, v in json.loads((folder / "metrics.json").read_text()).items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
         tags = {"seed": str(cfg.get("seed"))}
-        for key in GROUP_TAGS:
-            node = cfg.get(key)
-            if isinstance(node, dict) and "name" in node:
-                tags[key] = str(node["name"])
-            elif isinstance(node, str):
-                tags[key] = node
+        if (folder / CHOICES_FILE).is_file():  # the group options the run was composed from
+            chosen = json.loads((folder / CHOICES_FILE).read_text())
+            tags.update({k: str(chosen[k]) for k in GROUP_TAGS if chosen.get(k) is not None})
         step_unit = str((cfg.get("algorithm") or {}).get("step_unit", "hop"))
         series: dict[str, dict[int, float]] = defaultdict(dict)
         history = folder / "history.csv"
@@ -194,8 +193,8 @@ def latest_per_config(runs: Sequence[RunRecord]) -> tuple[list[RunRecord], int]:
     return kept, len(runs) - len(kept)
 
 def run_value(run: RunRecord, key: str) -> str:
-    """A run's tag ``key``, else its param ``key`` (or ``key.name``: a config group), else "-"."""
-    return run.tags.get(key) or run.params.get(key) or run.params.get(f"{key}.name") or "-"
+    """A run's tag ``key`` (a config group's option), else its param ``key``, else "-"."""
+    return run.tags.get(key) or run.params.get(key) or "-"
 
 
 def filter_runs(runs: Sequence[RunRecord], where: Sequence[str]) -> list[RunRecord]:
