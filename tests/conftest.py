@@ -89,6 +89,17 @@ def tiny_study(tmp_path_factory):
             "sweep": tmp / "sweep", "artifacts": tmp / "mlartifacts", "log": proc.stderr}
 
 
+def make_incentive(name: str, **params):
+    """The incentive scheme called ``name`` (``IncentiveScheme.name``), built directly as a run
+    builds it from ``incentive._target_``."""
+    from derelayl.protocol import incentives
+
+    schemes = {c.name: c for c in (incentives.DeRelayLRoyalty, incentives.BoundedRoyalty,
+                                   incentives.UniformReward, incentives.DataSizeReward,
+                                   incentives.MarginalGainReward)}
+    return schemes[name](**params)
+
+
 def assert_one_line_error(code: int, err: str, message: str) -> None:
     """Bad input: exit status 2, the message on the last stderr line, no traceback."""
     assert code == 2, err
