@@ -177,7 +177,8 @@ def _prepare(cfg: DictConfig, output_dir: Path):
                             observers=[ConsoleProgress(every=cfg.get("progress_every", 1)), history])
     ctx.runner = runner
     if runner.uses_data(cfg):
-        log.info("loading the dataset and partitioning it (%s) ...", naming.data_label(cfg))
+        log.info("loading dataset %s and partitioning it (%s) ...",  # the loader names it
+                 str(cfg.dataset.get("_target_", "?")).rsplit(".", 1)[-1], naming.data_label(cfg))
         ctx.partition  # build (and so validate) the data and partition before anything is written
         runner.check_data(ctx)
     return None, runner, ctx, history

@@ -122,8 +122,9 @@ def one_line_errors(prog: str) -> Iterator[None]:
     try:
         try:
             yield
-        except Refused as refused:  # from a callback: re-raise what it refused with
-            raise refused.error from None
+        except Refused as refused:  # from a callback: re-raise what it refused with (its
+            error = refused.error     # cause kept: describe() words a type error by it)
+            raise error from error.__cause__
     except (ConfigError, DataError) as err:
         _fail(prog, str(err), 2)
     except (HydraException, OmegaConfBaseException) as err:

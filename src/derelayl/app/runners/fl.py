@@ -5,8 +5,8 @@ Equal computation: unless ``algorithm.rounds`` is set, a run trains until it has
 ``algorithm.sample_budget`` local sample passes, or ``budget_epochs x |training set|`` when that
 is null. ``budget_epochs`` defaults to 5 = the relay's default (5 rounds x 1 local epoch: one relay
 round = every participant trains once = one FedAvg round with full participation). To compare
-with ``algorithm=derelayl``, set ``algorithm.sample_budget`` to its ``samples_seen``
-(``scripts/fl_table.py`` does).
+with ``algorithm=derelayl``, set ``algorithm.sample_budget`` to its ``samples_seen``, or give every
+method about the same computation with ``knobs=shared`` (``study=efficacy`` does).
 
 Populations (fedavg, fedprox, scaffold): with ``churn.enabled=true`` or any
 ``participants.behaviour.<kind>`` fraction > 0 the run has DeRelayL's population: the same
@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from derelayl.algorithms.baselines import CentralizedRunner, LocalRunner
 from derelayl.sim.errors import ConfigError
