@@ -14,7 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from derelayl.cli.train import config_dir
 from derelayl.io.sweep import count_jobs
@@ -55,7 +55,8 @@ def _job_configs(study: str):
             continue
         cfg = _compose(f"study={study}", *job)
         chosen = dict(cfg.hydra.runtime.choices)
-        del cfg["hydra"]
+        with open_dict(cfg):
+            del cfg["hydra"]
         yield job, chosen, OmegaConf.to_container(cfg, resolve=True)
 
 
