@@ -22,8 +22,10 @@ say, are checked by the declarative table of :mod:`derelayl.app.schema`.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import inspect
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
@@ -37,13 +39,13 @@ def _omegaconf_type(hint: Any) -> Any:
     if hint in _PRIMITIVES:
         return hint
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         rest = [a for a in args if a is not type(None)]
         if len(rest) == 1 and len(args) == 2:
             inner = _omegaconf_type(rest[0])
             return Optional[inner] if inner is not Any else Any
         return Any
-    if origin in (list, tuple, typing.Sequence, __import__("collections.abc").abc.Sequence):
+    if origin in (list, tuple, collections.abc.Sequence):
         items = [a for a in args if a is not Ellipsis]
         if len(items) == 1 and items[0] in _PRIMITIVES:
             return List[items[0]]  # type: ignore[valid-type]
