@@ -22,8 +22,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 
 
 def tmp_overrides(tmp: Path) -> list[str]:
-    return [f"data_dir={tmp}/data", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
-            f"tracking.artifact_location={tmp}/mlartifacts"]
+    """Every path a run reads or writes (data, MLflow store and artifacts, run folders) under
+    ``tmp``: they all hang off ``paths.root_dir`` (conf/paths/default.yaml)."""
+    return [f"paths.root_dir={tmp}"]
 
 
 @pytest.fixture
@@ -86,6 +87,17 @@ def tiny_study(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr
     return {"dir": tmp, "uri": f"sqlite:///{tmp}/mlflow.db", "experiment": "tiny-study",
             "sweep": tmp / "sweep", "artifacts": tmp / "mlartifacts", "log": proc.stderr}
+
+
+def make_incentive(name: str, **params):
+    """The incentive scheme called ``name`` (``IncentiveScheme.name``), built directly as a run
+    builds it from ``incentive._target_``."""
+    from derelayl.protocol import incentives
+
+    schemes = {c.name: c for c in (incentives.DeRelayLRoyalty, incentives.BoundedRoyalty,
+                                   incentives.UniformReward, incentives.DataSizeReward,
+                                   incentives.MarginalGainReward)}
+    return schemes[name](**params)
 
 
 def assert_one_line_error(code: int, err: str, message: str) -> None:

@@ -20,7 +20,7 @@ PACKAGE = Path(derelayl.__file__).parent
 LAYERS = {"sim": 0, "data.partition": 1, "data.participants": 1, "learning": 2, "protocol": 3,
           "algorithms": 4, "valuation": 5}
 EDGES = ("app", "io", "models", "reporting", "cli", "launchers", "data.datasets",
-         "data.prepared", "batch")
+         "data.prepared")
 ALLOWED_THIRD_PARTY = {"numpy", "torch", "derelayl"}
 FORBIDDEN_CALLS = {"open"}
 

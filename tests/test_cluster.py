@@ -87,7 +87,7 @@ def ray_head():
 def train_cmd(tmp: Path, server: MlflowServer, experiment: str, *args: str) -> list[str]:
     flags = [a for a in args if a.startswith("-")]
     rest = [a for a in args if not a.startswith("-")]
-    return [sys.executable, "-m", "derelayl.cli.train", *flags, f"data_dir={tmp}/data",
+    return [sys.executable, "-m", "derelayl.cli.train", *flags, f"paths.root_dir={tmp}",
             "tracking=server", f"tracking.uri={server.uri}", f"tracking.experiment={experiment}",
             *rest]
 

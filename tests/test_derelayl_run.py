@@ -45,7 +45,7 @@ def test_trained_run_reports_everything(make_cfg, tmp_path):
                 "version_share_none", "best_test_acc"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(range(1, 7))
     assert run.data.params["derelayl.performance"] == "trained"
-    assert run.data.params["algorithm.name"] == "derelayl"
+    assert run.data.params["algorithm.runner._target_"] == "derelayl.app.runners.derelayl.DeRelayL"
 
 
 def test_random_walk_needs_no_data(make_cfg, tmp_path):
@@ -155,8 +155,9 @@ def test_resume_refuses_a_different_config(make_cfg, tmp_path):
 
 def test_default_run_is_derelayl_trained_and_reaches_085(make_cfg, tmp_path):
     cfg = make_cfg("tracking=none")
-    assert cfg.algorithm.name == "derelayl" and cfg.derelayl.performance == "trained"
-    assert cfg.dataset.name == "digits"
+    assert cfg.algorithm.runner._target_.endswith(".DeRelayL")
+    assert cfg.derelayl.performance == "trained"
+    assert cfg.dataset._target_ == "derelayl.data.datasets.digits"
     metrics = run_experiment(cfg, tmp_path / "run")
     assert metrics["test_acc"] >= 0.85
     # Shapley values of the best model's contributors are on by default (shapley.enabled=auto)

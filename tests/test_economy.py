@@ -11,7 +11,7 @@ from derelayl.protocol.params import DeRelayLParams
 from derelayl.protocol.round import play_round
 from derelayl.protocol.state import EconomyState
 from derelayl.sim.errors import ConfigError
-from derelayl.protocol.incentives import make_incentive
+from conftest import make_incentive
 from derelayl.protocol.ledger import Ledger, verify_chain
 from derelayl.sim.stats import gini, jain, version_shares
 from derelayl.protocol.quality import RandomWalkPerformance

@@ -19,7 +19,9 @@ def test_one_sweep_runs_every_baseline_and_logs_rounds_to_mlflow(cli, tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("fl-test").experiment_id])
     runs = [r for r in runs if "mlflow.parentRunId" in r.data.tags]  # the sweep's jobs
-    assert sorted(r.data.params["algorithm.name"] for r in runs) == sorted(METHODS)
+    # what a run is: the group options it was composed from (Hydra's choices), as tags
+    assert sorted(r.data.tags["algorithm"] for r in runs) == sorted(METHODS)
+    assert {r.data.tags["partition"] for r in runs} == {"dirichlet"}
     for i, method in enumerate(METHODS):
         out = tmp_path / "sweep" / str(i)
         metrics = json.loads((out / "metrics.json").read_text())

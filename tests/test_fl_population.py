@@ -161,7 +161,8 @@ def test_bad_fl_population_input_is_one_clear_line(cli_in_process, tmp_path, arg
 
 
 def test_a_round_with_nobody_paid_settles_to_nothing_under_every_scheme():
-    from derelayl.protocol.incentives import INCENTIVES, make_incentive
+    from conftest import make_incentive
+    from derelayl.protocol.incentives import INCENTIVES
 
     for name in INCENTIVES:
         payouts = FederatedPayouts(make_incentive(name), [5, 7])

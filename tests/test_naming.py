@@ -20,30 +20,35 @@ GROUPS = sorted(p.name for p in config_dir().iterdir() if p.is_dir())
      "fedavg mnist1d shards(2) incentive=uniform seed=0"),
     (["experiment=authors_coins"], "derelayl(random_walk) experiment=authors_coins seed=0"),
     (["algorithm=fedavg", "partition=iid", "algorithm.budget_epochs=5"], "fedavg iid seed=0"),
+    (["partition=dirichlet_0.1", "adversary=noise"], "derelayl dirichlet(0.1) adversary=noise seed=0"),
 ])
 def test_run_names_say_what_a_run_is(tmp_path, overrides, name):
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=tmp_overrides(tmp_path) + overrides)
+        cfg = compose(config_name="train", overrides=tmp_overrides(tmp_path) + overrides,
+                      return_hydra_config=True)
 
         def base(choices):
             return compose(config_name="train", overrides=tmp_overrides(tmp_path) + list(choices))
 
-        assert naming.run_name(cfg, naming.varied(overrides, cfg, base, GROUPS)) == name
+        chosen = naming.choices(cfg)  # Hydra's runtime choices: what the run is
+        assert chosen["algorithm"] == name.split(" ")[0].split("(")[0]
+        assert naming.run_name(cfg, naming.varied(overrides, cfg, base, GROUPS),
+                               chosen=chosen) == name
 
 
 def test_sweep_axes_tags_and_names():
     axes = naming.sweep_axes({"incentive": "derelayl,uniform", "seed": "0,1,2"},
-                             ["experiment=paper_fairness", "seed=0", "algorithm=fedavg,scaffold"])
+                             ["study=fairness", "seed=0", "algorithm=fedavg,scaffold"])
     assert axes == {"incentive": "derelayl,uniform", "algorithm": "fedavg,scaffold"}
-    assert naming.sweep_name("paper_fairness", axes, 4) == \
-        "paper_fairness: incentive=derelayl,uniform x algorithm=fedavg,scaffold (4 jobs)"
+    assert naming.sweep_name("fairness", axes, 4) == \
+        "fairness: incentive=derelayl,uniform x algorithm=fedavg,scaffold (4 jobs)"
     assert naming.sweep_name("relay_lr", {"algorithm.optimizer.lr": "tag(log, interval(0.002, 0.2))"},
                              20, optuna=True) == "optuna relay_lr: algorithm.optimizer.lr (20 trials)"
-    tags = naming.sweep_tags({"algorithm": {"name": "derelayl"}, "incentive": {"name": "derelayl"},
-                              "dataset": {"name": "digits"}}, axes)
+    tags = naming.sweep_tags({"algorithm": "derelayl", "incentive": "derelayl",
+                              "dataset": "digits"}, axes)
     assert tags["algorithm"] == "fedavg,scaffold" and tags["dataset"] == "digits"
     assert "incentive" in tags and tags["sweep_varies"] == "incentive, algorithm"
-    only_algorithms = naming.sweep_tags({"incentive": {"name": "derelayl"}},
+    only_algorithms = naming.sweep_tags({"incentive": "derelayl"},
                                         {"algorithm": "fedavg,scaffold"})
     assert "incentive" not in only_algorithms  # each job composes its own (FL: none)
 

@@ -105,10 +105,11 @@ class RowsRoyalty:
         return paid
 
 
-@pytest.mark.parametrize("name, kwargs", [("derelayl", {}), ("derelayl", {"royalty_rule": "once"}),
-                                          ("derelayl_bounded", {"gamma": 0.7})])
+@pytest.mark.parametrize("name, kwargs", [("DeRelayLRoyalty", {}),
+                                          ("DeRelayLRoyalty", {"royalty_rule": "once"}),
+                                          ("BoundedRoyalty", {"gamma": 0.7})])
 def test_the_economy_pays_what_the_earlier_row_method_paid(name, kwargs):
-    from derelayl.protocol.incentives import make_incentive
+    from derelayl.protocol import incentives
     from derelayl.protocol.params import DeRelayLParams
     from derelayl.protocol.quality import RandomWalkPerformance
     from derelayl.protocol.runner import DeRelayLRunner
@@ -120,9 +121,10 @@ def test_the_economy_pays_what_the_earlier_row_method_paid(name, kwargs):
         return DeRelayLRunner(params, RandomWalkPerformance(n, hashing=False), seed=3,
                               keep_ledger=False, incentive=incentive).run().state.coins
 
-    book = coins(make_incentive(name, **kwargs))
-    rows = coins(RowsRoyalty(make_incentive(name, **kwargs), n))
-    if name == "derelayl":
+    scheme = getattr(incentives, name)
+    book = coins(scheme(**kwargs))
+    rows = coins(RowsRoyalty(scheme(**kwargs), n))
+    if name == "DeRelayLRoyalty":
         assert np.array_equal(book, rows)
     else:
         assert np.allclose(book, rows, rtol=1e-12, atol=1e-9)

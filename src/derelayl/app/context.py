@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from derelayl.data.partition import Partition
 from derelayl.data.participants import ParticipantData, build_participants
 from derelayl.sim.devices import Devices
 from derelayl.sim.seeding import derive_seed, numpy_rng
-from derelayl.data.datasets import DatasetSplits, load_dataset
+from derelayl.data.datasets import DatasetSplits
 
 log = logging.getLogger("derelayl")
 
@@ -44,10 +44,36 @@ def build(node: Any, **kwargs):
         raise
 
 
-def instantiate_named(node: DictConfig, **kwargs):
-    """Instantiate a ``_target_`` node whose ``name`` key is only a label."""
-    body = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "name"}
-    return build(body, **kwargs)
+class Runner:
+    """What ``algorithm.runner`` builds (``_target_``): an algorithm's adapter from the config to
+    the core. Subclasses say which run-time pieces they need and check what they own."""
+
+    #: the run has DeRelayL's population (``churn.*``: a join pool holds data beyond N)
+    population = False
+    #: ``shapley.enabled=auto`` turns Shapley values on (DeRelayL: its lineage is cheap)
+    shapley_auto = False
+
+    def uses_data(self, cfg: DictConfig) -> bool:
+        """Whether the run needs the dataset and the partition."""
+        return True
+
+    def check_config(self, cfg: DictConfig) -> None:
+        """Reject impossible values before data, files or a tracking run exist."""
+
+    def check_data(self, ctx: "ExperimentContext") -> None:
+        """Checks that need the data (before anything is written)."""
+
+    def __call__(self, ctx: "ExperimentContext") -> "Outcome":
+        raise NotImplementedError
+
+
+def runner_of(cfg: DictConfig) -> Runner:
+    """The algorithm's runner, built from ``algorithm.runner``."""
+    node = cfg.algorithm.get("runner")
+    if node is None:
+        raise ConfigError("algorithm.runner is missing: every algorithm names its runner "
+                          "(_target_, e.g. derelayl.app.runners.fl.Federated)")
+    return build(node)
 
 
 @dataclass
@@ -80,19 +106,17 @@ class ExperimentContext:
             return load_splits(split_dir(self.cfg.prepared_data, self.cfg.seed),
                                dataset_cfg=OmegaConf.to_container(ds, resolve=True),
                                seed=self.cfg.seed)
-        return load_dataset(ds.name, seed=self.cfg.seed, val_fraction=ds.val_fraction,
-                            test_fraction=ds.get("test_fraction", 0.15), root=ds.root,
-                            download=ds.get("download", False),
-                            num_samples=ds.get("num_samples", 5000),
-                            generator_seed=ds.get("generator_seed", 42),
-                            max_train_samples=ds.get("max_train_samples"))
+        return build(ds)(seed=int(self.cfg.seed))
+
+    @cached_property
+    def runner(self) -> Runner:
+        return runner_of(self.cfg)
 
     @property
     def population_size(self) -> int:
         """Participants holding data: N, or the join pool when churn is on (DeRelayL, FL)."""
         churn = self.cfg.get("churn")
-        if churn is not None and churn.get("enabled") and self.cfg.algorithm.name in (
-                "derelayl", "fedavg", "fedprox", "scaffold", "fednova", "fedadam"):
+        if churn is not None and churn.get("enabled") and self.runner.population:
             return int(round(int(self.cfg.num_participants) * float(churn.pool_factor)))
         return int(self.cfg.num_participants)
 
@@ -114,7 +138,7 @@ class ExperimentContext:
                              self.cfg.seed, self.cfg.num_participants)
 
     def compute_partition(self) -> Partition:
-        partitioner = instantiate_named(self.cfg.partition)
+        partitioner = build(self.cfg.partition)
         return partitioner.split(self.data.train_y.cpu().numpy(), self.population_size,
                                  numpy_rng(self.cfg.seed, "partition"))
 
@@ -138,15 +162,15 @@ class ExperimentContext:
     def new_model(self, stream: str = "model_init") -> ClassifierModule:
         """A freshly initialised model (same weights for the same seed and stream)."""
         if "pytorch_lightning" not in sys.modules:  # the first model: a ~2 s import
-            log.info("building the %s model (importing PyTorch Lightning) ...",
-                     self.cfg.model.name)
+            log.info("building the model (importing PyTorch Lightning) ...")
         from derelayl.learning.contract import check_hop_module
-        from derelayl.models.lit import ClassifierModule
 
         torch.manual_seed(derive_seed(self.cfg.seed, stream))
-        net = build(self.cfg.model.net, input_shape=list(self.data.input_shape),
-                    num_classes=self.data.num_classes)
-        module = ClassifierModule(net, build(self.cfg.algorithm.optimizer)).to(self.device)
+        model = self.cfg.model  # the module (_partial_) around its network (_partial_)
+        net = build(model.net)(input_shape=list(self.data.input_shape),
+                               num_classes=self.data.num_classes)
+        module = build(model, _recursive_=False)  # its net: the one just built
+        module = module(net=net, optimizer=build(self.cfg.algorithm.optimizer)).to(self.device)
         return check_hop_module(module)
 
     @cached_property
@@ -180,39 +204,6 @@ class Outcome:
     history: list[dict[str, Any]] = field(default_factory=list)  # rows for the accuracy plot
     step: str = "hop"  # the unit of the metric step: "hop" or "round"
     files: list[Path] = field(default_factory=list)  # extra artifacts written by the runner
-
-
-Runner = Callable[[ExperimentContext], Outcome]
-RUNNERS: dict[str, Runner] = {}
-USES_DATA: dict[str, Callable[[DictConfig], bool]] = {}
-
-
-def register(name: str, uses_data: Callable[[DictConfig], bool] = lambda cfg: True
-             ) -> Callable[[Runner], Runner]:
-    """Register a runner; ``uses_data(cfg)`` says whether the run needs dataset and partition."""
-    def deco(fn: Runner) -> Runner:
-        RUNNERS[name] = fn
-        USES_DATA[name] = uses_data
-        return fn
-    return deco
-
-
-def _load_runners() -> None:
-    import derelayl.app.runners.derelayl  # noqa: F401  (each module registers its runners)
-    import derelayl.app.runners.fl  # noqa: F401
-    import derelayl.app.runners.relay  # noqa: F401
-
-
-def runner_for(name: str) -> Runner:
-    _load_runners()
-    if name not in RUNNERS:
-        raise ConfigError(f"unknown algorithm {name!r}; allowed: {', '.join(sorted(RUNNERS))}")
-    return RUNNERS[name]
-
-
-def uses_data(cfg: DictConfig) -> bool:
-    _load_runners()
-    return USES_DATA[cfg.algorithm.name](cfg)
 
 
 def round_checkpoint(ctx: ExperimentContext):

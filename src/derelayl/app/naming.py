@@ -3,8 +3,12 @@
 A run is named by its algorithm, its data (the partition with its parameter; the dataset when not
 the default), the keys it was launched with that differ from their defaults, and its seed:
 ``fedavg dirichlet(0.1) algorithm.optimizer.lr=0.01 seed=2``. A sweep's parent is named by its
-study (the experiment preset or the Optuna study) and what it varies:
-``paper_fairness: incentive=derelayl,derelayl_bounded,... x seed=0,1,2``.
+study (the study preset, the experiment preset or the Optuna study) and what it varies:
+``fairness: incentive=derelayl,derelayl_bounded,... x seed=0,1,2``.
+
+What a run *is* (its algorithm, dataset, partition, model, incentive, adversaries) is the config
+group options it was composed from: Hydra's ``runtime.choices`` (:func:`choices`), never a
+``name`` key of the config.
 """
 
 from __future__ import annotations
@@ -15,20 +19,37 @@ MAX_NAME = 240  # MLflow keeps run names up to 250 characters
 DEFAULT_DATASET = "digits"
 # override keys that never enter a name: shown otherwise (the seed, the algorithm, the data) or
 # bookkeeping; and key prefixes likewise
-SKIPPED = ("seed", "algorithm", "dataset", "partition", "data_dir", "progress_every",
-           "skip_finished", "prepared_data", "optimized_metric", "study", "derelayl.performance",
-           "partition.alpha", "partition.classes_per_participant", "partition.distribution",
-           "partition.sigma", "paper_partition")
-SKIPPED_PREFIXES = ("tracking", "hydra")
-# the parameter a partition is known by
-PARTITION_PARAMS = {"dirichlet": ("alpha",), "shards": ("classes_per_participant",),
-                    "quantity": ("distribution",), "feature_noise": ("sigma",)}
+SKIPPED = ("seed", "algorithm", "dataset", "partition", "progress_every",
+           "skip_finished", "prepared_data", "optimized_metric", "study", "knobs",
+           "derelayl.performance", "partition.alpha", "partition.classes_per_participant",
+           "partition.distribution", "partition.sigma")
+SKIPPED_PREFIXES = ("tracking", "hydra", "paths")
+# a partitioner's short name and the parameter it is known by (from its _target_ class)
+PARTITIONERS = {"IIDPartitioner": ("iid", ()), "DirichletPartitioner": ("dirichlet", ("alpha",)),
+                "ShardsPartitioner": ("shards", ("classes_per_participant",)),
+                "QuantitySkewPartitioner": ("quantity", ("distribution",)),
+                "FeatureNoisePartitioner": ("feature_noise", ("sigma",))}
 # config groups whose choice is a tag of every run (and of a sweep parent)
-GROUP_TAGS = ("algorithm", "dataset", "partition", "model", "incentive")
+GROUP_TAGS = ("algorithm", "dataset", "partition", "model", "incentive", "adversary")
 # groups an algorithm composes for itself (DeRelayL: incentive)
 PER_ALGORITHM = ("incentive",)
-# sweep keys that choose one of those groups indirectly (a study's single-key partitions)
-SWEPT_AS = {"paper_partition": "partition"}
+
+
+def choices(cfg: Any) -> dict[str, str]:
+    """The config group options a config was composed from (``{"algorithm": "fedavg", ...}``),
+    where it carries Hydra's record of them (``hydra.runtime.choices``: a sweep's launch config,
+    a config composed with ``return_hydra_config=True``); else none. ``derelayl-train`` hands
+    each run Hydra's ``runtime.choices`` itself (:func:`group_choices`)."""
+    return group_choices(_get(cfg, "hydra.runtime.choices"))
+
+
+def group_choices(found: Any) -> dict[str, str]:
+    """Hydra's ``runtime.choices`` less Hydra's own groups and the specialisations (such as
+    ``knobs/algorithm@_global_``): the top-level groups that have an option."""
+    if not found:
+        return {}
+    return {str(k): str(v) for k, v in found.items()
+            if v is not None and "/" not in str(k) and "@" not in str(k) and k != "hydra"}
 
 
 def _key(override: str) -> tuple[str, str]:
@@ -50,26 +71,29 @@ def _get(cfg: Any, dotted: str) -> Any:
     return node
 
 
-def data_label(cfg: Any) -> str:
+def data_label(cfg: Any, chosen: Mapping[str, str] | None = None) -> str:
     """``dirichlet(0.5)``, ``shards(2)``, ``iid``; prefixed by the dataset when not digits."""
+    chosen = choices(cfg) if chosen is None else chosen
     part = cfg.get("partition") or {}
-    name = str(part.get("name", "?"))
-    params = [str(part.get(k)) for k in PARTITION_PARAMS.get(name, ()) if part.get(k) is not None]
+    target = str(part.get("_target_", "")).rsplit(".", 1)[-1]
+    name, keys = PARTITIONERS.get(target, (chosen.get("partition", "?"), ()))
+    params = [str(part.get(k)) for k in keys if part.get(k) is not None]
     label = f"{name}({', '.join(params)})" if params else name
-    dataset = str((cfg.get("dataset") or {}).get("name", DEFAULT_DATASET))
+    dataset = chosen.get("dataset", DEFAULT_DATASET)
     return label if dataset == DEFAULT_DATASET else f"{dataset} {label}"
 
 
-def algorithm_label(cfg: Any) -> str:
-    name = str(cfg.algorithm.name)
+def algorithm_label(cfg: Any, chosen: Mapping[str, str] | None = None) -> str:
+    chosen = choices(cfg) if chosen is None else chosen
+    name = chosen.get("algorithm", "run")
     performance = _get(cfg, "derelayl.performance")
-    if name == "derelayl" and performance not in (None, "trained"):
+    if performance not in (None, "trained"):
         return f"{name}({performance})"
     return name
 
 
 def uses_data(cfg: Any) -> bool:
-    return not (cfg.algorithm.name == "derelayl" and _get(cfg, "derelayl.performance") == "random_walk")
+    return _get(cfg, "derelayl.performance") != "random_walk"
 
 
 def varied(overrides: Sequence[str], cfg: Any,
@@ -95,11 +119,13 @@ def varied(overrides: Sequence[str], cfg: Any,
     return out
 
 
-def run_name(cfg: Any, overrides: Sequence[str] = ()) -> str:
+def run_name(cfg: Any, overrides: Sequence[str] = (), chosen: Mapping[str, str] | None = None
+             ) -> str:
     """``<algorithm> [<data>] <varied keys> seed=<s>``."""
-    parts = [algorithm_label(cfg)]
+    chosen = choices(cfg) if chosen is None else chosen
+    parts = [algorithm_label(cfg, chosen)]
     if uses_data(cfg):
-        parts.append(data_label(cfg))
+        parts.append(data_label(cfg, chosen))
     parts += [f"{_key(o)[0]}={_key(o)[1]}" for o in overrides]
     parts.append(f"seed={cfg.get('seed')}")
     name = " ".join(parts)
@@ -141,19 +167,17 @@ def sweep_name(study: str | None, axes: Mapping[str, str], total: int | None,
     return name if len(name) <= MAX_NAME else name[:MAX_NAME - 3] + "..."
 
 
-def sweep_tags(config: Any, axes: Mapping[str, str]) -> dict[str, str]:
+def sweep_tags(chosen: Mapping[str, str], axes: Mapping[str, str]) -> dict[str, str]:
     """Tags of a sweep's parent: each group tag is the swept values where the sweep varies it
-    (``algorithm: fedavg,scaffold``), else the config's choice; ``sweep_varies`` lists the keys."""
+    (``algorithm: fedavg,scaffold``), else the launch config's choice (``chosen``: its
+    ``hydra.runtime.choices``); ``sweep_varies`` lists the keys."""
     tags = {"sweep_varies": ", ".join(axes)}
-    swept = {SWEPT_AS.get(k, k): v for k, v in axes.items()}
     for group in GROUP_TAGS:
-        if group in swept:
-            tags[group] = swept[group]
+        if group in axes:
+            tags[group] = axes[group]
             continue
-        if group in PER_ALGORITHM and "algorithm" in swept:
+        if group in PER_ALGORITHM and "algorithm" in axes:
             continue  # each job composes its algorithm's own (or none): the launch config's lies
-        node = config.get(group) if hasattr(config, "get") else None
-        name = node.get("name") if node is not None and hasattr(node, "get") else None
-        if name is not None:
-            tags[group] = str(name)
+        if chosen.get(group) is not None:
+            tags[group] = str(chosen[group])
     return tags

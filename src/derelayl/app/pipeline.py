@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from derelayl.app.schema import check_config as check_values
 from derelayl.sim.errors import ConfigError, RunInterrupted
-from derelayl.app.runners import ExperimentContext, runner_for, uses_data
+from derelayl.app.runners import ExperimentContext, runner_of
+from derelayl.app import naming
 from derelayl.io.checkpoint import CHECKPOINT_FILE
 from derelayl.io.console import ConsoleProgress
 from derelayl.io.files import HISTORY_FILE, METRICS_FILE, HistoryCsv, write_json
@@ -26,6 +27,9 @@ from derelayl.io.run_folder import HydraRecord, RunFolder, discard_created
 from derelayl.io.signals import critical
 
 log = logging.getLogger("derelayl")
+# the config group options the run was composed from (naming.choices): what derelayl-report
+# groups run folders by
+CHOICES_FILE = "choices.json"
 SUMMARY_KEYS = ("test_acc", "test_loss", "best_quality", "coins_gini", "version_share_latest")
 
 
@@ -80,23 +84,19 @@ def reach_target(history: list[dict[str, Any]], target: float) -> dict[str, Any]
     return out
 
 
-def _make_tracker(cfg: DictConfig, run_name: str | None = None, writer=None, stale=()):
+def _make_tracker(cfg: DictConfig, chosen: dict[str, str], run_name: str | None = None,
+                  writer=None, stale=()):
     if not cfg.tracking.enabled:
         return None
-    from derelayl.app import naming
     from derelayl.io.mlflow import MlflowTracker
 
-    tags = {"git_commit": git_commit(), "dataset": cfg.dataset.name,
-            "partition": cfg.partition.name, "algorithm": cfg.algorithm.name,
-            "model": cfg.model.name, "seed": str(cfg.seed)}
-    incentive = cfg.get("incentive")
-    if incentive is not None:  # a group (with a name) or a plain string, where it exists
-        tags["incentive"] = str(incentive.get("name", "")) if isinstance(incentive, DictConfig) \
-            else str(incentive)
+    # what the run is: the group options it was composed from (Hydra's runtime choices)
+    tags = {"git_commit": git_commit(), "seed": str(cfg.seed),
+            **{g: chosen[g] for g in naming.GROUP_TAGS if g in chosen}}
     tracker = MlflowTracker(writer, cfg.tracking.experiment, stale=stale,
                             artifact_location=cfg.tracking.artifact_location,
                             run_name=cfg.tracking.get("run_name") or run_name
-                            or naming.run_name(cfg), tags=tags,
+                            or naming.run_name(cfg, chosen=chosen), tags=tags,
                             parent_run_id=cfg.tracking.get("parent_run_id"),
                             flush_every_s=cfg.tracking.get("flush_every_s", 1.0),
                             max_points=cfg.tracking.get("max_points", 1000))
@@ -140,6 +140,19 @@ def finished_metrics(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None
     return done if _comparable(before) == _comparable(now) else None
 
 
+def _without_hydra(cfg: DictConfig, choices: dict[str, str] | None
+                   ) -> tuple[DictConfig, dict[str, str]]:
+    """The job's config without a ``hydra`` node, and the group choices (see run_experiment)."""
+    chosen = naming.group_choices(choices) if choices is not None else naming.choices(cfg)
+    if "hydra" in cfg:
+        from omegaconf import open_dict
+
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return cfg, chosen
+
+
 def _prepare(cfg: DictConfig, output_dir: Path):
     """Everything that can refuse a run before its folder is claimed; nothing is written."""
     check_values(cfg)
@@ -150,10 +163,8 @@ def _prepare(cfg: DictConfig, output_dir: Path):
                      output_dir, summary_text(done) or "no summary metrics")
             return done, None, None, None
     validate_common(cfg)
-    runner = runner_for(cfg.algorithm.name)
-    check = getattr(runner, "check_config", None)
-    if check is not None:  # reject bad values before data, files or a tracking run exist
-        check(cfg)
+    runner = runner_of(cfg)
+    runner.check_config(cfg)  # reject bad values before data, files or a tracking run exist
     writer = None
     if cfg.tracking.enabled:
         from derelayl.io.mlflow import WriterProcess
@@ -174,21 +185,20 @@ def _prepare_run(cfg: DictConfig, output_dir: Path, runner, writer):
     """The run's data, partition and hop (each can still refuse it), and the tracking store's
     answer; nothing is written."""
     torch.set_num_threads(int(cfg.torch_threads))
-    if uses_data(cfg):  # (its first call imports torch's compiler stack: ~1.5 s an economy skips)
+    if runner.uses_data(cfg):  # (its first call imports torch's compiler stack: ~1.5 s an economy skips)
         torch.use_deterministic_algorithms(True)
 
     step = cfg.algorithm.get("step_unit", "hop")
     history = HistoryCsv(output_dir / HISTORY_FILE, level=step)
     ctx = ExperimentContext(cfg, output_dir,
                             observers=[ConsoleProgress(every=cfg.get("progress_every", 1)), history])
-    if uses_data(cfg):
-        log.info("loading dataset %s and partitioning it (%s) ...", cfg.dataset.name,
-                 cfg.partition.name)
+    ctx.runner = runner
+    if runner.uses_data(cfg):
+        log.info("loading dataset %s and partitioning it (%s) ...",  # the loader names it
+                 str(cfg.dataset.get("_target_", "?")).rsplit(".", 1)[-1], naming.data_label(cfg))
         ctx.partition  # build (and so validate) the data and partition before anything is written
         ctx.batched_hop  # and how the hops run: algorithm.execution=batched may refuse the model
-        check_data = getattr(runner, "check_data", None)
-        if check_data is not None:
-            check_data(ctx)
+        runner.check_data(ctx)
     if writer is not None:
         writer.ready()  # the store opened (or the one-line reason it cannot)
     ctx.writer = writer
@@ -197,11 +207,16 @@ def _prepare_run(cfg: DictConfig, output_dir: Path, runner, writer):
 
 def run_experiment(cfg: DictConfig, output_dir: str | Path,
                    hydra_record: HydraRecord | None = None,
-                   run_name: str | None = None) -> dict[str, Any]:
+                   run_name: str | None = None,
+                   choices: dict[str, str] | None = None) -> dict[str, Any]:
     """Run the configured experiment, write its files to ``output_dir``; return metrics.json.
 
     ``run_name`` names the MLflow run (default: ``tracking.run_name``, else a name built from
-    the config, ``derelayl.app.naming.run_name``).
+    the config, ``derelayl.app.naming.run_name``). ``choices`` are the config group options the
+    config was composed from (Hydra's ``runtime.choices``; ``derelayl-train`` passes them): they
+    tag the MLflow run and go to ``choices.json``. A config composed with
+    ``return_hydra_config=True`` carries them itself (its ``hydra`` node is dropped here); any
+    other config has none (no group tags).
 
     Everything that can refuse the run (every value's type and range, the runner's own checks,
     the data and partition, the tracking server, the run folder and its lock) is decided before
@@ -209,6 +224,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path,
     """
     started = time.perf_counter()
     output_dir = Path(output_dir)
+    cfg, chosen = _without_hydra(cfg, choices)
     try:
         done, runner, ctx, history = _prepare(cfg, output_dir)
     except BaseException:
@@ -231,19 +247,21 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path,
                      == "resume" else "%s holds a finished run of this config: re-entering it",
                      output_dir)
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        files = [output_dir / "config.yaml"]
-        if uses_data(cfg):
+        write_json(output_dir / CHOICES_FILE, chosen)
+        files = [output_dir / "config.yaml", output_dir / CHOICES_FILE]
+        if runner.uses_data(cfg):
             sizes = ctx.partition.sizes
             write_json(output_dir / "partition.json", {
                 "sizes": sizes.tolist(), "label_histogram": ctx.label_histogram.tolist()})
             files.append(output_dir / "partition.json")
             log.info("dataset %s: %d train / %d val / %d test samples, %d participants (%s), "
-                     "sizes %d-%d", cfg.dataset.name, len(ctx.data.train_y), len(ctx.data.val),
-                     len(ctx.data.test), len(sizes), cfg.partition.name, sizes.min(), sizes.max())
+                     "sizes %d-%d", ctx.data.name, len(ctx.data.train_y), len(ctx.data.val),
+                     len(ctx.data.test), len(sizes), naming.data_label(cfg, chosen), sizes.min(),
+                     sizes.max())
         if cfg.tracking.enabled:
             log.info("opening an MLflow run in %s ...", cfg.tracking.uri)
         with critical():  # the writer also closes the folder's runs a killed process left open
-            tracker = _make_tracker(cfg, run_name, ctx.writer, stale=folder.tracked_runs())
+            tracker = _make_tracker(cfg, chosen, run_name, ctx.writer, stale=folder.tracked_runs())
         if tracker is not None:
             folder.record_tracking(tracker.tracking_uri, tracker.run_id)
             ctx.observers.append(tracker)
@@ -263,7 +281,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path,
 
             files.append(plot_accuracy(
                 outcome.history, output_dir / f"accuracy_vs_{outcome.step}s.png", outcome.step,
-                title=f"{cfg.algorithm.name} on {cfg.dataset.name}, {cfg.partition.name} split, "
+                title=f"{naming.algorithm_label(cfg, chosen)} on {ctx.data.name}, "
+                      f"{naming.data_label(cfg, chosen).split(' ')[-1]} split, "
                       f"{cfg.num_participants} participants"))
         write_json(output_dir / METRICS_FILE, metrics)  # last: its presence marks a finished run
         status = "FINISHED"

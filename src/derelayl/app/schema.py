@@ -1,16 +1,17 @@
 """Types, ranges and finiteness of every config value, as one declarative table.
 
-Hydra composes whatever the command line says: ``num_participants=abc`` is the string "abc",
-``derelayl.rounds=2.5`` a float, ``algorithm.optimizer.lr=nan`` a NaN. Before this table such
-values reached the code (a traceback, a silent third round, a relay that "finished" at 0.10).
-:func:`check_config` checks the resolved config against :data:`RULES` before any file, folder
-or tracking run exists, and raises a one-line :class:`ConfigError` naming the key, what is
-allowed and what was given.
+The structured schemas (:mod:`derelayl.app.config`) give every key its type, so Hydra refuses
+``num_participants=abc`` or ``derelayl.rounds=2.5`` while composing (``derelayl.cli.guard``
+words that refusal with this table's rule for the key). What a type cannot say, this table does:
+ranges, finiteness (``algorithm.optimizer.lr=nan`` is a float), the allowed words, keys that a
+type ``Any`` leaves open. :func:`check_config` checks the resolved config against :data:`RULES`
+before any file, folder or tracking run exists, and raises a one-line :class:`ConfigError`
+naming the key, what is allowed and what was given.
 
 The table only describes values; cross-key rules (more clients than participants, enough
 participants for the protocol's roles, test cases within the validation split) stay with the
 components that own them. Keys absent from a composed config (a group not chosen) are skipped.
-This table is meant to become Hydra structured configs; keep it declarative.
+Keep it declarative: one rule per key pattern.
 """
 
 from __future__ import annotations
@@ -162,11 +163,10 @@ RULES: dict[str, Any] = {
     "device": DeviceName(),
     "target_acc": Number(ge=0, le=1, optional=True),
     "optimized_metric": Text(),
-    "study.name": Text(),
-    "study.rounds": Number(integer=True, ge=1),
-    "study.alpha": Number(gt=0),
+    "knobs.rounds": Number(integer=True, ge=1),
+    "knobs.alpha": Number(gt=0),
     "progress_every": Number(integer=True, ge=1),
-    "data_dir": Text(),
+    "paths.*": Text(),
     "prepared_data": Text(optional=True),
     "skip_finished": Flag(),
     "churn.enabled": Flag(),
@@ -180,7 +180,6 @@ RULES: dict[str, Any] = {
     "shapley.tolerance": Number(ge=0),
     "shapley.convergence": Number(ge=0),
     # dataset
-    "dataset.name": Text(),
     "dataset.val_fraction": Number(gt=0, lt=1),
     "dataset.test_fraction": Number(gt=0, lt=1),
     "dataset.num_samples": Number(integer=True, ge=1),
@@ -193,6 +192,7 @@ RULES: dict[str, Any] = {
     "partition.beta": Number(gt=0),
     "partition.sigma": Number(ge=0),
     "partition.min_samples": Number(integer=True, ge=0),
+    "partition.max_attempts": Number(integer=True, ge=1),
     "partition.classes_per_participant": Number(integer=True, ge=1),
     "partition.distribution": Choice(("dirichlet", "lognormal")),
     # model
@@ -201,7 +201,6 @@ RULES: dict[str, Any] = {
     "model.net.kernel_size": Number(integer=True, ge=1),
     "model.net.dropout": Number(ge=0, lt=1),
     # algorithm (the hop, the relay, the FL baselines)
-    "algorithm.name": Text(),
     "algorithm.step_unit": Choice(("hop", "round")),
     "algorithm.batch_size": Number(integer=True, ge=1),
     "algorithm.local_epochs": Number(integer=True, ge=1),
@@ -247,7 +246,6 @@ RULES: dict[str, Any] = {
     "derelayl.ledger": Flag(),
     "derelayl.checkpoint_every": Number(integer=True, ge=1),
     # incentive schemes
-    "incentive.name": Text(),
     "incentive.royalty": Number(ge=0),
     "incentive.royalty_rule": Choice(("authors", "once")),
     "incentive.reward": Number(ge=0),
@@ -280,9 +278,9 @@ RULES: dict[str, Any] = {
 }
 
 # keys every run needs (Hydra can delete a key: ``~seed``)
-REQUIRED = ("seed", "num_participants", "torch_threads", "dataset.name", "partition.name",
-            "model.name", "algorithm.name", "tracking.enabled", "tracking.uri",
-            "tracking.experiment")
+REQUIRED = ("seed", "num_participants", "torch_threads", "dataset._target_",
+            "partition._target_", "model._target_", "algorithm.runner", "tracking.enabled",
+            "tracking.uri", "tracking.experiment")
 
 # how a few keys are named in messages (the symbol the protocol's description uses)
 LABELS = {

@@ -19,9 +19,9 @@ def compose_train_config(overrides: Sequence[str]) -> DictConfig:
 
     from derelayl.cli.train import config_dir
 
-    cwd = Path.cwd()
-    defaults = [f"data_dir={cwd}/data"]
-    if any(o.split("=", 1)[0].lstrip("+~") == "data_dir" for o in overrides):
+    # the launch folder, which ${hydra:runtime.cwd} would be in a run
+    defaults = [f"paths.root_dir={Path.cwd()}"]
+    if any(o.split("=", 1)[0].lstrip("+~") == "paths.root_dir" for o in overrides):
         defaults = []
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose(config_name="train", overrides=defaults + list(overrides))

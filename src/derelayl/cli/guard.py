@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,14 +47,40 @@ def _refusing(method):
     return wrapper
 
 
+def _unknown_key(candidate: BaseException) -> bool:
+    text = str(candidate)
+    return "not in struct" in text or bool(re.match(r"Key '[^']*' not in '", text))
+
+
+def _wrong_type(candidate: BaseException) -> str | None:
+    """The one-line message of :mod:`derelayl.app.schema` for a value the structured schema
+    refused while composing (``num_participants=abc``): the same words a range check uses."""
+    from derelayl.app.schema import rule_for, LABELS
+
+    key = getattr(candidate, "full_key", None)
+    rule = rule_for(key) if key else None
+    if rule is None:
+        return None
+    try:
+        rule.check(LABELS.get(key, key), getattr(candidate, "value", None))
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
 def describe(err: BaseException) -> str:
     """One line for an error raised by Hydra or OmegaConf while composing the config."""
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+    from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, OmegaConfBaseException,
+                                  ValidationError)
 
     cause = err.__cause__
     for candidate in (cause, err):
+        if isinstance(candidate, ValidationError):
+            message = _wrong_type(candidate)
+            if message:
+                return message
         if isinstance(candidate, (ConfigKeyError, ConfigAttributeError)) and \
-                "not in struct" in str(candidate):
+                _unknown_key(candidate):
             key = getattr(candidate, "full_key", None) or "?"
             parent = getattr(candidate, "parent_node", None)
             allowed = ""
@@ -95,8 +122,9 @@ def one_line_errors(prog: str) -> Iterator[None]:
     try:
         try:
             yield
-        except Refused as refused:  # from a callback: re-raise what it refused with
-            raise refused.error from None
+        except Refused as refused:  # from a callback: re-raise what it refused with (its
+            error = refused.error     # cause kept: describe() words a type error by it)
+            raise error from error.__cause__
     except (ConfigError, DataError) as err:
         _fail(prog, str(err), 2)
     except (HydraException, OmegaConfBaseException) as err:
@@ -126,8 +154,12 @@ class RunGuard(Callback):
 
     @_refusing
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
         from derelayl.io.run_folder import note_hydra_run_dir
 
+        if not HydraConfig.initialized():  # hydra.run.dir is below ${hydra:runtime.cwd}
+            HydraConfig.instance().set_config(config)
         note_hydra_run_dir(Path(str(config.hydra.run.dir)))
 
     @_refusing
@@ -186,7 +218,7 @@ def check_sweep(config: Any) -> None:
     from omegaconf import open_dict, read_write
 
     from derelayl.app.schema import check_config
-    from derelayl.app.runners import runner_for
+    from derelayl.app.runners import runner_of
 
     jobs = sweep_jobs(config)
     if not jobs or not GlobalHydra.instance().is_initialized():
@@ -207,10 +239,7 @@ def check_sweep(config: Any) -> None:
                 del job_cfg["hydra"]
             try:
                 check_config(job_cfg)
-                runner = runner_for(job_cfg.algorithm.name)
-                check = getattr(runner, "check_config", None)
-                if check is not None:
-                    check(job_cfg)
+                runner_of(job_cfg).check_config(job_cfg)
             except ConfigError as err:
                 shown = [o for o in job if o.split("=", 1)[0] in swept] or job
                 raise ConfigError(f"sweep job {' '.join(shown)}: {err}") from None

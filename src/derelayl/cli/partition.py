@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
+from derelayl.app.naming import data_label
+
 PROG = "derelayl-partition"
 
 
@@ -32,7 +34,7 @@ def partition(root: str, seeds: list[int] | None, overrides: list[str]) -> list:
         hist = part.label_histogram(ctx.data.train_y.cpu().numpy(), ctx.data.num_classes)
         folder = save_partition(part, hist, partition_dir(root, seed), key=ctx.partition_key())
         sizes = part.sizes
-        print(f"{PROG}: {cfg.partition.name} seed {seed}: {len(sizes)} participants, "
+        print(f"{PROG}: {data_label(cfg, {})} seed {seed}: {len(sizes)} participants, "
               f"sizes {sizes.min()}-{sizes.max()} -> {folder}")
         written.append(folder)
     return written

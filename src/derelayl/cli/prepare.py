@@ -2,7 +2,7 @@
 
     derelayl-prepare --root data --seed 0 dataset=digits
 
-writes ``data/splits/seed0/`` with the same code a training run uses (``load_dataset`` through
+writes ``data/splits/seed0/`` with the same code a training run uses (``dataset._target_`` through
 ``ExperimentContext``); a run started with ``prepared_data=data`` then reads it back.
 Any further arguments are Hydra overrides of ``conf/train.yaml``.
 """
@@ -39,7 +39,7 @@ def prepare(root: str, seeds: list[int] | None, overrides: list[str]) -> list:
         ctx = ExperimentContext(cfg, split_dir(root, seed))
         folder = save_splits(ctx.data, split_dir(root, seed), seed=seed,
                              dataset_cfg=OmegaConf.to_container(cfg.dataset, resolve=True))
-        print(f"{PROG}: {cfg.dataset.name} seed {seed}: {len(ctx.data.train_y)} train / "
+        print(f"{PROG}: {ctx.data.name} seed {seed}: {len(ctx.data.train_y)} train / "
               f"{len(ctx.data.val)} val / {len(ctx.data.test)} test -> {folder}")
         written.append(folder)
     return written

@@ -4,9 +4,12 @@
     derelayl-report --experiment study --tracking-uri http://mlflow-host:5000
     derelayl-report --runs outputs/dvc/train                 # run folders (what DVC tracks)
     derelayl-report --experiment paper_efficacy --where partition=iid   # a subset of the runs
+    derelayl-report --experiment paper_efficacy --group-by algorithm partition \
+        --metrics test_acc bytes sim_time_s --table docs/results/efficacy.md
 
 Writes report.html, report.md, summary.json and figures/*.png to --out
-(default: outputs/report/<experiment>).
+(default: outputs/report/<experiment>); --table also writes the final-numbers table alone, as
+Markdown, to the file given (what the docs include).
 """
 
 from __future__ import annotations
@@ -47,6 +50,19 @@ def check_arguments(args, error) -> None:
     for key in args.group_by or []:
         if not key.strip():
             error("--group-by: empty key")
+    for key in args.metrics or []:
+        if not key.strip():
+            error("--metrics: empty key")
+    if args.table is not None:
+        table = Path(args.table)
+        if table.is_dir():
+            error(f"--table {args.table} is a folder; give a file name (e.g. "
+                  f"docs/results/efficacy.md)")
+        probe = table.parent
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        if not probe.is_dir():
+            error(f"--table {args.table}: {probe} is not a folder")
     if args.out is not None:
         out = Path(args.out)
         probe = out
@@ -98,6 +114,11 @@ def check_run_folders(paths) -> None:
                 cfg = yaml.safe_load(where.read_text())
                 if not isinstance(cfg, dict) or not isinstance(cfg.get("algorithm", {}), dict):
                     raise ValueError("not a run config")
+            where = folder / "choices.json"
+            if where.is_file():
+                chosen = json.loads(where.read_text())
+                if not isinstance(chosen, dict):
+                    raise ValueError("not a JSON object")
             where = folder / "history.csv"
             if where.is_file():
                 with where.open(newline="") as fh:
@@ -135,6 +156,13 @@ def main(argv=None) -> None:
                              "the `methods` and `seeds` in this file (a DVC study's "
                              "params.yaml), so folders of methods or seeds dropped from the "
                              "study are not reported")
+    parser.add_argument("--metrics", nargs="+", default=None, metavar="KEY",
+                        help="the columns of the final-numbers table, in this order (any key of "
+                             "metrics.json; default: test_acc, test_loss, best_val_acc, rounds, "
+                             "... where reported)")
+    parser.add_argument("--table", default=None, metavar="FILE.md",
+                        help="also write the final-numbers table alone (a caption line and a "
+                             "Markdown table) to this file, e.g. docs/results/efficacy.md")
     parser.add_argument("--out", default=None, help="output folder")
     parser.add_argument("--title", default=None)
     args = parser.parse_args(argv)
@@ -174,7 +202,10 @@ def main(argv=None) -> None:
             source += " where " + " and ".join(args.where)
         report = write_report(runs, out, title=args.title or f"Study report: "
                               f"{args.experiment or ', '.join(args.runs)}", source=source,
-                              group_by=args.group_by, subset=", ".join(args.where or []))
+                              group_by=args.group_by, subset=", ".join(args.where or []),
+                              metrics=args.metrics, table=args.table,
+                              command=" ".join([PROG, *(sys.argv[1:] if argv is None
+                                                        else list(argv))]))
     except (ReportError, ConfigError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         raise SystemExit(2)
@@ -183,7 +214,7 @@ def main(argv=None) -> None:
               file=sys.stderr)
         raise SystemExit(2)
     print(f"{PROG}: {len(runs)} runs -> {report.html} ({len(report.figures)} figures), "
-          f"{report.markdown}")
+          f"{report.markdown}" + (f", {report.table}" if report.table else ""))
     for note in report.notes:
         print(f"{PROG}: note: {note}")
 

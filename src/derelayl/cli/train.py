@@ -10,6 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from derelayl.app.config import register as register_schemas
 from derelayl.sim.errors import ConfigError
 
 log = logging.getLogger("derelayl")
@@ -18,6 +19,7 @@ PROG = "derelayl-train"
 # process, so runs started in the same second never share a folder
 RUN_SUFFIX = secrets.token_hex(3)
 OmegaConf.register_new_resolver("run_suffix", lambda: RUN_SUFFIX, use_cache=True, replace=True)
+register_schemas()  # the config's structured schemas, before anything composes it
 
 
 def config_dir() -> Path:
@@ -74,10 +76,13 @@ def hydra_record(cfg: DictConfig):
 def hydra_main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
+    from derelayl.app.naming import group_choices
+
+    # the group options this run was composed from: what it is (tags, report groups)
+    chosen = group_choices(HydraConfig.get().runtime.choices)
     # before any check: nothing here may fail on a missing or bad key (check_values says which)
-    log.info("%s: %s on %s, seed %s; loading PyTorch ...", PROG,
-             *(OmegaConf.select(cfg, key, default="?") for key in
-               ("algorithm.name", "dataset.name", "seed")))
+    log.info("%s: %s on %s, seed %s; loading PyTorch ...", PROG, chosen.get("algorithm", "?"),
+             chosen.get("dataset", "?"), OmegaConf.select(cfg, "seed", default="?"))
     from derelayl.sim.errors import DataError
 
     output_dir = HydraConfig.get().runtime.output_dir
@@ -95,14 +100,14 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
     try:
         with stop_on_signals():
-            metrics = run_experiment(cfg, output_dir,
-                                     hydra_record=hydra_record(cfg), run_name=launch_name(cfg))
+            metrics = run_experiment(cfg, output_dir, hydra_record=hydra_record(cfg),
+                                     run_name=launch_name(cfg, chosen), choices=chosen)
     except (ConfigError, DataError) as err:
         fail(str(err))
     return optimized_value(cfg, metrics)
 
 
-def launch_name(cfg: DictConfig) -> str | None:
+def launch_name(cfg: DictConfig, chosen: dict[str, str]) -> str | None:
     """The MLflow run name: the algorithm, data, seed and the command line's keys that differ
     from their defaults (compared with the config of the same group choices alone)."""
     from hydra import compose
@@ -115,7 +120,7 @@ def launch_name(cfg: DictConfig) -> str | None:
         groups = sorted(p.name for p in config_dir().iterdir() if p.is_dir())
         return naming.run_name(cfg, naming.varied(
             overrides, cfg, lambda choices: compose(config_name="train", overrides=list(choices)),
-            groups))
+            groups), chosen=chosen)
     except Exception as err:  # a name must never fail a run: fall back to the config's own
         log.debug("run name from the command line failed (%s)", err)
         return None

@@ -38,9 +38,6 @@ class DatasetSplits:
             test=EvalSet(self.test.x.to(device), self.test.y.to(device)))
 
 
-DATASETS = ("digits", "mnist1d", "mnist", "fashion_mnist", "cifar10")
-
-
 def _digits() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
@@ -99,36 +96,26 @@ def _standardize(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return ((x - mean) / std).astype(np.float32)
 
 
-def load_dataset(name: str, *, seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15,
-                 root: str | Path = "data", download: bool = False, num_samples: int = 5000,
-                 generator_seed: int = 42, max_train_samples: int | None = None) -> DatasetSplits:
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+def _split_embedded(name: str, x: np.ndarray, y: np.ndarray, seed: int, val_fraction: float,
+                    test_fraction: float) -> DatasetSplits:
     if not 0 < val_fraction < 1:
         raise ConfigError(f"dataset.val_fraction must be in (0, 1) (got {val_fraction})")
-    rng = numpy_rng(seed, "data_split")
-    if name in ("digits", "mnist1d"):
-        if not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
-            raise ConfigError(
-                f"dataset.val_fraction + dataset.test_fraction must be < 1 and each > 0 "
-                f"(got {val_fraction} + {test_fraction})"
-            )
-        if name == "digits":
-            x, y = _digits()
-        else:
-            if num_samples < 100:
-                raise ConfigError(f"dataset.num_samples must be >= 100 (got {num_samples})")
-            x, y = _mnist1d(num_samples, generator_seed)
-        perm = rng.permutation(len(y))
-        n_test = int(round(test_fraction * len(y)))
-        n_val = int(round(val_fraction * len(y)))
-        test_ix, val_ix, train_ix = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
-        tr_x, tr_y, va_x, va_y, te_x, te_y = x[train_ix], y[train_ix], x[val_ix], y[val_ix], x[test_ix], y[test_ix]
-    else:
-        (x, y), (te_x, te_y) = _torchvision(name, Path(root), download)
-        perm = rng.permutation(len(y))
-        n_val = int(round(val_fraction * len(y)))
-        va_x, va_y, tr_x, tr_y = x[perm[:n_val]], y[perm[:n_val]], x[perm[n_val:]], y[perm[n_val:]]
+    if not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise ConfigError(
+            f"dataset.val_fraction + dataset.test_fraction must be < 1 and each > 0 "
+            f"(got {val_fraction} + {test_fraction})"
+        )
+    perm = numpy_rng(seed, "data_split").permutation(len(y))
+    n_test = int(round(test_fraction * len(y)))
+    n_val = int(round(val_fraction * len(y)))
+    test_ix, val_ix, train_ix = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
+    return _splits(name, (x[train_ix], y[train_ix]), (x[val_ix], y[val_ix]),
+                   (x[test_ix], y[test_ix]))
+
+
+def _splits(name: str, train, val, test, max_train_samples: int | None = None) -> DatasetSplits:
+    (tr_x, tr_y), (va_x, va_y), (te_x, te_y) = train, val, test
+    num_classes = int(max(tr_y.max(), va_y.max(), te_y.max()) + 1)
     if max_train_samples is not None:
         tr_x, tr_y = tr_x[:max_train_samples], tr_y[:max_train_samples]
     ref = tr_x
@@ -138,5 +125,67 @@ def load_dataset(name: str, *, seed: int, val_fraction: float = 0.15, test_fract
         name=name, train_x=t(np.ascontiguousarray(tr_x)), train_y=t(np.ascontiguousarray(tr_y)),
         val=EvalSet(t(np.ascontiguousarray(va_x)), t(np.ascontiguousarray(va_y))),
         test=EvalSet(t(np.ascontiguousarray(te_x)), t(np.ascontiguousarray(te_y))),
-        num_classes=int(max(y.max(), te_y.max()) + 1), input_shape=tuple(tr_x.shape[1:]),
+        num_classes=num_classes,
+        input_shape=tuple(tr_x.shape[1:]),
     )
+
+
+# -- one loader per dataset (``dataset._target_``; the seed comes at run time) --------------------
+def digits(seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15) -> DatasetSplits:
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes): offline."""
+    x, y = _digits()
+    return _split_embedded("digits", x, y, seed, val_fraction, test_fraction)
+
+
+def mnist1d(seed: int, num_samples: int = 5000, generator_seed: int = 42,
+            val_fraction: float = 0.15, test_fraction: float = 0.15) -> DatasetSplits:
+    """MNIST-1D made by the mnist1d package's generator (``generator_seed``), never downloaded."""
+    if num_samples < 100:
+        raise ConfigError(f"dataset.num_samples must be >= 100 (got {num_samples})")
+    x, y = _mnist1d(num_samples, generator_seed)
+    return _split_embedded("mnist1d", x, y, seed, val_fraction, test_fraction)
+
+
+def _torchvision_splits(name: str, seed: int, root: str | Path, download: bool,
+                        val_fraction: float, max_train_samples: int | None) -> DatasetSplits:
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"dataset.val_fraction must be in (0, 1) (got {val_fraction})")
+    (x, y), test = _torchvision(name, Path(root), download)
+    perm = numpy_rng(seed, "data_split").permutation(len(y))
+    n_val = int(round(val_fraction * len(y)))
+    val, train = (x[perm[:n_val]], y[perm[:n_val]]), (x[perm[n_val:]], y[perm[n_val:]])
+    return _splits(name, train, val, test, max_train_samples)
+
+
+def mnist(seed: int, root: str, download: bool = False, val_fraction: float = 0.1,
+          max_train_samples: int | None = None) -> DatasetSplits:
+    """torchvision MNIST (60k/10k 28x28 grey), read from ``root``."""
+    return _torchvision_splits("mnist", seed, root, download, val_fraction, max_train_samples)
+
+
+def fashion_mnist(seed: int, root: str, download: bool = False, val_fraction: float = 0.1,
+                  max_train_samples: int | None = None) -> DatasetSplits:
+    """torchvision Fashion-MNIST (60k/10k 28x28 grey), read from ``root``."""
+    return _torchvision_splits("fashion_mnist", seed, root, download, val_fraction,
+                               max_train_samples)
+
+
+def cifar10(seed: int, root: str, download: bool = False, val_fraction: float = 0.1,
+            max_train_samples: int | None = None) -> DatasetSplits:
+    """torchvision CIFAR-10 (50k/10k 32x32 colour), read from ``root``."""
+    return _torchvision_splits("cifar10", seed, root, download, val_fraction, max_train_samples)
+
+
+LOADERS = {"digits": digits, "mnist1d": mnist1d, "mnist": mnist, "fashion_mnist": fashion_mnist,
+           "cifar10": cifar10}
+DATASETS = tuple(LOADERS)
+
+
+def load_dataset(name: str, *, seed: int, root: str | Path = "data", **params) -> DatasetSplits:
+    """The loader of dataset ``name`` (a Python shortcut for scripts and benchmarks; a run builds
+    its loader from ``dataset._target_``)."""
+    if name not in LOADERS:
+        raise ConfigError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+    if name in ("mnist", "fashion_mnist", "cifar10"):
+        params["root"] = root
+    return LOADERS[name](seed=seed, **params)

@@ -203,7 +203,7 @@ class QuantitySkewPartitioner:
 class FeatureNoisePartitioner:
     """Noise-based feature skew: IID split, participant i adds N(0, (sigma * i / (N-1))^2)."""
 
-    def __init__(self, sigma: float = 0.1):
+    def __init__(self, sigma: float = 0.5):
         if sigma < 0:
             raise ConfigError(f"partition.sigma must be >= 0 (got {sigma})")
         self.sigma = float(sigma)

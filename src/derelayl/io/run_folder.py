@@ -50,7 +50,7 @@ RUNS_FILE = "mlflow_runs.json"
 LEFTOVERS = {LOCK_FILE, HYDRA_DIR, "train.log"}
 # config keys that may differ between two launches of the same run (they change no number):
 # where results are tracked, how often progress is printed, where data files are read from
-VOLATILE_KEYS = ("tracking", "progress_every", "data_dir", "dataset.root", "skip_finished")
+VOLATILE_KEYS = ("tracking", "progress_every", "paths", "dataset.root", "skip_finished")
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 # folders Hydra is about to create for this process's run (set by RunFolderCallback): path ->

@@ -130,12 +130,13 @@ class SweepCallback(Callback):
         params = sweeper.get("params")
         axes = naming.sweep_axes(OmegaConf.to_container(params) if params else {},
                                  state["overrides"])
+        chosen = naming.choices(config)
         study = (sweeper.get("study_name") if optuna else None) \
-            or OmegaConf.select(config, "hydra.runtime.choices.experiment", default=None)
+            or chosen.get("study") or chosen.get("experiment")
         name = naming.sweep_name(str(study) if study else None, axes, state["total_jobs"], optuna)
         run = client.create_run(exp_id, run_name=name, tags={
             "derelayl.sweep": "parent", "sweep_dir": str(sweep_dir.resolve()),
-            "sweep_overrides": overrides[:5000], **naming.sweep_tags(config, axes),
+            "sweep_overrides": overrides[:5000], **naming.sweep_tags(chosen, axes),
             "mlflow.note.content": f"Sweep `{overrides}` in `{sweep_dir}`: "
                                    f"{state['total_jobs'] or '?'} jobs; its runs are the nested "
                                    f"child runs.",

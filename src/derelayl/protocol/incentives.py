@@ -32,6 +32,8 @@ import numpy as np
 from derelayl.protocol.royalties import RoyaltyBook
 from derelayl.sim.errors import ConfigError
 
+# the schemes' names (``IncentiveScheme.name``; a config builds its scheme from
+# ``incentive._target_``, conf/incentive/)
 INCENTIVES = ("derelayl", "derelayl_bounded", "uniform", "data_size", "marginal_gain")
 
 
@@ -148,14 +150,6 @@ class MarginalGainReward(IncentiveScheme):
     def mint(self, s):
         gain = np.where(s.eligible, np.maximum(s.scores - s.parent_scores, 0.0), 0.0)
         return _per_trainer(self.rate * gain, s.trainers, s.num_participants)
-
-
-def make_incentive(name: str, **params) -> IncentiveScheme:
-    classes = {c.name: c for c in (DeRelayLRoyalty, BoundedRoyalty, UniformReward,
-                                   DataSizeReward, MarginalGainReward)}
-    if name not in classes:
-        raise ConfigError(f"unknown incentive {name!r}; allowed: {', '.join(INCENTIVES)}")
-    return classes[name](**params)
 
 
 class FederatedPayouts:

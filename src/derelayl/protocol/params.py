@@ -12,10 +12,11 @@ NO_WINNER_RULES = ("keep_owners", "reset")
 
 @dataclass(frozen=True)
 class DeRelayLParams:
-    """Every protocol constant; defaults are the authors' simulation values."""
+    """Every protocol constant; defaults are the authors' simulation values (and the config's:
+    ``derelayl.*`` takes its defaults from here, ``derelayl.app.config``)."""
 
     num_participants: int = 256
-    rounds: int = 100
+    rounds: int = 30  # ours; the authors simulate 100 (versions) and 5,000 (coins)
     active_share: float = 0.5  # (model owners + trainers) / N
     trainers_per_owner: int = 4  # k
     owner_budget: float = 0.001

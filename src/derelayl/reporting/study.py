@@ -38,10 +38,12 @@ SERIES_KEYS = ("test_acc", "best_test_acc", "val_acc", "round", "samples_seen", 
 FINAL_KEYS = ("test_acc", "test_loss", "best_val_acc", "rounds", "hops", "samples_seen", "bytes",
               "sim_time_s", "retention", "coins_gini", "coins_shapley_spearman",
               "adversary_coin_share", "wall_time_s")
-GROUP_TAGS = ("algorithm", "incentive", "dataset", "partition", "model")
+# the config groups a run is tagged with (its Hydra choices: MLflow tags, choices.json)
+GROUP_TAGS = ("algorithm", "incentive", "dataset", "partition", "model", "adversary")
 # params that differ between runs without making them different experiments
-IGNORED_PARAMS = ("seed", "tracking.", "data_dir", "dataset.root", "prepared_data",
+IGNORED_PARAMS = ("seed", "tracking.", "paths.", "dataset.root", "prepared_data",
                   "skip_finished", "progress_every", "hydra.")
+CHOICES_FILE = "choices.json"
 SECTIONS = {
     "sustainability": ("retention", "Active participants over time (retention) by incentive "
                        "scheme", "it is logged by algorithm=derelayl"),
@@ -147,12 +149,9 @@ def load_run_dirs(paths: Iterable[str | Path]) -> list[RunRecord]:
         final = {k: float(v) for k, v in json.loads((folder / "metrics.json").read_text()).items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
         tags = {"seed": str(cfg.get("seed"))}
-        for key in GROUP_TAGS:
-            node = cfg.get(key)
-            if isinstance(node, dict) and "name" in node:
-                tags[key] = str(node["name"])
-            elif isinstance(node, str):
-                tags[key] = node
+        if (folder / CHOICES_FILE).is_file():  # the group options the run was composed from
+            chosen = json.loads((folder / CHOICES_FILE).read_text())
+            tags.update({k: str(chosen[k]) for k in GROUP_TAGS if chosen.get(k) is not None})
         step_unit = str((cfg.get("algorithm") or {}).get("step_unit", "hop"))
         series: dict[str, dict[int, float]] = defaultdict(dict)
         history = folder / "history.csv"
@@ -194,8 +193,8 @@ def latest_per_config(runs: Sequence[RunRecord]) -> tuple[list[RunRecord], int]:
     return kept, len(runs) - len(kept)
 
 def run_value(run: RunRecord, key: str) -> str:
-    """A run's tag ``key``, else its param ``key`` (or ``key.name``: a config group), else "-"."""
-    return run.tags.get(key) or run.params.get(key) or run.params.get(f"{key}.name") or "-"
+    """A run's tag ``key`` (a config group's option), else its param ``key``, else "-"."""
+    return run.tags.get(key) or run.params.get(key) or "-"
 
 
 def filter_runs(runs: Sequence[RunRecord], where: Sequence[str]) -> list[RunRecord]:
@@ -315,8 +314,19 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else math.nan
 
 
-def final_table(groups: Mapping[str, list[RunRecord]]) -> tuple[list[str], list[dict[str, Any]]]:
-    present = [k for k in FINAL_KEYS if any(k in r.final for rs in groups.values() for r in rs)]
+def final_table(groups: Mapping[str, list[RunRecord]], metrics: Sequence[str] | None = None
+                ) -> tuple[list[str], list[dict[str, Any]]]:
+    """The final numbers of each group (mean and sample std over its seeds): ``metrics`` in that
+    order (a run's ``final/<key>`` or metrics.json key), else every FINAL_KEYS one present."""
+    have = {k for rs in groups.values() for r in rs for k in r.final}
+    if metrics:
+        missing = [k for k in metrics if k not in have]
+        if len(missing) == len(metrics):
+            raise ReportError(f"--metrics: no run reports {', '.join(missing)}; the runs report "
+                              f"{', '.join(sorted(have)) or 'nothing'}")
+        present = list(metrics)
+    else:
+        present = [k for k in FINAL_KEYS if k in have]
     rows = []
     for label, runs in groups.items():
         row: dict[str, Any] = {"group": label, "runs": len(runs),
@@ -451,24 +461,34 @@ class Report:
     summary: Path
     figures: list[Path]
     notes: list[str]
+    table: Path | None = None
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header),
+            *["| " + " | ".join(_fmt(r.get(h)) for h in header) + " |" for r in rows]]
 
 
 def write_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str,
                  source: str, group_by: Sequence[str] | None = None,
-                 subset: str = "") -> Report:
-    """``subset`` (e.g. the ``--where`` conditions) goes into every figure's title."""
+                 subset: str = "", metrics: Sequence[str] | None = None,
+                 table: str | Path | None = None, command: str = "") -> Report:
+    """``subset`` (e.g. the ``--where`` conditions) goes into every figure's title; ``metrics``
+    are the final table's columns; ``table``: also write that table alone (a caption line and
+    the Markdown table, for the docs to include), with ``command`` that made it."""
     def fig_title(text: str) -> str:
         return f"{text} [{subset}]" if subset else text
 
     if not runs:
         raise ReportError(f"no finished runs in {source}")
     runs, repeated = latest_per_config(runs)
+    groups = group_runs(runs, group_by)
+    present, rows = final_table(groups, metrics)  # before anything is written: may refuse
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     for old in fig_dir.glob("*.png"):  # a figure whose metric is gone must not linger
         old.unlink()
-    groups = group_runs(runs, group_by)
     sections: list[tuple[str, list[tuple[str, Path]], list[str]]] = []
     notes: list[str] = []
 
@@ -483,7 +503,6 @@ def write_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str,
             notes.append(f"accuracy against {x_label}: omitted, no run logs `{x_key}`")
     sections.append(("Accuracy", acc_figs, notes[:]))
 
-    present, rows = final_table(groups)
     for name, (keys, heading, why) in SECTIONS.items():
         if not _has(runs, keys):
             sections.append((name.capitalize(), [], [f"omitted: no run logs "
@@ -522,9 +541,16 @@ def write_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str,
             f"seed left out: the latest finished counts)" if repeated else "")
     md = [f"# {title}", "", f"Source: `{source}`; {len(runs)} finished runs in {len(groups)} "
           f"groups (mean ± sample std over seeds){kept}.", ""]
-    md += ["## Final numbers", "", "| " + " | ".join(header) + " |",
-           "|" + " --- |" * len(header)]
-    md += ["| " + " | ".join(_fmt(r.get(h)) for h in header) + " |" for r in rows]
+    md += ["## Final numbers", "", *markdown_table(header, rows)]
+    if table is not None:
+        table = Path(table)
+        table.parent.mkdir(parents=True, exist_ok=True)
+        lines = [f"<!-- generated by derelayl-report; do not edit: {command} -->"] if command \
+            else []
+        lines += [f"{len(runs)} finished runs in {len(groups)} groups, mean ± sample std over "
+                  f"seeds{' (' + subset + ')' if subset else ''}; source: `{source}`.", "",
+                  *markdown_table(header, rows)]
+        table.write_text("\n".join(lines) + "\n")
     for name, figs, sec_notes in sections:
         md += ["", f"## {name}", ""]
         md += [f"![{cap}](figures/{p.name})" for cap, p in figs]
@@ -558,4 +584,5 @@ def write_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str,
     if repeated:
         all_notes.insert(0, f"{repeated} repeated run(s) of the same config and seed left out "
                             f"(the latest finished of each counts)")
-    return Report(out_dir, html_path, md_path, summary_path, figures, all_notes)
+    return Report(out_dir, html_path, md_path, summary_path, figures, all_notes,
+                  Path(table) if table is not None else None)

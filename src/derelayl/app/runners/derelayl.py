@@ -17,12 +17,11 @@ from derelayl.learning.evaluation import evaluate
 from derelayl.sim.events import RoundRecord
 from derelayl.protocol.ledger import Ledger
 from derelayl.valuation.coalitions import LineageCoalitionValue
-from derelayl.protocol.incentives import make_incentive
 from derelayl.protocol.quality import RandomWalkPerformance, TrainedPerformance
 from derelayl.protocol.behaviours import BEHAVIOURS, adversarial_data
 from derelayl.protocol.population import behaviour_metrics
 from derelayl.valuation.shapley import pearson, spearman
-from derelayl.app.context import ExperimentContext, Outcome, register
+from derelayl.app.context import ExperimentContext, Outcome, Runner, build
 from derelayl.app.runners.fairness import check_shapley, estimate, save, wanted
 from derelayl.app.runners.population import churn_from_config, population
 from derelayl.io.anchor import LedgerAnchor
@@ -56,7 +55,7 @@ def check_config(cfg: DictConfig) -> None:
     check_shapley(cfg)
     params = params_from_config(cfg)
     churn_from_config(cfg)
-    make_incentive(**OmegaConf.to_container(cfg.incentive, resolve=True))
+    build(cfg.incentive)  # the scheme checks its own values
     population(cfg, params.num_participants, honest=(params.genesis_participant,))
     if cfg.derelayl.performance not in PERFORMANCE_MODELS:
         raise ConfigError(f"unknown derelayl.performance {cfg.derelayl.performance!r}; "
@@ -120,14 +119,12 @@ def lineage_shapley(ctx: ExperimentContext, perf: TrainedPerformance, cfg: DictC
     return estimate(ctx, value, f"the best model's lineage, {len(value.lineage)} hops")
 
 
-@register("derelayl", uses_data=lambda cfg: cfg.derelayl.performance == "trained")
 def run_derelayl(ctx: ExperimentContext) -> Outcome:
     cfg, out = ctx.cfg, ctx.output_dir
     check_shapley(cfg)
     params = params_from_config(cfg)
     churn = churn_from_config(cfg)
-    incentive = make_incentive(**{k: v for k, v in OmegaConf.to_container(
-        cfg.incentive, resolve=True).items()})
+    incentive = build(cfg.incentive)
     behaviour, economics = population(cfg, params.num_participants,
                                       honest=(params.genesis_participant,))
     perf, store, declared = _performance(ctx, params, behaviour)
@@ -217,5 +214,23 @@ def run_derelayl(ctx: ExperimentContext) -> Outcome:
                    files=figures + extra)
 
 
-run_derelayl.check_config = check_config
-run_derelayl.check_data = check_data
+class DeRelayL(Runner):
+    """``algorithm.runner`` of ``algorithm=derelayl``. Its performance model is chosen by the
+    public key ``derelayl.performance`` (a value rather than a config group, so that
+    ``derelayl.performance=random_walk`` keeps working) and built here from ``derelayl.random_walk``
+    or, for ``trained``, from the run's model, hop, participants and data."""
+
+    population = True
+    shapley_auto = True
+
+    def uses_data(self, cfg: DictConfig) -> bool:
+        return cfg.derelayl.performance == "trained"
+
+    def check_config(self, cfg: DictConfig) -> None:
+        check_config(cfg)
+
+    def check_data(self, ctx: ExperimentContext) -> None:
+        check_data(ctx)
+
+    def __call__(self, ctx: ExperimentContext) -> Outcome:
+        return run_derelayl(ctx)

@@ -32,7 +32,9 @@ def wanted(cfg) -> bool:
     if sc is None:
         return False
     if sc.enabled == "auto":
-        return cfg.algorithm.name == "derelayl"
+        from derelayl.app.context import runner_of
+
+        return runner_of(cfg).shapley_auto
     return bool(sc.enabled)
 
 
@@ -99,7 +101,7 @@ def save(ctx: ExperimentContext, result: ShapleyResult, **extra: Any) -> dict[st
 
 def participants_shapley(ctx: ExperimentContext, value) -> dict[str, Any]:
     """Relay and FL: every participant is a player; also correlates values with data size."""
-    result = estimate(ctx, value, f"{ctx.cfg.algorithm.name}: coalitions rerun alone")
+    result = estimate(ctx, value, "coalitions rerun alone")
     sizes = {p.pid: len(p) for p in ctx.participants}
     players = list(value.players)
     metrics = save(ctx, result)

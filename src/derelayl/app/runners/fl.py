@@ -5,8 +5,8 @@ Equal computation: unless ``algorithm.rounds`` is set, a run trains until it has
 ``algorithm.sample_budget`` local sample passes, or ``budget_epochs x |training set|`` when that
 is null. ``budget_epochs`` defaults to 5 = the relay's default (5 rounds x 1 local epoch: one relay
 round = every participant trains once = one FedAvg round with full participation). To compare
-with ``algorithm=derelayl``, set ``algorithm.sample_budget`` to its ``samples_seen``
-(``scripts/fl_table.py`` does).
+with ``algorithm=derelayl``, set ``algorithm.sample_budget`` to its ``samples_seen``, or give every
+method about the same computation with ``knobs=shared`` (``study=efficacy`` does).
 
 Populations (fedavg, fedprox, scaffold): with ``churn.enabled=true`` or any
 ``participants.behaviour.<kind>`` fraction > 0 the run has DeRelayL's population: the same
@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from derelayl.algorithms.baselines import CentralizedRunner, LocalRunner
 from derelayl.sim.errors import ConfigError
@@ -27,19 +27,19 @@ from derelayl.algorithms.fl.runner import (FederatedPopulation, FederatedRunner,
 
 from derelayl.algorithms.rounds import RoundsResult
 from derelayl.valuation.coalitions import FederatedCoalitionValue
-from derelayl.protocol.incentives import FederatedPayouts, make_incentive
+from derelayl.algorithms.fl.strategies import Scaffold
+from derelayl.protocol.incentives import FederatedPayouts
 from derelayl.sim.stats import gini, jain
 from derelayl.protocol.behaviours import BEHAVIOURS, adversarial_data, assign_behaviours
 from derelayl.protocol.population import behaviour_metrics
 from derelayl.valuation.shapley import pearson, spearman
-from derelayl.app.context import (ExperimentContext, Outcome, build, register, resume,
+from derelayl.app.context import (ExperimentContext, Outcome, Runner, build, resume,
                                    round_checkpoint)
 from derelayl.app.runners.fairness import check_shapley, participants_shapley, wanted
 from derelayl.app.runners.population import (behaviour_fractions, churn_from_config,
                                          economics_params, population)
 from derelayl.io.files import write_json
 
-FEDERATED = ("fedavg", "fedprox", "scaffold", "fednova", "fedadam")
 # FL has no genesis participant; identity 0 stays honest as DeRelayL's default genesis does, so
 # one seed makes the same identities adversarial under every algorithm
 HONEST_IDENTITIES = (0,)
@@ -54,10 +54,9 @@ def sample_budget(algo: DictConfig, total_samples: int) -> int | None:
     return int(round(float(algo.budget_epochs) * total_samples))
 
 
-def check_config(cfg: DictConfig) -> None:
+def check_config(cfg: DictConfig, federated: bool = True) -> None:
     """Reject impossible values before any data is built or any tracking run is opened."""
     algo = cfg.algorithm
-    name = algo.name
     if algo.get("rounds") is not None and algo.rounds < 1:
         raise ConfigError(f"algorithm.rounds must be >= 1 or null (got {algo.rounds})")
     if algo.get("sample_budget") is not None and algo.sample_budget < 1:
@@ -68,19 +67,18 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"algorithm.eval_every must be >= 1 (got {algo.eval_every})")
     if not algo.optimizer.get("lr", 1.0) > 0:
         raise ConfigError(f"algorithm.optimizer.lr must be > 0 (got {algo.optimizer.lr})")
-    if name in FEDERATED:
+    if federated:
         resolve_clients_per_round(int(cfg.num_participants), algo.get("clients_per_round"),
                                   algo.get("client_fraction"))
         if not algo.server_lr > 0:
             raise ConfigError(f"algorithm.server_lr must be > 0 (got {algo.server_lr})")
-    if name in FEDERATED:
+    if federated:
         churn_from_config(cfg)
         economics_params(cfg)
         assign_behaviours(int(cfg.num_participants), behaviour_fractions(cfg),
                           np.random.default_rng(0))
-    if name in FEDERATED:
-        build(algo.strategy)  # the strategy checks its own values
-    if name == "scaffold" and algo.optimizer.get("momentum", 0):
+    strategy = build(algo.strategy) if federated else None  # it checks its own values
+    if isinstance(strategy, Scaffold) and algo.optimizer.get("momentum", 0):
         raise ConfigError("scaffold's option II control variates assume plain SGD steps: set "
                           f"algorithm.optimizer.momentum=0 (got {algo.optimizer.momentum})")
     node = cfg.get("participants", {}).get("devices")
@@ -181,7 +179,7 @@ def run_federated(ctx: ExperimentContext) -> Outcome:
     node = ctx.cfg.get("incentive")
     payouts = None
     if node is not None:
-        scheme = make_incentive(**OmegaConf.to_container(node, resolve=True))
+        scheme = build(node)
         payouts = FederatedPayouts(scheme, [len(p) for p in ctx.participants])
     checkpoint = round_checkpoint(ctx)
     runner = FederatedRunner(ctx.hop, _strategy(algo), clients_per_round=m,
@@ -240,9 +238,30 @@ def run_centralized(ctx: ExperimentContext) -> Outcome:
     return outcome(runner.run(ctx.new_model(), ctx.participants, ctx.data.val, ctx.data.test))
 
 
-for _name, _fn in (("fedavg", run_federated), ("fedprox", run_federated),
-                   ("scaffold", run_federated), ("fednova", run_federated),
-                   ("fedadam", run_federated), ("local", run_local),
-                   ("centralized", run_centralized)):
-    register(_name)(_fn)
-run_federated.check_config = run_local.check_config = run_centralized.check_config = check_config
+class Federated(Runner):
+    """``algorithm.runner`` of ``algorithm=fedavg|fedprox|scaffold|fednova|fedadam``."""
+
+    population = True
+
+    def check_config(self, cfg: DictConfig) -> None:
+        check_config(cfg)
+
+    def __call__(self, ctx: ExperimentContext) -> Outcome:
+        return run_federated(ctx)
+
+
+class Local(Runner):
+    """``algorithm.runner`` of ``algorithm=local``."""
+
+    def check_config(self, cfg: DictConfig) -> None:
+        check_config(cfg, federated=False)
+
+    def __call__(self, ctx: ExperimentContext) -> Outcome:
+        return run_local(ctx)
+
+
+class Centralized(Local):
+    """``algorithm.runner`` of ``algorithm=centralized``."""
+
+    def __call__(self, ctx: ExperimentContext) -> Outcome:
+        return run_centralized(ctx)

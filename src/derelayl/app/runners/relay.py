@@ -6,18 +6,16 @@ import dataclasses
 
 from derelayl.valuation.coalitions import RelayCoalitionValue
 from derelayl.algorithms.relay import RelayRunner
-from derelayl.app.context import (ExperimentContext, Outcome, instantiate_named, register,
-                                   resume, round_checkpoint)
+from derelayl.app.context import ExperimentContext, Outcome, Runner, build, resume, round_checkpoint
 from derelayl.app.runners.fairness import check_shapley, participants_shapley, wanted
 
 
-@register("relay")
 def run_relay(ctx: ExperimentContext) -> Outcome:
     algo = ctx.cfg.algorithm
     if "shapley" in ctx.cfg:
         check_shapley(ctx.cfg)
     checkpoint = round_checkpoint(ctx)
-    runner = RelayRunner(ctx.hop, instantiate_named(ctx.cfg.schedule), rounds=algo.rounds,
+    runner = RelayRunner(ctx.hop, build(ctx.cfg.schedule), rounds=algo.rounds,
                          seed=ctx.cfg.seed, eval_every=algo.eval_every, observers=ctx.observers,
                          devices=ctx.devices)
     resume(ctx, checkpoint, runner)
@@ -45,4 +43,11 @@ def check_config(cfg) -> None:
         check_shapley(cfg)
 
 
-run_relay.check_config = check_config
+class Relay(Runner):
+    """``algorithm.runner`` of ``algorithm=relay``."""
+
+    def check_config(self, cfg) -> None:
+        check_config(cfg)
+
+    def __call__(self, ctx: ExperimentContext) -> Outcome:
+        return run_relay(ctx)
