@@ -57,7 +57,7 @@ def nothing_left(tmp: Path, run_dir: Path) -> None:
     (["-m", "algorithm=relay,derelayl", "algorithm.rounds=2"], "unknown key algorithm.rounds"),
     # 30 jobs, more than are checked one by one: every value is still checked before a job runs
     (["-m", "seed=0,1,2,3,4", "num_participants=6,7,8,9,10,-1"],
-     "num_participants must be an integer >= 1 (got -1)"),
+     "sweep job seed=0 num_participants=-1: num_participants must be >= 1 (got -1)"),
 ])
 def test_bad_overrides_are_one_line_and_leave_nothing(cli_in_process, tmp_path, monkeypatch,
                                                       args, message):
