@@ -28,7 +28,7 @@ import inspect
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 # OmegaConf types a field may have (anything else becomes Any)
 _PRIMITIVES = (int, float, bool, str)
@@ -48,7 +48,7 @@ def _omegaconf_type(hint: Any) -> Any:
     if origin in (list, tuple, collections.abc.Sequence):
         items = [a for a in args if a is not Ellipsis]
         if len(items) == 1 and items[0] in _PRIMITIVES:
-            return List[items[0]]  # type: ignore[valid-type]
+            return list[items[0]]  # type: ignore[valid-type]
     return Any
 
 
@@ -75,7 +75,7 @@ def _fields_of(target: Any, include: tuple[str, ...] | None, exclude: tuple[str,
                  for p in inspect.signature(target).parameters.values()
                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     for name, hint, default in items:
-        if name in exclude or include is not None and name not in include:
+        if name in exclude or (include is not None and name not in include):
             continue
         yield name, _omegaconf_type(hint), default
 
@@ -124,9 +124,9 @@ class TrackingConfig:
     enabled: bool = True
     uri: str = "sqlite:///${paths.root_dir}/mlflow.db"
     experiment: str = "derelayl"
-    artifact_location: Optional[str] = "${paths.root_dir}/mlartifacts"
-    run_name: Optional[str] = None
-    parent_run_id: Optional[str] = None
+    artifact_location: str | None = "${paths.root_dir}/mlartifacts"
+    run_name: str | None = None
+    parent_run_id: str | None = None
     max_artifact_mb: float = 50.0
     flush_every_s: float = 1.0
     # a curve gets at most this many points (a longer run logs every ceil(steps / this)-th hop
@@ -167,7 +167,7 @@ class HopAlgorithmConfig:
     # the metric step of the algorithm (MLflow step, history.csv rows)
     step_unit: str = "round"
     local_epochs: int = 1
-    local_steps: Optional[int] = None
+    local_steps: int | None = None
     batch_size: int = 10
     optimizer: SGDConfig = _sgd(0.05, 0.0)
     # how a round's hops run: auto | sequential | batched (one vmapped computation;
@@ -198,8 +198,8 @@ class BudgetAlgorithmConfig(HopAlgorithmConfig):
     """Round-based algorithms that train to a sample budget (equal computation)."""
 
     budget_epochs: float = 5.0
-    sample_budget: Optional[int] = None
-    rounds: Optional[int] = None
+    sample_budget: int | None = None
+    rounds: int | None = None
     eval_every: int = 1
 
 
@@ -226,8 +226,8 @@ FEDAVG_STRATEGY_KEYS = {"server_lr": "${..server_lr}", "aggregator": "${..aggreg
 @dataclass
 class FedAvgAlgorithmConfig(BudgetAlgorithmConfig):
     runner: Any = _runner("derelayl.app.runners.fl.Federated")
-    client_fraction: Optional[float] = 0.1
-    clients_per_round: Optional[int] = None
+    client_fraction: float | None = 0.1
+    clients_per_round: int | None = None
     local_epochs: int = 5
     server_lr: float = 1.0
     aggregator: str = "mean"
@@ -281,11 +281,11 @@ class KnobsConfig:
     alpha: float = 0.5
 
 
-# -- the registry -----------------------------------------------------------------------------------
+# -- the registry ----------------------------------------------------------------------------------
 def _schemas() -> dict[str, dict[str, Any]]:
     """``{group: {option: schema}}``; imported late (the core and torch load with it)."""
-    from derelayl.data import datasets, partition
     from derelayl.algorithms import schedules
+    from derelayl.data import datasets, partition
     from derelayl.models import nets
     from derelayl.protocol import incentives
     from derelayl.protocol.params import DeRelayLParams

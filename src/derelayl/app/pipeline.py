@@ -16,15 +16,15 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from derelayl.app.schema import check_config as check_values
-from derelayl.sim.errors import ConfigError, RunInterrupted
-from derelayl.app.runners import ExperimentContext, runner_of
 from derelayl.app import naming
+from derelayl.app.runners import ExperimentContext, runner_of
+from derelayl.app.schema import check_config as check_values
 from derelayl.io.checkpoint import CHECKPOINT_FILE
 from derelayl.io.console import ConsoleProgress
 from derelayl.io.files import HISTORY_FILE, METRICS_FILE, HistoryCsv, write_json
 from derelayl.io.run_folder import HydraRecord, RunFolder, discard_created
 from derelayl.io.signals import critical
+from derelayl.sim.errors import ConfigError, RunInterrupted
 
 log = logging.getLogger("derelayl")
 # the config group options the run was composed from (naming.choices): what derelayl-report
@@ -37,7 +37,8 @@ def summary_text(metrics: dict[str, Any]) -> str:
     """``test_acc 0.9370, test_loss 0.1977, ...``: the summary metrics a run has (a random-walk
     DeRelayL run has no test accuracy, but a best quality)."""
     return ", ".join(f"{k} {metrics[k]:.4f}" for k in SUMMARY_KEYS
-                     if isinstance(metrics.get(k), (int, float)) and not isinstance(metrics[k], bool))
+                     if isinstance(metrics.get(k), (int, float))
+                     and not isinstance(metrics[k], bool))
 
 
 def flatten(cfg: DictConfig) -> dict[str, Any]:
@@ -185,19 +186,22 @@ def _prepare_run(cfg: DictConfig, output_dir: Path, runner, writer):
     """The run's data, partition and hop (each can still refuse it), and the tracking store's
     answer; nothing is written."""
     torch.set_num_threads(int(cfg.torch_threads))
-    if runner.uses_data(cfg):  # (its first call imports torch's compiler stack: ~1.5 s an economy skips)
+    # (its first call imports torch's compiler stack: ~1.5 s an economy skips)
+    if runner.uses_data(cfg):
         torch.use_deterministic_algorithms(True)
 
     step = cfg.algorithm.get("step_unit", "hop")
     history = HistoryCsv(output_dir / HISTORY_FILE, level=step)
-    ctx = ExperimentContext(cfg, output_dir,
-                            observers=[ConsoleProgress(every=cfg.get("progress_every", 1)), history])
+    progress = ConsoleProgress(every=cfg.get("progress_every", 1))
+    ctx = ExperimentContext(cfg, output_dir, observers=[progress, history])
     ctx.runner = runner
     if runner.uses_data(cfg):
         log.info("loading dataset %s and partitioning it (%s) ...",  # the loader names it
                  str(cfg.dataset.get("_target_", "?")).rsplit(".", 1)[-1], naming.data_label(cfg))
-        ctx.partition  # build (and so validate) the data and partition before anything is written
-        ctx.batched_hop  # and how the hops run: algorithm.execution=batched may refuse the model
+        # build (and so validate) the data and partition before anything is written, and how the
+        # hops run: algorithm.execution=batched may refuse the model
+        _ = ctx.partition
+        _ = ctx.batched_hop
         runner.check_data(ctx)
     if writer is not None:
         writer.ready()  # the store opened (or the one-line reason it cannot)

@@ -17,7 +17,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-
 PROG = "derelayl-ledger"
 
 
@@ -138,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
             message += "\n" + show(args.run_dir)
     except NotARun as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     print(message)
     raise SystemExit(0 if ok else 1)
 

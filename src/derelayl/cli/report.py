@@ -86,7 +86,8 @@ def study_folders(roots: list[str], params_file: str) -> list[str]:
         params = yaml.safe_load(Path(params_file).read_text()) or {}
         methods, seeds = list(params["methods"]), list(params["seeds"])
     except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
-        raise ReportError(f"--params {params_file}: needs `methods` and `seeds` lists ({err})")
+        raise ReportError(f"--params {params_file}: needs `methods` and `seeds` lists "
+                          f"({err})") from err
     folders = [Path(r) / str(m) / f"seed{s}" for r in roots for m in methods for s in seeds]
     return [str(f) for f in folders if f.is_dir()]
 
@@ -170,9 +171,14 @@ def main(argv=None) -> None:
 
     import os
 
+    from derelayl.reporting.study import (
+        ReportError,
+        filter_runs,
+        load_mlflow_runs,
+        load_run_dirs,
+        write_report,
+    )
     from derelayl.sim.errors import ConfigError
-    from derelayl.reporting.study import (ReportError, filter_runs, load_mlflow_runs,
-                                          load_run_dirs, write_report)
 
     try:
         if args.experiment:
@@ -208,11 +214,11 @@ def main(argv=None) -> None:
                                                         else list(argv))]))
     except (ReportError, ConfigError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     except OSError as err:
         print(f"{PROG}: error: cannot write the report to {out}: {err.strerror or err}",
               file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     print(f"{PROG}: {len(runs)} runs -> {report.html} ({len(report.figures)} figures), "
           f"{report.markdown}" + (f", {report.table}" if report.table else ""))
     for note in report.notes:

@@ -3,9 +3,9 @@
 Runs are grouped by method (the algorithm, plus whatever else differs between the runs except the
 seed), and each group's curves are averaged over its seeds (mean +- sample std, ddof = 1: the
 convention of every table in this project). A group keeps one run per (config, seed): the latest
-finished, so a run repeated by hand or by another sweep is not counted as another seed. Metrics that only some
-algorithms log (``bytes``, ``sim_time_s``, ``retention``, ``coins_gini``, ...) give their
-figures and sections where they exist; otherwise the report says what is missing.
+finished, so a run repeated by hand or by another sweep is not counted as another seed. Metrics
+that only some algorithms log (``bytes``, ``sim_time_s``, ``retention``, ``coins_gini``, ...)
+give their figures and sections where they exist; otherwise the report says what is missing.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import html
 import json
 import math
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -106,7 +107,8 @@ def load_mlflow_runs(tracking_uri: str, experiment: str, parent_run_id: str | No
         series = {}
         for key in SERIES_KEYS:
             if key in metrics:
-                series[key] = {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+                history = client.get_metric_history(run.info.run_id, key)
+                series[key] = {m.step: m.value for m in history}
         final = {k[len("final/"):]: v for k, v in metrics.items() if k.startswith("final/")}
         for key in FINAL_KEYS:  # metrics logged only along the way: their last value
             if key not in final and key in metrics:
@@ -175,7 +177,8 @@ def load_run_dirs(paths: Iterable[str | Path]) -> list[RunRecord]:
 
 # -- grouping and aggregation ---------------------------------------------------------------------
 def config_key(run: RunRecord) -> tuple:
-    """What makes two runs the same experiment: every param that is not bookkeeping, and the seed."""
+    """What makes two runs the same experiment: every param that is not bookkeeping, and the
+    seed."""
     return (run.seed, tuple(run.tags.get(t) for t in GROUP_TAGS),
             tuple(sorted((k, v) for k, v in run.params.items()
                          if not k.startswith(IGNORED_PARAMS))))
@@ -505,9 +508,9 @@ def write_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str,
 
     for name, (keys, heading, why) in SECTIONS.items():
         if not _has(runs, keys):
-            sections.append((name.capitalize(), [], [f"omitted: no run logs "
-                                                    f"{' or '.join(f'`{k}`' for k in keys.split('|'))} "
-                                                    f"({why})"]))
+            logged = " or ".join(f"`{k}`" for k in keys.split("|"))
+            sections.append((name.capitalize(), [],
+                             [f"omitted: no run logs {logged} ({why})"]))
             continue
         figs = []
         if name == "sustainability":

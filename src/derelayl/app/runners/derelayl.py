@@ -9,24 +9,24 @@ import logging
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from derelayl.protocol.runner import DeRelayLRunner
-from derelayl.protocol.params import DeRelayLParams
-from derelayl.protocol.state import EconomyState
-from derelayl.sim.errors import ConfigError
-from derelayl.learning.evaluation import evaluate
-from derelayl.sim.events import RoundRecord
-from derelayl.protocol.ledger import Ledger
-from derelayl.valuation.coalitions import LineageCoalitionValue
-from derelayl.protocol.quality import RandomWalkPerformance, TrainedPerformance
-from derelayl.protocol.behaviours import BEHAVIOURS, adversarial_data
-from derelayl.protocol.population import behaviour_metrics
-from derelayl.valuation.shapley import pearson, spearman
 from derelayl.app.context import ExperimentContext, Outcome, Runner, build
 from derelayl.app.runners.fairness import check_shapley, estimate, save, wanted
 from derelayl.app.runners.population import churn_from_config, population
 from derelayl.io.anchor import LedgerAnchor
 from derelayl.io.ledger_files import MODELS_DIR, EconomyFiles, FileModelStore, read_ledger
 from derelayl.io.run_folder import fingerprint as config_fingerprint
+from derelayl.learning.evaluation import evaluate
+from derelayl.protocol.behaviours import BEHAVIOURS, adversarial_data
+from derelayl.protocol.ledger import Ledger
+from derelayl.protocol.params import DeRelayLParams
+from derelayl.protocol.population import behaviour_metrics
+from derelayl.protocol.quality import RandomWalkPerformance, TrainedPerformance
+from derelayl.protocol.runner import DeRelayLRunner
+from derelayl.protocol.state import EconomyState
+from derelayl.sim.errors import ConfigError
+from derelayl.sim.events import RoundRecord
+from derelayl.valuation.coalitions import LineageCoalitionValue
+from derelayl.valuation.shapley import pearson, spearman
 
 log = logging.getLogger("derelayl")
 
@@ -162,8 +162,11 @@ def run_derelayl(ctx: ExperimentContext) -> Outcome:
     result = runner.run(state, ledger, history)
     state, last = result.state, result.history[-1]
 
-    from derelayl.reporting.economy_plots import (plot_coins, plot_reward_vs_shapley,
-                                                  plot_version_shares)  # matplotlib: only now
+    from derelayl.reporting.economy_plots import (
+        plot_coins,
+        plot_reward_vs_shapley,
+        plot_version_shares,  # matplotlib: only now
+    )
     figures = [
         plot_coins(files.coins_matrix(), out / "coins_per_participant.png",
                    title=f"coins per participant (N={params.num_participants}, "
