@@ -288,36 +288,7 @@ def _schemas() -> dict[str, dict[str, Any]]:
     from derelayl.data import datasets, partition
     from derelayl.models import nets
     from derelayl.protocol import incentives
-    from derelayl.protocol.params import DeRelayLParams
-    from derelayl.protocol.population import ChurnParams, EconomicsParams
-    from derelayl.protocol.quality import RandomWalkPerformance
-    from derelayl.sim.devices import DeviceProfile
 
-    def model(net: type) -> type:
-        return dataclasses.make_dataclass(f"{net.__name__}ModelConfig", [
-            # the module, by name: importing Lightning takes seconds, a model is built later
-            ("_target_", str, field(default="derelayl.models.lit.ClassifierModule")),
-            ("_partial_", bool, field(default=True)),
-            ("net", Any, field(default_factory=lambda: component(
-                net, partial=True, exclude=("input_shape", "num_classes"))())),
-        ])
-
-    random_walk = mirror(RandomWalkPerformance, name="RandomWalkConfig",
-                         exclude=("num_participants", "genesis", "hashing", "samples"),
-                         extra=(("samples_per_hop", float, 64.0),))
-    protocol = mirror(DeRelayLParams, name="DeRelayLConfig",
-                      exclude=("num_participants", "initial_active"), extra=(
-                          # random_walk: the authors' abstraction; trained: real models
-                          ("performance", str, "trained"),
-                          ("random_walk", random_walk, field(default_factory=random_walk)),
-                          ("ledger", bool, True),
-                          ("checkpoint_every", int, 1)))
-    participants = dataclasses.make_dataclass("ParticipantsConfig", [
-        ("devices", Any, field(default_factory=lambda: component(DeviceProfile)())),
-        ("economics", Any, field(default_factory=lambda: mirror(EconomicsParams)())),
-        ("behaviour", BehaviourConfig, field(default_factory=BehaviourConfig)),
-        ("noise_std", float, 1.0),
-    ])
     loader = {"exclude": ("seed",), "partial": True}
     return {
         "dataset": {"digits": component(datasets.digits, **loader),
@@ -338,38 +309,85 @@ def _schemas() -> dict[str, dict[str, Any]]:
                       "uniform": component(incentives.UniformReward),
                       "data_size": component(incentives.DataSizeReward),
                       "marginal_gain": component(incentives.MarginalGainReward)},
-        "model": {"mlp": model(nets.MLP), "cnn": model(nets.CNN)},
+        "model": {"mlp": _model_schema(nets.MLP), "cnn": _model_schema(nets.CNN)},
         "algorithm": {"derelayl": DeRelayLAlgorithmConfig, "relay": RelayAlgorithmConfig,
                       "fedavg": FedAvgAlgorithmConfig, "fedprox": FedProxAlgorithmConfig,
                       "scaffold": ScaffoldAlgorithmConfig, "fednova": FedNovaAlgorithmConfig,
                       "fedadam": FedAdamAlgorithmConfig, "local": LocalAlgorithmConfig,
                       "centralized": CentralizedAlgorithmConfig},
-        "derelayl": {"default": protocol},
-        "participants": {"mobile": participants},
+        "derelayl": {"default": _protocol_schema()},
+        "participants": {"mobile": _participants_schema()},
         "tracking": {"mlflow": TrackingConfig},
         "paths": {"default": PathsConfig},
         "knobs": {"shared": KnobsConfig},
-        "": {"train": dataclasses.make_dataclass("TrainConfig", [
-            ("seed", int, 0),
-            ("num_participants", int, 20),
-            # CPU results are bit-identical only for a fixed number of torch threads
-            ("torch_threads", int, 1),
-            # where data, models and evaluation live: auto (a GPU when torch sees one) | cpu |
-            # cuda | cuda:<index>
-            ("device", str, "auto"),
-            ("churn", Any, field(default_factory=lambda: mirror(ChurnParams)())),
-            ("shapley", ShapleyConfig, field(default_factory=ShapleyConfig)),
-            ("optimized_metric", str, "val_acc"),
-            ("target_acc", Optional[float], 0.8),
-            ("progress_every", int, 1),
-            ("prepared_data", Optional[str], None),
-            ("skip_finished", bool, True),
-            # the groups (typed by their own options' schemas); the last four are optional
-            *[(group, Any, None) for group in (
-                "paths", "dataset", "partition", "model", "algorithm", "participants",
-                "tracking", "schedule", "incentive", "derelayl", "knobs")],
-        ])},
+        "": {"train": _train_schema()},
     }
+
+
+def _model_schema(net: type) -> type:
+    """``model/<net>``: the LightningModule around ``net`` (built later, with the data's shape)."""
+    return dataclasses.make_dataclass(f"{net.__name__}ModelConfig", [
+        # the module, by name: importing Lightning takes seconds, a model is built later
+        ("_target_", str, field(default="derelayl.models.lit.ClassifierModule")),
+        ("_partial_", bool, field(default=True)),
+        ("net", Any, field(default_factory=lambda: component(
+            net, partial=True, exclude=("input_shape", "num_classes"))())),
+    ])
+
+
+def _protocol_schema() -> type:
+    """``derelayl/default``: the protocol's parameters and the run's own keys."""
+    from derelayl.protocol.params import DeRelayLParams
+    from derelayl.protocol.quality import RandomWalkPerformance
+
+    random_walk = mirror(RandomWalkPerformance, name="RandomWalkConfig",
+                         exclude=("num_participants", "genesis", "hashing", "samples"),
+                         extra=(("samples_per_hop", float, 64.0),))
+    return mirror(DeRelayLParams, name="DeRelayLConfig",
+                  exclude=("num_participants", "initial_active"), extra=(
+                      # random_walk: the authors' abstraction; trained: real models
+                      ("performance", str, "trained"),
+                      ("random_walk", random_walk, field(default_factory=random_walk)),
+                      ("ledger", bool, True),
+                      ("checkpoint_every", int, 1)))
+
+
+def _participants_schema() -> type:
+    from derelayl.protocol.population import EconomicsParams
+    from derelayl.sim.devices import DeviceProfile
+
+    return dataclasses.make_dataclass("ParticipantsConfig", [
+        ("devices", Any, field(default_factory=lambda: component(DeviceProfile)())),
+        ("economics", Any, field(default_factory=lambda: mirror(EconomicsParams)())),
+        ("behaviour", BehaviourConfig, field(default_factory=BehaviourConfig)),
+        ("noise_std", float, 1.0),
+    ])
+
+
+def _train_schema() -> type:
+    """The primary config's own keys (``train.yaml``)."""
+    from derelayl.protocol.population import ChurnParams
+
+    return dataclasses.make_dataclass("TrainConfig", [
+        ("seed", int, 0),
+        ("num_participants", int, 20),
+        # CPU results are bit-identical only for a fixed number of torch threads
+        ("torch_threads", int, 1),
+        # where data, models and evaluation live: auto (a GPU when torch sees one) | cpu |
+        # cuda | cuda:<index>
+        ("device", str, "auto"),
+        ("churn", Any, field(default_factory=lambda: mirror(ChurnParams)())),
+        ("shapley", ShapleyConfig, field(default_factory=ShapleyConfig)),
+        ("optimized_metric", str, "val_acc"),
+        ("target_acc", Optional[float], 0.8),
+        ("progress_every", int, 1),
+        ("prepared_data", Optional[str], None),
+        ("skip_finished", bool, True),
+        # the groups (typed by their own options' schemas); the last four are optional
+        *[(group, Any, None) for group in (
+            "paths", "dataset", "partition", "model", "algorithm", "participants",
+            "tracking", "schedule", "incentive", "derelayl", "knobs")],
+    ])
 
 
 _REGISTERED = False

@@ -135,7 +135,7 @@ def check_run_folders(paths) -> None:
             raise ReportError(f"{where} cannot be read ({first[:200]})") from None
 
 
-def main(argv=None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     src = parser.add_mutually_exclusive_group(required=True)
@@ -166,39 +166,43 @@ def main(argv=None) -> None:
                              "Markdown table) to this file, e.g. docs/results/efficacy.md")
     parser.add_argument("--out", default=None, help="output folder")
     parser.add_argument("--title", default=None)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> tuple[list, str, str]:
+    """The runs of ``--experiment`` or ``--runs``, where they come from, the output folder."""
+    import os
+
+    from derelayl.reporting.study import ReportError, load_mlflow_runs, load_run_dirs
+
+    if args.experiment:
+        uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") \
+            or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+        from derelayl.io.mlflow_store import open_client
+
+        open_client(uri, create=False)  # exists and answers: never create a store to read it
+        runs = load_mlflow_runs(uri, args.experiment, args.parent_run)
+        return (runs, f"MLflow experiment {args.experiment!r} at {uri}",
+                args.out or f"outputs/report/{args.experiment}")
+    missing = [p for p in args.runs if not Path(p).exists()]
+    if missing:
+        raise ReportError(f"no such run folder: {', '.join(missing)}")
+    folders = study_folders(args.runs, args.params) if args.params else args.runs
+    check_run_folders(folders)
+    runs = load_run_dirs(folders)
+    return runs, "run folders " + ", ".join(args.runs), args.out or "outputs/report/runs"
+
+
+def main(argv=None) -> None:
+    parser = _parser()
     args = parser.parse_args(argv)
     check_arguments(args, parser.error)
 
-    import os
-
-    from derelayl.reporting.study import (
-        ReportError,
-        filter_runs,
-        load_mlflow_runs,
-        load_run_dirs,
-        write_report,
-    )
+    from derelayl.reporting.study import ReportError, filter_runs, write_report
     from derelayl.sim.errors import ConfigError
 
     try:
-        if args.experiment:
-            uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") \
-                or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-            from derelayl.io.mlflow_store import open_client
-
-            open_client(uri, create=False)  # exists and answers: never create a store to read it
-            runs = load_mlflow_runs(uri, args.experiment, args.parent_run)
-            source = f"MLflow experiment {args.experiment!r} at {uri}"
-            out = args.out or f"outputs/report/{args.experiment}"
-        else:
-            missing = [p for p in args.runs if not Path(p).exists()]
-            if missing:
-                raise ReportError(f"no such run folder: {', '.join(missing)}")
-            folders = study_folders(args.runs, args.params) if args.params else args.runs
-            check_run_folders(folders)
-            runs = load_run_dirs(folders)
-            source = "run folders " + ", ".join(args.runs)
-            out = args.out or "outputs/report/runs"
+        runs, source, out = _load(args)
         if args.where:
             total = len(runs)
             runs = filter_runs(runs, args.where)
