@@ -20,12 +20,13 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 PROG = "derelayl-report"
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line (argparse prints the usage first)
+    def error(self, message: str) -> NoReturn:  # one line (argparse prints the usage first)
         print(f"{PROG}: error: {message} (see {PROG} --help)", file=sys.stderr)
         raise SystemExit(2)
 
