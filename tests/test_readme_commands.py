@@ -139,7 +139,7 @@ def test_every_derelayl_train_command_composes(page, command, cli_in_process):
         assert "algorithm:" in out and "seed:" in out, out[:500]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def help_flags(program: tuple[str, ...]) -> frozenset[str]:
     """The ``--options`` that ``<program> --help`` names (``program``: the words before it)."""
     head, rest = program[0], list(program[1:])
