@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from derelayl.protocol.runner import DeRelayLRunner
 from derelayl.protocol.params import DeRelayLParams
 from derelayl.protocol.quality import RandomWalkPerformance
+from derelayl.protocol.runner import DeRelayLRunner
 
 
 def rate(n: int, rounds: int, ledger: bool) -> tuple[float, dict]:
@@ -37,7 +37,7 @@ def naive_rate(n: int, rounds: int, seed: int = 0) -> float:
     rnd = random.Random(seed)
 
     class Model:
-        __slots__ = ("parent", "owner", "mo", "perf", "version")
+        __slots__ = ("mo", "owner", "parent", "perf", "version")
 
         def __init__(self, parent, owner, mo, perf, version):
             self.parent, self.owner, self.mo = parent, owner, mo  # mo: who commissioned it

@@ -9,29 +9,28 @@ every round, as the product does. Repeats interleaved, best time each; last line
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import copy
 import functools
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from derelayl.learning.evaluation import evaluate
 from derelayl.algorithms.fl.runner import FederatedRunner
 from derelayl.algorithms.fl.strategies import FedAvg
-from derelayl.data.partition import IIDPartitioner
-from derelayl.data.participants import build_participants
-from derelayl.sim.seeding import numpy_rng, torch_generator
 from derelayl.data.datasets import load_dataset
+from derelayl.data.participants import build_participants
+from derelayl.data.partition import IIDPartitioner
+from derelayl.learning.evaluation import evaluate
+from derelayl.learning.hop import LightningHop
 from derelayl.models.lit import ClassifierModule
 from derelayl.models.nets import MLP
-from derelayl.learning.hop import LightningHop
+from derelayl.sim.seeding import numpy_rng, torch_generator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import best_of, common_args  # noqa: E402
+from _timing import best_of, common_args
 
 N, BATCH, LR, EPOCHS = 20, 10, 0.05, 1
 

@@ -10,29 +10,28 @@ every hop, as the product does. Repeats interleaved, best time each; last line: 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import copy
 import functools
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from derelayl.learning.evaluation import evaluate
-from derelayl.data.partition import IIDPartitioner
-from derelayl.data.participants import build_participants
 from derelayl.algorithms.relay import RelayRunner
 from derelayl.algorithms.schedules import RingSchedule
-from derelayl.sim.seeding import numpy_rng, torch_generator
 from derelayl.data.datasets import load_dataset
+from derelayl.data.participants import build_participants
+from derelayl.data.partition import IIDPartitioner
+from derelayl.learning.evaluation import evaluate
+from derelayl.learning.hop import LightningHop
 from derelayl.models.lit import ClassifierModule
 from derelayl.models.nets import MLP
-from derelayl.learning.hop import LightningHop
+from derelayl.sim.seeding import numpy_rng, torch_generator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import best_of, common_args  # noqa: E402
+from _timing import best_of, common_args
 
 N, PER = 100, 300
 BATCH, LR = 16, 0.02
@@ -109,7 +108,7 @@ def main():
     ds, parts, net = setup()
     print(f"{N} participants x {PER} samples, MLP(128), batch {BATCH}, {args.rounds} round(s), "
           f"{args.threads} thread(s)")
-    best_p, best_q, net_p, net_q, same = best_of(args.repeats, plain, product, ds, parts, net,
+    best_p, best_q, _net_p, _net_q, same = best_of(args.repeats, plain, product, ds, parts, net,
                                                  args.rounds)
     print(f"plain PyTorch loop: {best_q:.3f}s")
     print(f"product relay:      {best_p:.3f}s (same final weights: {same})")

@@ -16,10 +16,9 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from derelayl.cli.train import config_dir
 from derelayl.app.pipeline import run_experiment
+from derelayl.cli.train import config_dir
 from derelayl.io.checkpoint import RoundCheckpoint
-
 
 _RUNS = iter(range(10 ** 6))
 

@@ -7,7 +7,8 @@ weights; the weights they end with are compared (max abs difference). Repeats in
 time each. Workload as in the issue: 256 samples a participant, 1 epoch of batch 32.
 
     python benchmarks/round_batching.py                    # CPU: MLP on 1x8x8, K = 64
-    python benchmarks/round_batching.py --device cuda      # GPU: also the CNN on 3x32x32, K = 64, 512
+    python benchmarks/round_batching.py --device cuda      # GPU: also the CNN on 3x32x32,
+                                                           # K = 64, 512
 
 Last line: ``ratio <x>`` (CPU MLP at K = 64: reference time / batched time).
 """
@@ -24,10 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from derelayl.data.participants import ParticipantData
-from derelayl.sim.seeding import torch_generator
+from derelayl.learning.batched import BatchedHop, StackedData, stack_states
 from derelayl.models.lit import ClassifierModule
 from derelayl.models.nets import CNN, MLP
-from derelayl.learning.batched import BatchedHop, StackedData, stack_states
+from derelayl.sim.seeding import torch_generator
 
 SAMPLES, BATCH, EPOCHS, LR = 256, 32, 1, 0.02
 

@@ -21,6 +21,7 @@ mariadb-server, postgresql; PyPI: the ``test``, ``ray`` and ``server`` extras).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -32,8 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 SLURM_DEBIAN = ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "sbatch", "sacct")
 
@@ -96,7 +97,7 @@ class Engine:
         self.env = dict(os.environ, DERELAYL_TEST_ENGINE=str(self.dir))
 
     def spawn(self, cmd: list[str], log: str, **kwargs) -> subprocess.Popen:
-        out = open(self.dir / log, "ab")
+        out = open(self.dir / log, "ab")  # noqa: SIM115 (the daemon writes to it after we return)
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=kwargs.pop("env", self.env), **kwargs)
         out.close()
@@ -110,10 +111,8 @@ class Engine:
         for sig in (signal.SIGTERM, signal.SIGKILL):  # what escaped: by its environment
             left = _marked(self.markers)
             for pid in left:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
             deadline = time.monotonic() + 5
             while left and time.monotonic() < deadline and _marked(self.markers):
                 time.sleep(0.1)
@@ -142,10 +141,8 @@ def _end_group(proc: subprocess.Popen, grace: float = 15) -> None:
     members of that session and are found by it, and nothing outside it is touched."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
     for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
         members = _session_members(proc.pid)
         if proc.poll() is None:
@@ -153,10 +150,8 @@ def _end_group(proc: subprocess.Popen, grace: float = 15) -> None:
         if not members:
             break
         for pid in members:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and (_session_members(proc.pid) or proc.poll() is None):
             time.sleep(0.1)

@@ -96,3 +96,21 @@ def test_core_does_no_file_io():
                                                                    "write_bytes", "read_bytes"}:
                 bad.append(f"{name}:{node.lineno} uses .{node.attr}")
     assert not bad, bad
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_function_in_src_is_longer_than_80_lines():
+    """A long function is a sequence of phases that want to be named functions of their own: each
+    function (or method) of ``src/``, counted from its ``def`` line through its last line, is at
+    most 80 lines long."""
+    src = PACKAGE.parent
+    long = []
+    for path in sorted(src.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(src)}:{node.lineno} {node.name} ({length})")
+    assert not long, long

@@ -6,14 +6,14 @@ import functools
 import pytest
 import torch
 
-from derelayl.sim.errors import ConfigError
-from derelayl.learning.evaluation import EvalSet, evaluate
 from derelayl.data.participants import ParticipantData
-from derelayl.sim.seeding import torch_generator
+from derelayl.learning.batched import BatchedHop, StackedData, evaluate_many, stack_states
+from derelayl.learning.evaluation import EvalSet, evaluate
+from derelayl.learning.hop import LightningHop
 from derelayl.models.lit import ClassifierModule
 from derelayl.models.nets import CNN, MLP
-from derelayl.learning.batched import BatchedHop, StackedData, evaluate_many, stack_states
-from derelayl.learning.hop import LightningHop
+from derelayl.sim.errors import ConfigError
+from derelayl.sim.seeding import torch_generator
 
 TOL = 1e-4
 
@@ -170,9 +170,9 @@ def test_unsupported_modules_are_refused_in_one_line():
 
 
 def test_lineage_replays_in_a_batch_give_the_one_by_one_values_and_shapley():
+    from derelayl.sim.seeding import numpy_rng
     from derelayl.valuation.coalitions import LineageCoalitionValue
     from derelayl.valuation.shapley import _all_coalitions, shapley_values
-    from derelayl.sim.seeding import numpy_rng
 
     torch.manual_seed(0)
     mod = module(MLP((1, 8, 8), 10))

@@ -6,8 +6,8 @@ import math
 import pytest
 from mlflow.tracking import MlflowClient
 
-from derelayl.app.pipeline import run_experiment
 from conftest import assert_one_line_error
+from derelayl.app.pipeline import run_experiment
 
 VOLATILE = {"wall_time_s", "mlflow_run_id"}
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from derelayl.sim.errors import ConfigError
 from derelayl.data.datasets import DataError, load_dataset
+from derelayl.sim.errors import ConfigError
 
 
 def test_digits_split_is_fixed_by_seed_and_disjoint():

@@ -10,10 +10,10 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from derelayl.cli.ledger import main as ledger_main
-from derelayl.app.pipeline import run_experiment
-from derelayl.io.ledger_files import EconomyFiles
 from conftest import assert_one_line_error
+from derelayl.app.pipeline import run_experiment
+from derelayl.cli.ledger import main as ledger_main
+from derelayl.io.ledger_files import EconomyFiles
 
 VOLATILE = {"wall_time_s", "mlflow_run_id"}
 SMALL = ("num_participants=12", "derelayl.rounds=6", "derelayl.num_test_cases=50")

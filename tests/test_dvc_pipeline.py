@@ -6,7 +6,6 @@ DeRelayL included, and leaves every run folder holding one run of the current co
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 from pathlib import Path

@@ -5,17 +5,16 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from derelayl.protocol.runner import DeRelayLRunner, EconomyObserver
-from derelayl.protocol.ledger import balances_from_ledger
+from conftest import make_incentive
+from derelayl.protocol.ledger import Ledger, balances_from_ledger, verify_chain
 from derelayl.protocol.params import DeRelayLParams
+from derelayl.protocol.quality import RandomWalkPerformance
 from derelayl.protocol.round import play_round
+from derelayl.protocol.runner import DeRelayLRunner, EconomyObserver
 from derelayl.protocol.state import EconomyState
 from derelayl.sim.errors import ConfigError
-from conftest import make_incentive
-from derelayl.protocol.ledger import Ledger, verify_chain
-from derelayl.sim.stats import gini, jain, version_shares
-from derelayl.protocol.quality import RandomWalkPerformance
 from derelayl.sim.seeding import numpy_rng
+from derelayl.sim.stats import gini, jain, version_shares
 
 
 class Collect(EconomyObserver):
@@ -182,7 +181,7 @@ def test_auction_and_matching_follow_the_protocol():
     assert len(pairs) == 4  # 6 active = 2 owners + 4 trainers, k = 2
     trainers = [t for t, _, _, _ in pairs]
     assert all(t not in (1, 7) for t in trainers)
-    for t, bid_t, o, bid_o in pairs:
+    for t, bid_t, _o, bid_o in pairs:
         assert bid_t == min(100.0 if t != 5 else 0.5, 4 - [0, 4, 3, 2, 1, 0, 0, 4, 3, 2, 1, 0][t] + 1)
         assert bid_o == pytest.approx(min(100.0, params.owner_budget) / 2)
     assert [o for _, _, o, _ in pairs] == [7, 7, 1, 1]

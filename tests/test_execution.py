@@ -1,13 +1,13 @@
 """``algorithm.execution=batched`` gives the sequential run's weights to float32 rounding, for
 every algorithm that batches a round's hops; ``device`` and ``execution`` refuse bad values."""
 
-import copy
 import functools
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import assert_one_line_error
 from derelayl.algorithms.baselines import LocalRunner
 from derelayl.algorithms.fl.runner import FederatedPopulation, FederatedRunner
 from derelayl.algorithms.fl.strategies import FedAdam, FedAvg, FedNova, FedProx, Scaffold
@@ -21,7 +21,6 @@ from derelayl.models.lit import ClassifierModule
 from derelayl.models.nets import CNN, MLP
 from derelayl.protocol.behaviours import DROPOUT, FREE_RIDER, HONEST, NOISE
 from derelayl.sim.errors import ConfigError
-from conftest import assert_one_line_error
 
 TOL = 1e-4
 

@@ -5,8 +5,8 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from derelayl.app.pipeline import run_experiment
 from conftest import assert_one_line_error
+from derelayl.app.pipeline import run_experiment
 
 METHODS = ("fedavg", "fedprox", "scaffold", "local", "centralized")
 

@@ -10,18 +10,18 @@ import torch
 import torch.nn.functional as F
 
 from derelayl.algorithms.baselines import CentralizedRunner, LocalRunner
-from derelayl.sim.errors import ConfigError
-from derelayl.learning.evaluation import EvalSet
 from derelayl.algorithms.fl.runner import FederatedRunner, resolve_clients_per_round
 from derelayl.algorithms.fl.strategies import FedAvg, FedProx, Scaffold
-from derelayl.data.participants import ParticipantData
-from derelayl.sim.devices import DeviceProfile, Devices, model_bytes, parameter_bytes
 from derelayl.algorithms.relay import RelayRunner
 from derelayl.algorithms.schedules import RingSchedule
-from derelayl.sim.seeding import numpy_rng, torch_generator
+from derelayl.data.participants import ParticipantData
+from derelayl.learning.evaluation import EvalSet
+from derelayl.learning.hop import LightningHop
 from derelayl.models.lit import ClassifierModule
 from derelayl.models.nets import MLP
-from derelayl.learning.hop import LightningHop
+from derelayl.sim.devices import DeviceProfile, Devices, model_bytes, parameter_bytes
+from derelayl.sim.errors import ConfigError
+from derelayl.sim.seeding import numpy_rng, torch_generator
 
 LR = 0.1
 

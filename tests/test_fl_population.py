@@ -10,13 +10,21 @@ import torch
 from conftest import assert_one_line_error
 from derelayl.algorithms.fl.runner import FederatedPopulation, FederatedRunner
 from derelayl.algorithms.fl.strategies import FedAvg
-from derelayl.protocol.incentives import FederatedPayouts, UniformReward
+from derelayl.app.pipeline import run_experiment
 from derelayl.data.participants import ParticipantData
-from derelayl.protocol.behaviours import (DROPOUT, FREE_RIDER, HONEST, LABEL_FLIP, NOISE, SYBIL, adversarial_data)
+from derelayl.learning.hop import LightningHop
+from derelayl.protocol.behaviours import (
+    DROPOUT,
+    FREE_RIDER,
+    HONEST,
+    LABEL_FLIP,
+    NOISE,
+    SYBIL,
+    adversarial_data,
+)
+from derelayl.protocol.incentives import FederatedPayouts, UniformReward
 from derelayl.protocol.population import ChurnParams, Economics
 from derelayl.sim.seeding import torch_generator
-from derelayl.app.pipeline import run_experiment
-from derelayl.learning.hop import LightningHop
 from test_fl_core import VAL, make_module, make_participants, same
 
 

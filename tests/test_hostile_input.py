@@ -4,8 +4,6 @@ derelayl-train, derelayl-ledger and derelayl-report."""
 
 from __future__ import annotations
 
-import itertools
-import os
 import socket
 import subprocess
 import sys
@@ -15,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import assert_one_line_error, tmp_overrides
+from conftest import assert_one_line_error
 
 
 def nothing_left(tmp: Path, run_dir: Path) -> None:

@@ -3,17 +3,17 @@
 import numpy as np
 import pytest
 
-from derelayl.protocol.runner import DeRelayLRunner, EconomyObserver
+from conftest import make_incentive
+from derelayl.protocol.behaviours import BEHAVIOURS, FREE_RIDER, LABEL_FLIP, assign_behaviours
+from derelayl.protocol.incentives import INCENTIVES, Settlement
 from derelayl.protocol.ledger import balances_from_ledger
-from derelayl.protocol.royalties import RoyaltyBook
 from derelayl.protocol.params import DeRelayLParams
+from derelayl.protocol.population import ChurnParams, Economics, EconomicsParams
+from derelayl.protocol.quality import RandomWalkPerformance
+from derelayl.protocol.royalties import RoyaltyBook
+from derelayl.protocol.runner import DeRelayLRunner, EconomyObserver
 from derelayl.protocol.state import EconomyState
 from derelayl.sim.errors import ConfigError
-from conftest import make_incentive
-from derelayl.protocol.incentives import INCENTIVES, Settlement
-from derelayl.protocol.quality import RandomWalkPerformance
-from derelayl.protocol.behaviours import BEHAVIOURS, FREE_RIDER, LABEL_FLIP, assign_behaviours
-from derelayl.protocol.population import ChurnParams, Economics, EconomicsParams
 from derelayl.sim.seeding import numpy_rng
 
 PARAMS = {"derelayl": {}, "derelayl_bounded": {"mint_per_win": 2.0, "gamma": 0.5},
@@ -66,7 +66,7 @@ def test_no_scheme_pays_a_free_riders_unchanged_model(scheme):
     trained_by = {}
     for b in books.blocks:
         if b["kind"] == "commitment":
-            for h, ph, t, o, _ in b["payload"]["models"]:
+            for h, ph, t, _o, _ in b["payload"]["models"]:
                 trained_by[(b["round"], h)] = (t, h == ph)
         if b["kind"] == "settlement":
             r = b["round"]

@@ -20,9 +20,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import assert_one_line_error, tmp_overrides
+from derelayl.app.pipeline import run_experiment
 from derelayl.cli.ledger import main as ledger_main
 from derelayl.protocol.ledger import block_hash
-from derelayl.app.pipeline import run_experiment
 
 TINY_TRAINED = ("num_participants=10", "derelayl.rounds=3", "derelayl.num_test_cases=30",
                 "algorithm.local_epochs=1", "shapley.enabled=false")
@@ -140,9 +140,9 @@ def test_a_planted_payload_never_runs(finished_trained_run, tmp_path, name, cli_
 
 
 def test_checkpoint_is_data_only_and_an_old_pickle_is_refused(tmp_path, make_cfg, capsys):
-    from derelayl.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-
     import torch
+
+    from derelayl.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
     state = {"a": np.arange(3.0), "t": torch.ones(2), "x": [1, None, float("-inf")],
              "nested": {"k": "v"}}
@@ -399,8 +399,8 @@ def _tracked_walk_run(tracked_walk, tmp_path):
 def forge_credit(run_dir: Path, amount: float = 5.0, who: int = 3) -> None:
     """A careful forger: adds a credit to the round-2 settlement, re-hashes the whole chain,
     deletes the checkpoint and rewrites every file that reports balances to match."""
-    from derelayl.sim.stats import gini
     from derelayl.io.audit import replay_by_round
+    from derelayl.sim.stats import gini
 
     lines = (run_dir / "ledger.jsonl").read_text().splitlines()
     blocks = [json.loads(line) for line in lines]

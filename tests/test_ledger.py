@@ -1,9 +1,16 @@
 """Ledger hashing and tamper detection."""
 
 import copy
+import itertools
 
-from derelayl.protocol.ledger import (GENESIS_HASH, Ledger, block_hash, canonical_json, sha256_hex,
-                                  verify_chain)
+from derelayl.protocol.ledger import (
+    GENESIS_HASH,
+    Ledger,
+    block_hash,
+    canonical_json,
+    sha256_hex,
+    verify_chain,
+)
 
 
 def chain(n=6):
@@ -28,7 +35,7 @@ def test_block_hash_is_sha256_of_canonical_body_and_links_to_previous():
     body = {k: v for k, v in first.items() if k != "hash"}
     assert first["hash"] == sha256_hex(canonical_json(body)) == block_hash(first)
     assert first["prev_hash"] == GENESIS_HASH
-    assert all(b["prev_hash"] == a["hash"] for a, b in zip(blocks, blocks[1:]))
+    assert all(b["prev_hash"] == a["hash"] for a, b in itertools.pairwise(blocks))
     assert ledger.head == blocks[-1]["hash"] and ledger.length == len(blocks)
 
 

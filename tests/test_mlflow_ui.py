@@ -1,6 +1,7 @@
 """The MLflow UI shows a sweep's runs and a metric chart: `mlflow server` on loopback, headless
 Chromium (Debian's; .ci/run installs it), a screenshot kept under outputs/test-artifacts/."""
 
+import contextlib
 import json
 import os
 import re
@@ -62,10 +63,8 @@ def mlflow_server(tiny_study, tmp_path):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=15)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait(timeout=15)
         log.close()
 

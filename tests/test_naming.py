@@ -5,8 +5,8 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from conftest import tmp_overrides
-from derelayl.cli.train import config_dir
 from derelayl.app import naming
+from derelayl.cli.train import config_dir
 
 GROUPS = sorted(p.name for p in config_dir().iterdir() if p.is_dir())
 
@@ -57,7 +57,7 @@ def test_a_sweeps_runs_are_named_in_mlflow(tiny_study):
     client = MlflowClient(tracking_uri=tiny_study["uri"])
     exp = client.get_experiment_by_name(tiny_study["experiment"])
     runs = client.search_runs([exp.experiment_id])
-    parent = [r for r in runs if r.data.tags.get("derelayl.sweep") == "parent"][0]
+    parent = next(r for r in runs if r.data.tags.get("derelayl.sweep") == "parent")
     assert parent.info.run_name == "sweep: seed=0,1 x partition.alpha=0.1,1.0 (4 jobs)"
     assert parent.data.tags["sweep_varies"] == "seed, partition.alpha"
     assert parent.data.tags["algorithm"] == "relay"

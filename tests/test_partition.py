@@ -3,9 +3,14 @@
 import numpy as np
 import pytest
 
+from derelayl.data.partition import (
+    DirichletPartitioner,
+    FeatureNoisePartitioner,
+    IIDPartitioner,
+    QuantitySkewPartitioner,
+    ShardsPartitioner,
+)
 from derelayl.sim.errors import ConfigError
-from derelayl.data.partition import (DirichletPartitioner, FeatureNoisePartitioner,
-                                     IIDPartitioner, QuantitySkewPartitioner, ShardsPartitioner)
 from derelayl.sim.seeding import numpy_rng
 
 LABELS = np.random.default_rng(0).integers(0, 10, size=2000)

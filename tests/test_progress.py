@@ -21,7 +21,7 @@ def test_a_budgeted_fl_run_counts_samples_against_its_budget(make_cfg, tmp_path,
     rounds = [m for m in lines(caplog) if m.startswith("round ")]
     assert not any(re.match(r"round \d+/", m) for m in rounds), rounds  # no "round 11/10"
     budget = 5 * 1257  # budget_epochs x the training set
-    assert rounds[0].startswith(f"round 4 (") and f"/{budget} budgeted samples)" in rounds[0]
+    assert rounds[0].startswith("round 4 (") and f"/{budget} budgeted samples)" in rounds[0]
     # the last round is printed although it is not a multiple of progress_every
     last = metrics["rounds"]
     assert last % 4 and rounds[-1].startswith(
@@ -68,7 +68,7 @@ def test_shapley_values_show_progress(caplog):
     from derelayl.app.runners.fairness import ProgressValue
 
     class Game:
-        players = [1, 2, 3]
+        players = [1, 2, 3]  # noqa: RUF012 (a stand-in game: nothing changes its players)
 
         def __call__(self, coalition):
             return float(len(coalition))

@@ -41,14 +41,17 @@ PYTHON_MODULES = {"derelayl-train": "derelayl.cli.train", "derelayl-ledger": "de
                   "mkdocs": "mkdocs"}
 # programs whose commands this file (or tests/test_dvc_pipeline.py, for dvc) checks
 CHECKED = {"derelayl-train", "derelayl-ledger", "derelayl-report", "derelayl-prepare",
-           "derelayl-partition", "mlflow", "mkdocs", "ray", "pip", "python", "dvc", "bash"}
+           "derelayl-partition", "mlflow", "mkdocs", "ray", "pip", "python", "dvc", "bash",
+           "ruff", "mypy", "pre-commit"}
 # shell builtins that only set the environment or the folder of the commands that follow them
 BUILTINS = {"export", "cd", "source"}
 # system administration on the machine being set up (a database server, a cluster node): these
 # install or change system services, so they are printed for the reader and not run here
 FOREIGN = {"sudo", "apt-get"}
 # subcommands: the first word after the program selects the options that exist
-SUBCOMMANDS = {"derelayl-ledger", "mlflow", "mkdocs", "ray"}
+SUBCOMMANDS = {"derelayl-ledger", "mlflow", "mkdocs", "ray", "ruff", "pre-commit"}
+# programs on the PATH that an extra installs: [ray] and [dev] (CI installs both)
+INSTALLED = {"ray": "ray", "ruff": "dev", "mypy": "dev", "pre-commit": "dev"}
 
 COMMANDS = all_commands()
 
@@ -136,14 +139,14 @@ def test_every_derelayl_train_command_composes(page, command, cli_in_process):
         assert "algorithm:" in out and "seed:" in out, out[:500]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def help_flags(program: tuple[str, ...]) -> frozenset[str]:
     """The ``--options`` that ``<program> --help`` names (``program``: the words before it)."""
     head, rest = program[0], list(program[1:])
     if head in PYTHON_MODULES:
         cmd = argv(head, [*rest, "--help"])
-    elif head == "ray":
-        cmd = [shutil.which("ray"), *rest, "--help"]
+    elif head in INSTALLED:
+        cmd = [shutil.which(head), *rest, "--help"]
     elif head in ("pytest", "pip", "venv"):
         cmd = [sys.executable, "-m", head, *rest, "--help"]
     else:  # a script of the checkout
@@ -158,7 +161,7 @@ def flags_of(args: list[str]) -> set[str]:
 
 
 OTHER = of("derelayl-ledger", "derelayl-report", "derelayl-prepare", "derelayl-partition",
-           "mlflow", "mkdocs", "ray", "python", "bash")
+           "mlflow", "mkdocs", "ray", "python", "bash", "ruff", "mypy", "pre-commit")
 
 
 @pytest.mark.parametrize("page,command", OTHER, ids=ids(OTHER))
@@ -167,8 +170,9 @@ def test_every_other_commands_options_exist(page, command):
     if program == "bash":  # a script of the checkout
         assert (ROOT / args[0]).is_file(), args[0]
         return
-    if program == "ray" and shutil.which("ray") is None:
-        pytest.skip("ray is not installed (the [ray] extra; CI installs it)")
+    if program in INSTALLED and shutil.which(program) is None:
+        pytest.skip(f"{program} is not installed (the [{INSTALLED[program]}] extra; CI installs "
+                    f"it)")
     if program == "python":
         if args[0] == "-c":  # code: it compiles, and what it imports exists
             tree = ast.parse(args[1])

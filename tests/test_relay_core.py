@@ -3,21 +3,20 @@
 import copy
 import functools
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from derelayl.sim.errors import ConfigError
-from derelayl.learning.evaluation import EvalSet
-from derelayl.sim.events import Observer
-from derelayl.data.participants import ParticipantData
 from derelayl.algorithms.relay import RelayRunner
 from derelayl.algorithms.schedules import LargestFirstSchedule, RandomSchedule, RingSchedule
-from derelayl.sim.seeding import numpy_rng, torch_generator
+from derelayl.data.participants import ParticipantData
+from derelayl.learning.evaluation import EvalSet
+from derelayl.learning.hop import LightningHop
 from derelayl.models.lit import ClassifierModule
 from derelayl.models.nets import CNN, MLP
-from derelayl.learning.hop import LightningHop
+from derelayl.sim.errors import ConfigError
+from derelayl.sim.events import Observer
+from derelayl.sim.seeding import numpy_rng, torch_generator
 
 
 def make_participants(sizes, seed=0):

@@ -9,23 +9,32 @@ import numpy as np
 import pytest
 import torch
 
-from derelayl.valuation.coalitions import (FederatedCoalitionValue, LineageCoalitionValue,
-                                      RelayCoalitionValue)
-from derelayl.sim.errors import ConfigError
-from derelayl.learning.evaluation import EvalSet, evaluate
 from derelayl.algorithms.fl.runner import FederatedRunner
 from derelayl.algorithms.fl.strategies import FedAvg
-from derelayl.learning.hop import HopStats
-from derelayl.data.participants import ParticipantData
-from derelayl.protocol.quality import InMemoryModelStore, TrainedPerformance
 from derelayl.algorithms.relay import RelayRunner
 from derelayl.algorithms.schedules import RandomSchedule, RingSchedule
-from derelayl.sim.seeding import numpy_rng, torch_generator
-from derelayl.valuation.shapley import (CachedValue, exact_shapley, pearson, rankdata, shapley_values,
-                                   spearman, tmc_shapley)
+from derelayl.data.participants import ParticipantData
+from derelayl.learning.evaluation import EvalSet, evaluate
+from derelayl.learning.hop import HopStats, LightningHop
 from derelayl.models.lit import ClassifierModule
 from derelayl.models.nets import MLP
-from derelayl.learning.hop import LightningHop
+from derelayl.protocol.quality import InMemoryModelStore, TrainedPerformance
+from derelayl.sim.errors import ConfigError
+from derelayl.sim.seeding import numpy_rng, torch_generator
+from derelayl.valuation.coalitions import (
+    FederatedCoalitionValue,
+    LineageCoalitionValue,
+    RelayCoalitionValue,
+)
+from derelayl.valuation.shapley import (
+    CachedValue,
+    exact_shapley,
+    pearson,
+    rankdata,
+    shapley_values,
+    spearman,
+    tmc_shapley,
+)
 
 torch.set_num_threads(1)
 

@@ -84,7 +84,7 @@ def test_study_composes_on_the_command_line(cli, study):
 
 def test_efficacy_is_methods_x_partitions_x_seeds_at_about_equal_computation():
     seen = set()
-    for job, chosen, cfg in _job_configs("efficacy"):
+    for _job, chosen, cfg in _job_configs("efficacy"):
         algo, part = cfg["algorithm"], cfg["partition"]
         seen.add((chosen["algorithm"], chosen["partition"]))
         if chosen["partition"].startswith("dirichlet"):
@@ -108,7 +108,7 @@ def test_efficacy_is_methods_x_partitions_x_seeds_at_about_equal_computation():
 
 def test_sustainability_is_every_scheme_under_derelayl_and_fedavg():
     seen = set()
-    for job, chosen, cfg in _job_configs("sustainability"):
+    for _job, chosen, cfg in _job_configs("sustainability"):
         seen.add((chosen["algorithm"], chosen["incentive"]))
         assert cfg["churn"]["enabled"] and cfg["shapley"]["enabled"]
         assert cfg["participants"]["behaviour"]["free_rider"] == 0.2
@@ -122,7 +122,7 @@ def test_sustainability_is_every_scheme_under_derelayl_and_fedavg():
 
 def test_fairness_is_every_scheme_with_shapley_values():
     seen = set()
-    for job, chosen, cfg in _job_configs("fairness"):
+    for _job, chosen, cfg in _job_configs("fairness"):
         seen.add(chosen["incentive"])
         assert chosen["algorithm"] == "derelayl" and cfg["derelayl"]["performance"] == "trained"
         assert cfg["shapley"]["enabled"] and not cfg["churn"]["enabled"]
@@ -133,7 +133,7 @@ def test_fairness_is_every_scheme_with_shapley_values():
 def test_robustness_is_each_adversary_at_30_percent_against_each_defence():
     seen = {}
     for study, key in (("robustness", "local_epochs"), ("robustness_fedavg", "aggregator")):
-        for job, chosen, cfg in _job_configs(study):
+        for _job, chosen, cfg in _job_configs(study):
             behaviour = cfg["participants"]["behaviour"]
             seen[(chosen["algorithm"], cfg["algorithm"][key], chosen["adversary"])] = \
                 {k: v for k, v in behaviour.items() if v}
@@ -149,7 +149,7 @@ def test_robustness_is_each_adversary_at_30_percent_against_each_defence():
 
 
 def test_economy_jobs_are_the_authors_presets():
-    for job, chosen, cfg in _job_configs("economy"):
+    for _job, chosen, cfg in _job_configs("economy"):
         alone = _compose(f"experiment={chosen['experiment']}", hydra=False)
         theirs = OmegaConf.to_container(alone, resolve=True)
         assert cfg.pop("tracking")["experiment"] == "paper_economy"

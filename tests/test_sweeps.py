@@ -103,8 +103,8 @@ def test_interrupted_sweep_resumes_without_redoing_finished_jobs(cli, tmp_path):
 
 
 def test_changed_config_is_not_skipped_and_does_not_overwrite(make_cfg, tmp_path):
-    from derelayl.sim.errors import ConfigError
     from derelayl.app.pipeline import run_experiment
+    from derelayl.sim.errors import ConfigError
 
     out = tmp_path / "run"
     relay = ("algorithm=relay", "algorithm.rounds=1", "debug=fast")

@@ -16,14 +16,21 @@ import copy
 import numpy as np
 import torch
 
+from derelayl.algorithms.rounds import (
+    RoundsResult,
+    check_schedule,
+    estimate_rounds,
+    evaluate_model,
+    finished,
+    make_round_record,
+    run_length,
+)
+from derelayl.data.participants import ParticipantData
 from derelayl.learning.batched import BatchedHop, StackedData, evaluate_many
 from derelayl.learning.evaluation import EvalSet, evaluate
-from derelayl.sim.events import Observer, Observers, RoundRecord
-from derelayl.algorithms.rounds import (RoundsResult, check_schedule, estimate_rounds,
-                                        evaluate_model, finished, make_round_record, run_length)
 from derelayl.learning.hop import HopStats, HopTrainer
-from derelayl.data.participants import ParticipantData
 from derelayl.sim.devices import Devices, Meter, tensor_bytes
+from derelayl.sim.events import Observer, Observers, RoundRecord
 from derelayl.sim.seeding import torch_generator
 
 
@@ -181,7 +188,8 @@ class CentralizedRunner(_BudgetedRunner):
             rnd, done, _, samples_seen, sim, history = self._restore([model])
         while not done:
             rnd += 1
-            stats = self.hop_trainer(model, pooled, torch_generator(self.seed, "hop", rnd, "pooled"))
+            gen = torch_generator(self.seed, "hop", rnd, "pooled")
+            stats = self.hop_trainer(model, pooled, gen)
             samples_seen += stats.samples
             if sim is not None:  # the server trains at its own speed
                 sim += stats.samples / self.devices.server_speed

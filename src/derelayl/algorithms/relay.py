@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 import torch
 
-from derelayl.sim.errors import ConfigError
-from derelayl.learning.evaluation import EvalSet, evaluate
-from derelayl.sim.events import HopRecord, Observer, Observers, RoundRecord
-from derelayl.learning.hop import HopTrainer, weights_finite
-from derelayl.data.participants import ParticipantData
-from derelayl.sim.devices import Devices, Meter, model_bytes
 from derelayl.algorithms.schedules import Schedule
+from derelayl.data.participants import ParticipantData
+from derelayl.learning.evaluation import EvalSet, evaluate
+from derelayl.learning.hop import HopTrainer, weights_finite
+from derelayl.sim.devices import Devices, Meter, model_bytes
+from derelayl.sim.errors import ConfigError
+from derelayl.sim.events import HopRecord, Observer, Observers, RoundRecord
 from derelayl.sim.seeding import numpy_rng, torch_generator
 
 

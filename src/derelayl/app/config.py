@@ -28,7 +28,7 @@ import inspect
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 # OmegaConf types a field may have (anything else becomes Any)
 _PRIMITIVES = (int, float, bool, str)
@@ -48,7 +48,7 @@ def _omegaconf_type(hint: Any) -> Any:
     if origin in (list, tuple, collections.abc.Sequence):
         items = [a for a in args if a is not Ellipsis]
         if len(items) == 1 and items[0] in _PRIMITIVES:
-            return List[items[0]]  # type: ignore[valid-type]
+            return list[items[0]]  # type: ignore[valid-type]
     return Any
 
 
@@ -75,7 +75,7 @@ def _fields_of(target: Any, include: tuple[str, ...] | None, exclude: tuple[str,
                  for p in inspect.signature(target).parameters.values()
                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     for name, hint, default in items:
-        if name in exclude or include is not None and name not in include:
+        if name in exclude or (include is not None and name not in include):
             continue
         yield name, _omegaconf_type(hint), default
 
@@ -124,9 +124,9 @@ class TrackingConfig:
     enabled: bool = True
     uri: str = "sqlite:///${paths.root_dir}/mlflow.db"
     experiment: str = "derelayl"
-    artifact_location: Optional[str] = "${paths.root_dir}/mlartifacts"
-    run_name: Optional[str] = None
-    parent_run_id: Optional[str] = None
+    artifact_location: str | None = "${paths.root_dir}/mlartifacts"
+    run_name: str | None = None
+    parent_run_id: str | None = None
     max_artifact_mb: float = 50.0
     flush_every_s: float = 1.0
     # a curve gets at most this many points (a longer run logs every ceil(steps / this)-th hop
@@ -167,7 +167,7 @@ class HopAlgorithmConfig:
     # the metric step of the algorithm (MLflow step, history.csv rows)
     step_unit: str = "round"
     local_epochs: int = 1
-    local_steps: Optional[int] = None
+    local_steps: int | None = None
     batch_size: int = 10
     optimizer: SGDConfig = _sgd(0.05, 0.0)
     # how a round's hops run: auto | sequential | batched (one vmapped computation;
@@ -198,8 +198,8 @@ class BudgetAlgorithmConfig(HopAlgorithmConfig):
     """Round-based algorithms that train to a sample budget (equal computation)."""
 
     budget_epochs: float = 5.0
-    sample_budget: Optional[int] = None
-    rounds: Optional[int] = None
+    sample_budget: int | None = None
+    rounds: int | None = None
     eval_every: int = 1
 
 
@@ -226,8 +226,8 @@ FEDAVG_STRATEGY_KEYS = {"server_lr": "${..server_lr}", "aggregator": "${..aggreg
 @dataclass
 class FedAvgAlgorithmConfig(BudgetAlgorithmConfig):
     runner: Any = _runner("derelayl.app.runners.fl.Federated")
-    client_fraction: Optional[float] = 0.1
-    clients_per_round: Optional[int] = None
+    client_fraction: float | None = 0.1
+    clients_per_round: int | None = None
     local_epochs: int = 5
     server_lr: float = 1.0
     aggregator: str = "mean"
@@ -281,43 +281,14 @@ class KnobsConfig:
     alpha: float = 0.5
 
 
-# -- the registry -----------------------------------------------------------------------------------
+# -- the registry ----------------------------------------------------------------------------------
 def _schemas() -> dict[str, dict[str, Any]]:
     """``{group: {option: schema}}``; imported late (the core and torch load with it)."""
-    from derelayl.data import datasets, partition
     from derelayl.algorithms import schedules
+    from derelayl.data import datasets, partition
     from derelayl.models import nets
     from derelayl.protocol import incentives
-    from derelayl.protocol.params import DeRelayLParams
-    from derelayl.protocol.population import ChurnParams, EconomicsParams
-    from derelayl.protocol.quality import RandomWalkPerformance
-    from derelayl.sim.devices import DeviceProfile
 
-    def model(net: type) -> type:
-        return dataclasses.make_dataclass(f"{net.__name__}ModelConfig", [
-            # the module, by name: importing Lightning takes seconds, a model is built later
-            ("_target_", str, field(default="derelayl.models.lit.ClassifierModule")),
-            ("_partial_", bool, field(default=True)),
-            ("net", Any, field(default_factory=lambda: component(
-                net, partial=True, exclude=("input_shape", "num_classes"))())),
-        ])
-
-    random_walk = mirror(RandomWalkPerformance, name="RandomWalkConfig",
-                         exclude=("num_participants", "genesis", "hashing", "samples"),
-                         extra=(("samples_per_hop", float, 64.0),))
-    protocol = mirror(DeRelayLParams, name="DeRelayLConfig",
-                      exclude=("num_participants", "initial_active"), extra=(
-                          # random_walk: the authors' abstraction; trained: real models
-                          ("performance", str, "trained"),
-                          ("random_walk", random_walk, field(default_factory=random_walk)),
-                          ("ledger", bool, True),
-                          ("checkpoint_every", int, 1)))
-    participants = dataclasses.make_dataclass("ParticipantsConfig", [
-        ("devices", Any, field(default_factory=lambda: component(DeviceProfile)())),
-        ("economics", Any, field(default_factory=lambda: mirror(EconomicsParams)())),
-        ("behaviour", BehaviourConfig, field(default_factory=BehaviourConfig)),
-        ("noise_std", float, 1.0),
-    ])
     loader = {"exclude": ("seed",), "partial": True}
     return {
         "dataset": {"digits": component(datasets.digits, **loader),
@@ -338,38 +309,85 @@ def _schemas() -> dict[str, dict[str, Any]]:
                       "uniform": component(incentives.UniformReward),
                       "data_size": component(incentives.DataSizeReward),
                       "marginal_gain": component(incentives.MarginalGainReward)},
-        "model": {"mlp": model(nets.MLP), "cnn": model(nets.CNN)},
+        "model": {"mlp": _model_schema(nets.MLP), "cnn": _model_schema(nets.CNN)},
         "algorithm": {"derelayl": DeRelayLAlgorithmConfig, "relay": RelayAlgorithmConfig,
                       "fedavg": FedAvgAlgorithmConfig, "fedprox": FedProxAlgorithmConfig,
                       "scaffold": ScaffoldAlgorithmConfig, "fednova": FedNovaAlgorithmConfig,
                       "fedadam": FedAdamAlgorithmConfig, "local": LocalAlgorithmConfig,
                       "centralized": CentralizedAlgorithmConfig},
-        "derelayl": {"default": protocol},
-        "participants": {"mobile": participants},
+        "derelayl": {"default": _protocol_schema()},
+        "participants": {"mobile": _participants_schema()},
         "tracking": {"mlflow": TrackingConfig},
         "paths": {"default": PathsConfig},
         "knobs": {"shared": KnobsConfig},
-        "": {"train": dataclasses.make_dataclass("TrainConfig", [
-            ("seed", int, 0),
-            ("num_participants", int, 20),
-            # CPU results are bit-identical only for a fixed number of torch threads
-            ("torch_threads", int, 1),
-            # where data, models and evaluation live: auto (a GPU when torch sees one) | cpu |
-            # cuda | cuda:<index>
-            ("device", str, "auto"),
-            ("churn", Any, field(default_factory=lambda: mirror(ChurnParams)())),
-            ("shapley", ShapleyConfig, field(default_factory=ShapleyConfig)),
-            ("optimized_metric", str, "val_acc"),
-            ("target_acc", Optional[float], 0.8),
-            ("progress_every", int, 1),
-            ("prepared_data", Optional[str], None),
-            ("skip_finished", bool, True),
-            # the groups (typed by their own options' schemas); the last four are optional
-            *[(group, Any, None) for group in (
-                "paths", "dataset", "partition", "model", "algorithm", "participants",
-                "tracking", "schedule", "incentive", "derelayl", "knobs")],
-        ])},
+        "": {"train": _train_schema()},
     }
+
+
+def _model_schema(net: type) -> type:
+    """``model/<net>``: the LightningModule around ``net`` (built later, with the data's shape)."""
+    return dataclasses.make_dataclass(f"{net.__name__}ModelConfig", [
+        # the module, by name: importing Lightning takes seconds, a model is built later
+        ("_target_", str, field(default="derelayl.models.lit.ClassifierModule")),
+        ("_partial_", bool, field(default=True)),
+        ("net", Any, field(default_factory=lambda: component(
+            net, partial=True, exclude=("input_shape", "num_classes"))())),
+    ])
+
+
+def _protocol_schema() -> type:
+    """``derelayl/default``: the protocol's parameters and the run's own keys."""
+    from derelayl.protocol.params import DeRelayLParams
+    from derelayl.protocol.quality import RandomWalkPerformance
+
+    random_walk = mirror(RandomWalkPerformance, name="RandomWalkConfig",
+                         exclude=("num_participants", "genesis", "hashing", "samples"),
+                         extra=(("samples_per_hop", float, 64.0),))
+    return mirror(DeRelayLParams, name="DeRelayLConfig",
+                  exclude=("num_participants", "initial_active"), extra=(
+                      # random_walk: the authors' abstraction; trained: real models
+                      ("performance", str, "trained"),
+                      ("random_walk", random_walk, field(default_factory=random_walk)),
+                      ("ledger", bool, True),
+                      ("checkpoint_every", int, 1)))
+
+
+def _participants_schema() -> type:
+    from derelayl.protocol.population import EconomicsParams
+    from derelayl.sim.devices import DeviceProfile
+
+    return dataclasses.make_dataclass("ParticipantsConfig", [
+        ("devices", Any, field(default_factory=lambda: component(DeviceProfile)())),
+        ("economics", Any, field(default_factory=lambda: mirror(EconomicsParams)())),
+        ("behaviour", BehaviourConfig, field(default_factory=BehaviourConfig)),
+        ("noise_std", float, 1.0),
+    ])
+
+
+def _train_schema() -> type:
+    """The primary config's own keys (``train.yaml``)."""
+    from derelayl.protocol.population import ChurnParams
+
+    return dataclasses.make_dataclass("TrainConfig", [
+        ("seed", int, 0),
+        ("num_participants", int, 20),
+        # CPU results are bit-identical only for a fixed number of torch threads
+        ("torch_threads", int, 1),
+        # where data, models and evaluation live: auto (a GPU when torch sees one) | cpu |
+        # cuda | cuda:<index>
+        ("device", str, "auto"),
+        ("churn", Any, field(default_factory=lambda: mirror(ChurnParams)())),
+        ("shapley", ShapleyConfig, field(default_factory=ShapleyConfig)),
+        ("optimized_metric", str, "val_acc"),
+        ("target_acc", Optional[float], 0.8),
+        ("progress_every", int, 1),
+        ("prepared_data", Optional[str], None),
+        ("skip_finished", bool, True),
+        # the groups (typed by their own options' schemas); the last four are optional
+        *[(group, Any, None) for group in (
+            "paths", "dataset", "partition", "model", "algorithm", "participants",
+            "tracking", "schedule", "incentive", "derelayl", "knobs")],
+    ])
 
 
 _REGISTERED = False

@@ -14,19 +14,19 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from derelayl.sim.errors import ConfigError
-from derelayl.data.partition import Partition
-from derelayl.data.participants import ParticipantData, build_participants
-from derelayl.sim.devices import Devices
-from derelayl.sim.seeding import derive_seed, numpy_rng
 from derelayl.data.datasets import DatasetSplits
+from derelayl.data.participants import ParticipantData, build_participants
+from derelayl.data.partition import Partition
+from derelayl.sim.devices import Devices
+from derelayl.sim.errors import ConfigError
+from derelayl.sim.seeding import derive_seed, numpy_rng
 
 log = logging.getLogger("derelayl")
 
 if TYPE_CHECKING:  # Lightning is imported when a model or hop is built, not by data-only commands
-    from derelayl.models.lit import ClassifierModule
     from derelayl.learning.batched import BatchedHop
     from derelayl.learning.hop import LightningHop
+    from derelayl.models.lit import ClassifierModule
 
 
 def build(node: Any, **kwargs):
@@ -60,10 +60,10 @@ class Runner:
     def check_config(self, cfg: DictConfig) -> None:
         """Reject impossible values before data, files or a tracking run exist."""
 
-    def check_data(self, ctx: "ExperimentContext") -> None:
+    def check_data(self, ctx: ExperimentContext) -> None:
         """Checks that need the data (before anything is written)."""
 
-    def __call__(self, ctx: "ExperimentContext") -> "Outcome":
+    def __call__(self, ctx: ExperimentContext) -> Outcome:
         raise NotImplementedError
 
 
@@ -144,7 +144,8 @@ class ExperimentContext:
 
     @cached_property
     def label_histogram(self) -> np.ndarray:
-        return self.partition.label_histogram(self.data.train_y.cpu().numpy(), self.data.num_classes)
+        return self.partition.label_histogram(self.data.train_y.cpu().numpy(),
+                                              self.data.num_classes)
 
     @cached_property
     def participants(self) -> list[ParticipantData]:

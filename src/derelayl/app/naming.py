@@ -13,7 +13,8 @@ group options it was composed from: Hydra's ``runtime.choices`` (:func:`choices`
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 MAX_NAME = 240  # MLflow keeps run names up to 250 characters
 DEFAULT_DATASET = "digits"
@@ -155,7 +156,8 @@ def sweep_axes(params: Mapping[str, Any], task_overrides: Sequence[str]) -> dict
 
 def sweep_name(study: str | None, axes: Mapping[str, str], total: int | None,
                optuna: bool = False) -> str:
-    """``<study>: key=values x key=values (n jobs)``; Optuna: ``optuna <study>: keys (n trials)``."""
+    """``<study>: key=values x key=values (n jobs)``; Optuna: ``optuna <study>: keys (n
+    trials)``."""
     unit = "trials" if optuna else "jobs"
     if optuna:
         what = " x ".join(axes)

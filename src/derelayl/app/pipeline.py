@@ -16,15 +16,15 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from derelayl.app.schema import check_config as check_values
-from derelayl.sim.errors import ConfigError, RunInterrupted
-from derelayl.app.runners import ExperimentContext, runner_of
 from derelayl.app import naming
+from derelayl.app.runners import ExperimentContext, runner_of
+from derelayl.app.schema import check_config as check_values
 from derelayl.io.checkpoint import CHECKPOINT_FILE
 from derelayl.io.console import ConsoleProgress
 from derelayl.io.files import HISTORY_FILE, METRICS_FILE, HistoryCsv, write_json
 from derelayl.io.run_folder import HydraRecord, RunFolder, discard_created
 from derelayl.io.signals import critical
+from derelayl.sim.errors import ConfigError, RunInterrupted
 
 log = logging.getLogger("derelayl")
 # the config group options the run was composed from (naming.choices): what derelayl-report
@@ -37,7 +37,8 @@ def summary_text(metrics: dict[str, Any]) -> str:
     """``test_acc 0.9370, test_loss 0.1977, ...``: the summary metrics a run has (a random-walk
     DeRelayL run has no test accuracy, but a best quality)."""
     return ", ".join(f"{k} {metrics[k]:.4f}" for k in SUMMARY_KEYS
-                     if isinstance(metrics.get(k), (int, float)) and not isinstance(metrics[k], bool))
+                     if isinstance(metrics.get(k), (int, float))
+                     and not isinstance(metrics[k], bool))
 
 
 def flatten(cfg: DictConfig) -> dict[str, Any]:
@@ -185,19 +186,22 @@ def _prepare_run(cfg: DictConfig, output_dir: Path, runner, writer):
     """The run's data, partition and hop (each can still refuse it), and the tracking store's
     answer; nothing is written."""
     torch.set_num_threads(int(cfg.torch_threads))
-    if runner.uses_data(cfg):  # (its first call imports torch's compiler stack: ~1.5 s an economy skips)
+    # (its first call imports torch's compiler stack: ~1.5 s an economy skips)
+    if runner.uses_data(cfg):
         torch.use_deterministic_algorithms(True)
 
     step = cfg.algorithm.get("step_unit", "hop")
     history = HistoryCsv(output_dir / HISTORY_FILE, level=step)
-    ctx = ExperimentContext(cfg, output_dir,
-                            observers=[ConsoleProgress(every=cfg.get("progress_every", 1)), history])
+    progress = ConsoleProgress(every=cfg.get("progress_every", 1))
+    ctx = ExperimentContext(cfg, output_dir, observers=[progress, history])
     ctx.runner = runner
     if runner.uses_data(cfg):
         log.info("loading dataset %s and partitioning it (%s) ...",  # the loader names it
                  str(cfg.dataset.get("_target_", "?")).rsplit(".", 1)[-1], naming.data_label(cfg))
-        ctx.partition  # build (and so validate) the data and partition before anything is written
-        ctx.batched_hop  # and how the hops run: algorithm.execution=batched may refuse the model
+        # build (and so validate) the data and partition before anything is written, and how the
+        # hops run: algorithm.execution=batched may refuse the model
+        _ = ctx.partition
+        _ = ctx.batched_hop
         runner.check_data(ctx)
     if writer is not None:
         writer.ready()  # the store opened (or the one-line reason it cannot)
@@ -232,13 +236,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path,
         raise
     if done is not None:
         return done
-    try:
-        folder = RunFolder.claim(output_dir, OmegaConf.to_container(cfg, resolve=True),
-                                 checkpoints=(CHECKPOINT_FILE,))
-    except BaseException:
-        if ctx.writer is not None:
-            ctx.writer.close()
-        raise
+    folder = _claim(cfg, output_dir, ctx)
     tracker, status = None, "FAILED"
     try:
         folder.accept(hydra_record)
@@ -246,18 +244,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path,
             log.info("%s holds an unfinished run of this config: resuming it" if folder.state
                      == "resume" else "%s holds a finished run of this config: re-entering it",
                      output_dir)
-        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        write_json(output_dir / CHOICES_FILE, chosen)
-        files = [output_dir / "config.yaml", output_dir / CHOICES_FILE]
-        if runner.uses_data(cfg):
-            sizes = ctx.partition.sizes
-            write_json(output_dir / "partition.json", {
-                "sizes": sizes.tolist(), "label_histogram": ctx.label_histogram.tolist()})
-            files.append(output_dir / "partition.json")
-            log.info("dataset %s: %d train / %d val / %d test samples, %d participants (%s), "
-                     "sizes %d-%d", ctx.data.name, len(ctx.data.train_y), len(ctx.data.val),
-                     len(ctx.data.test), len(sizes), naming.data_label(cfg, chosen), sizes.min(),
-                     sizes.max())
+        files = _write_inputs(cfg, output_dir, chosen, runner, ctx)
         if cfg.tracking.enabled:
             log.info("opening an MLflow run in %s ...", cfg.tracking.uri)
         with critical():  # the writer also closes the folder's runs a killed process left open
@@ -267,35 +254,11 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path,
             ctx.observers.append(tracker)
             ctx.tracker = tracker
         outcome = runner(ctx)
-        metrics = dict(outcome.metrics)
-        if cfg.get("target_acc") is not None:
-            metrics.update(reach_target(outcome.history, float(cfg.target_acc)))
-        metrics["wall_time_s"] = round(time.perf_counter() - started, 3)
-        metrics["mlflow_run_id"] = tracker.run_id if tracker else None
-        files += [output_dir / METRICS_FILE, output_dir / HISTORY_FILE, *outcome.files]
-        if outcome.model is not None:
-            torch.save(outcome.model.state_dict(), output_dir / "model.pt")
-            files.append(output_dir / "model.pt")
-        if outcome.history:
-            from derelayl.reporting.plots import plot_accuracy  # matplotlib: only now
-
-            files.append(plot_accuracy(
-                outcome.history, output_dir / f"accuracy_vs_{outcome.step}s.png", outcome.step,
-                title=f"{naming.algorithm_label(cfg, chosen)} on {ctx.data.name}, "
-                      f"{naming.data_label(cfg, chosen).split(' ')[-1]} split, "
-                      f"{cfg.num_participants} participants"))
-        write_json(output_dir / METRICS_FILE, metrics)  # last: its presence marks a finished run
+        metrics = _write_outcome(cfg, output_dir, chosen, ctx, outcome, files, started=started,
+                                 tracker=tracker)
         status = "FINISHED"
         if tracker is not None:
-            last = max(int(metrics.get("hops") or 0), int(metrics.get("rounds") or 0))
-            tracker.log_metrics({f"final/{k}": v for k, v in metrics.items()
-                                 if isinstance(v, (int, float)) and not isinstance(v, bool)},
-                                step=last)
-            limit = cfg.tracking.get("max_artifact_mb", 50) * 2 ** 20
-            large = [f for f in files if f.exists() and f.stat().st_size > limit]
-            for f in large:
-                log.info("not copied to MLflow (over tracking.max_artifact_mb): %s", f)
-            tracker.log_artifacts([f for f in files if f not in large])
+            _log_final(cfg, tracker, metrics, files)
         log.info("done: %s after %s hops (%s rounds) in %.1fs", summary_text(metrics),
                  metrics.get("hops"),
                  metrics.get("rounds"), metrics["wall_time_s"])
@@ -311,9 +274,83 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path,
     finally:
         history.close()
         if tracker is not None:
-            try:
-                tracker.end(status)
-            except Exception as err:  # never hide why the run stopped behind a tracking error
-                log.warning("could not close MLflow run %s as %s: %s", tracker.run_id, status,
-                            str(err).splitlines()[0] if str(err) else type(err).__name__)
+            _end_tracker(tracker, status)
         folder.release()
+
+
+def _claim(cfg: DictConfig, output_dir: Path, ctx: ExperimentContext) -> RunFolder:
+    """The run folder, claimed for this config (the MLflow writer goes if it is refused)."""
+    try:
+        return RunFolder.claim(output_dir, OmegaConf.to_container(cfg, resolve=True),
+                               checkpoints=(CHECKPOINT_FILE,))
+    except BaseException:
+        if ctx.writer is not None:
+            ctx.writer.close()
+        raise
+
+
+def _write_inputs(cfg: DictConfig, output_dir: Path, chosen: dict[str, str], runner: Any,
+                  ctx: ExperimentContext) -> list[Path]:
+    """config.yaml, choices.json and (for a run with data) partition.json; their paths."""
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_json(output_dir / CHOICES_FILE, chosen)
+    files = [output_dir / "config.yaml", output_dir / CHOICES_FILE]
+    if runner.uses_data(cfg):
+        sizes = ctx.partition.sizes
+        write_json(output_dir / "partition.json", {
+            "sizes": sizes.tolist(), "label_histogram": ctx.label_histogram.tolist()})
+        files.append(output_dir / "partition.json")
+        log.info("dataset %s: %d train / %d val / %d test samples, %d participants (%s), "
+                 "sizes %d-%d", ctx.data.name, len(ctx.data.train_y), len(ctx.data.val),
+                 len(ctx.data.test), len(sizes), naming.data_label(cfg, chosen), sizes.min(),
+                 sizes.max())
+    return files
+
+
+def _write_outcome(cfg: DictConfig, output_dir: Path, chosen: dict[str, str],
+                   ctx: ExperimentContext, outcome: Any, files: list[Path], *, started: float,
+                   tracker: Any) -> dict[str, Any]:
+    """The run's metrics, model.pt and accuracy figure (added to ``files``), and metrics.json
+    last: its presence marks a finished run."""
+    metrics = dict(outcome.metrics)
+    if cfg.get("target_acc") is not None:
+        metrics.update(reach_target(outcome.history, float(cfg.target_acc)))
+    metrics["wall_time_s"] = round(time.perf_counter() - started, 3)
+    metrics["mlflow_run_id"] = tracker.run_id if tracker else None
+    files += [output_dir / METRICS_FILE, output_dir / HISTORY_FILE, *outcome.files]
+    if outcome.model is not None:
+        torch.save(outcome.model.state_dict(), output_dir / "model.pt")
+        files.append(output_dir / "model.pt")
+    if outcome.history:
+        from derelayl.reporting.plots import plot_accuracy  # matplotlib: only now
+
+        files.append(plot_accuracy(
+            outcome.history, output_dir / f"accuracy_vs_{outcome.step}s.png", outcome.step,
+            title=f"{naming.algorithm_label(cfg, chosen)} on {ctx.data.name}, "
+                  f"{naming.data_label(cfg, chosen).split(' ')[-1]} split, "
+                  f"{cfg.num_participants} participants"))
+    write_json(output_dir / METRICS_FILE, metrics)  # last: its presence marks a finished run
+    return metrics
+
+
+def _log_final(cfg: DictConfig, tracker: Any, metrics: dict[str, Any],
+               files: list[Path]) -> None:
+    """The summary metrics (``final/<key>``) and the run's files, up to
+    tracking.max_artifact_mb each, to MLflow."""
+    last = max(int(metrics.get("hops") or 0), int(metrics.get("rounds") or 0))
+    tracker.log_metrics({f"final/{k}": v for k, v in metrics.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool)},
+                        step=last)
+    limit = cfg.tracking.get("max_artifact_mb", 50) * 2 ** 20
+    large = [f for f in files if f.exists() and f.stat().st_size > limit]
+    for f in large:
+        log.info("not copied to MLflow (over tracking.max_artifact_mb): %s", f)
+    tracker.log_artifacts([f for f in files if f not in large])
+
+
+def _end_tracker(tracker: Any, status: str) -> None:
+    try:
+        tracker.end(status)
+    except Exception as err:  # never hide why the run stopped behind a tracking error
+        log.warning("could not close MLflow run %s as %s: %s", tracker.run_id, status,
+                    str(err).splitlines()[0] if str(err) else type(err).__name__)

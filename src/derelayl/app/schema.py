@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import fnmatch
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 from derelayl.sim.errors import ConfigError
@@ -60,12 +61,12 @@ class Number:
             return
         ok_type = isinstance(value, int) and not isinstance(value, bool)
         if not self.integer:
-            ok_type = ok_type or isinstance(value, float) and math.isfinite(value)
+            ok_type = ok_type or (isinstance(value, float) and math.isfinite(value))
         if not ok_type:
             raise ConfigError(f"{label} must be {self.kind()} (got {_show(value)})")
-        if (self.ge is not None and not value >= self.ge or self.gt is not None
-                and not value > self.gt or self.le is not None and not value <= self.le
-                or self.lt is not None and not value < self.lt):
+        if ((self.ge is not None and not value >= self.ge) or (self.gt is not None
+                and not value > self.gt) or (self.le is not None and not value <= self.le)
+                or (self.lt is not None and not value < self.lt)):
             raise ConfigError(f"{label} must be {self.bounds()}"
                               f"{' or null' if self.optional else ''} (got {_show(value)})")
 
@@ -94,7 +95,7 @@ class Text:
     def check(self, label: str, value: Any) -> None:
         if value is None and self.optional:
             return
-        if not isinstance(value, str) or self.nonempty and not value.strip():
+        if not isinstance(value, str) or (self.nonempty and not value.strip()):
             what = "a non-empty string" if self.nonempty else "a string"
             raise ConfigError(f"{label} must be {what}{' or null' if self.optional else ''} "
                               f"(got {_show(value)})")

@@ -8,8 +8,8 @@ directory) is filled in here.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from omegaconf import DictConfig
 
@@ -32,15 +32,14 @@ def run_cli(prog: str, body: Callable[[], None]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from derelayl.sim.errors import ConfigError
-    from derelayl.sim.errors import DataError
+    from derelayl.sim.errors import ConfigError, DataError
 
     try:
         body()
     except (ConfigError, DataError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     except (HydraException, OmegaConfBaseException) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"{prog}: error: {first}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None

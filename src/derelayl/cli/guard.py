@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from hydra.experimental.callback import Callback
 
@@ -56,7 +57,7 @@ def _unknown_key(candidate: BaseException) -> bool:
 def _wrong_type(candidate: BaseException) -> str | None:
     """The one-line message of :mod:`derelayl.app.schema` for a value the structured schema
     refused while composing (``num_participants=abc``): the same words a range check uses."""
-    from derelayl.app.schema import rule_for, LABELS
+    from derelayl.app.schema import LABELS, rule_for
 
     key = getattr(candidate, "full_key", None)
     rule = rule_for(key) if key else None
@@ -71,8 +72,12 @@ def _wrong_type(candidate: BaseException) -> str | None:
 
 def describe(err: BaseException) -> str:
     """One line for an error raised by Hydra or OmegaConf while composing the config."""
-    from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, OmegaConfBaseException,
-                                  ValidationError)
+    from omegaconf.errors import (
+        ConfigAttributeError,
+        ConfigKeyError,
+        OmegaConfBaseException,
+        ValidationError,
+    )
 
     cause = err.__cause__
     for candidate in (cause, err):
@@ -87,7 +92,7 @@ def describe(err: BaseException) -> str:
             allowed = ""
             try:
                 if parent is not None and hasattr(parent, "keys"):
-                    allowed = ", ".join(str(k) for k in parent.keys())
+                    allowed = ", ".join(str(k) for k in parent)
             except Exception:  # a node that cannot list its keys: name the key only
                 allowed = ""
             where = key.rsplit(".", 1)[0] if "." in key else "the top level"
@@ -177,8 +182,8 @@ class RunGuard(Callback):
 
 def sweep_jobs(config: Any) -> list[list[str]] | None:
     """Every job's overrides of a basic-sweeper sweep (None for other sweepers)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
     sweeper = config.hydra.sweeper
@@ -218,8 +223,8 @@ def check_sweep(config: Any) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict, read_write
 
-    from derelayl.app.schema import check_config
     from derelayl.app.runners import runner_of
+    from derelayl.app.schema import check_config
 
     jobs = sweep_jobs(config)
     if not jobs or not GlobalHydra.instance().is_initialized():

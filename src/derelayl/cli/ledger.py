@@ -16,13 +16,13 @@ import argparse
 import sys
 from collections import Counter
 from pathlib import Path
-
+from typing import NoReturn
 
 PROG = "derelayl-ledger"
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line (argparse prints the usage first)
+    def error(self, message: str) -> NoReturn:  # one line (argparse prints the usage first)
         print(f"{PROG}: error: {message} (see {PROG} --help)", file=sys.stderr)
         raise SystemExit(2)
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
             message += "\n" + show(args.run_dir)
     except NotARun as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     print(message)
     raise SystemExit(0 if ok else 1)
 

@@ -19,9 +19,9 @@ PROG = "derelayl-partition"
 
 
 def partition(root: str, seeds: list[int] | None, overrides: list[str]) -> list:
+    from derelayl.app.runners import ExperimentContext
     from derelayl.cli._compose import compose_train_config
     from derelayl.data.prepared import load_splits, partition_dir, save_partition, split_dir
-    from derelayl.app.runners import ExperimentContext
 
     cfg = compose_train_config(overrides)
     written = []

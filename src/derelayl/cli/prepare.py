@@ -28,9 +28,9 @@ def parse(argv=None, prog=PROG, doc=__doc__):
 
 
 def prepare(root: str, seeds: list[int] | None, overrides: list[str]) -> list:
+    from derelayl.app.runners import ExperimentContext
     from derelayl.cli._compose import compose_train_config
     from derelayl.data.prepared import save_splits, split_dir
-    from derelayl.app.runners import ExperimentContext
 
     cfg = compose_train_config(overrides)
     written = []

@@ -20,12 +20,13 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 PROG = "derelayl-report"
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line (argparse prints the usage first)
+    def error(self, message: str) -> NoReturn:  # one line (argparse prints the usage first)
         print(f"{PROG}: error: {message} (see {PROG} --help)", file=sys.stderr)
         raise SystemExit(2)
 
@@ -86,7 +87,8 @@ def study_folders(roots: list[str], params_file: str) -> list[str]:
         params = yaml.safe_load(Path(params_file).read_text()) or {}
         methods, seeds = list(params["methods"]), list(params["seeds"])
     except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
-        raise ReportError(f"--params {params_file}: needs `methods` and `seeds` lists ({err})")
+        raise ReportError(f"--params {params_file}: needs `methods` and `seeds` lists "
+                          f"({err})") from err
     folders = [Path(r) / str(m) / f"seed{s}" for r in roots for m in methods for s in seeds]
     return [str(f) for f in folders if f.is_dir()]
 
@@ -134,7 +136,7 @@ def check_run_folders(paths) -> None:
             raise ReportError(f"{where} cannot be read ({first[:200]})") from None
 
 
-def main(argv=None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     src = parser.add_mutually_exclusive_group(required=True)
@@ -165,34 +167,43 @@ def main(argv=None) -> None:
                              "Markdown table) to this file, e.g. docs/results/efficacy.md")
     parser.add_argument("--out", default=None, help="output folder")
     parser.add_argument("--title", default=None)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> tuple[list, str, str]:
+    """The runs of ``--experiment`` or ``--runs``, where they come from, the output folder."""
+    import os
+
+    from derelayl.reporting.study import ReportError, load_mlflow_runs, load_run_dirs
+
+    if args.experiment:
+        uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") \
+            or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+        from derelayl.io.mlflow_store import open_client
+
+        open_client(uri, create=False)  # exists and answers: never create a store to read it
+        runs = load_mlflow_runs(uri, args.experiment, args.parent_run)
+        return (runs, f"MLflow experiment {args.experiment!r} at {uri}",
+                args.out or f"outputs/report/{args.experiment}")
+    missing = [p for p in args.runs if not Path(p).exists()]
+    if missing:
+        raise ReportError(f"no such run folder: {', '.join(missing)}")
+    folders = study_folders(args.runs, args.params) if args.params else args.runs
+    check_run_folders(folders)
+    runs = load_run_dirs(folders)
+    return runs, "run folders " + ", ".join(args.runs), args.out or "outputs/report/runs"
+
+
+def main(argv=None) -> None:
+    parser = _parser()
     args = parser.parse_args(argv)
     check_arguments(args, parser.error)
 
-    import os
-
+    from derelayl.reporting.study import ReportError, filter_runs, write_report
     from derelayl.sim.errors import ConfigError
-    from derelayl.reporting.study import (ReportError, filter_runs, load_mlflow_runs,
-                                          load_run_dirs, write_report)
 
     try:
-        if args.experiment:
-            uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") \
-                or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-            from derelayl.io.mlflow_store import open_client
-
-            open_client(uri, create=False)  # exists and answers: never create a store to read it
-            runs = load_mlflow_runs(uri, args.experiment, args.parent_run)
-            source = f"MLflow experiment {args.experiment!r} at {uri}"
-            out = args.out or f"outputs/report/{args.experiment}"
-        else:
-            missing = [p for p in args.runs if not Path(p).exists()]
-            if missing:
-                raise ReportError(f"no such run folder: {', '.join(missing)}")
-            folders = study_folders(args.runs, args.params) if args.params else args.runs
-            check_run_folders(folders)
-            runs = load_run_dirs(folders)
-            source = "run folders " + ", ".join(args.runs)
-            out = args.out or "outputs/report/runs"
+        runs, source, out = _load(args)
         if args.where:
             total = len(runs)
             runs = filter_runs(runs, args.where)
@@ -208,11 +219,11 @@ def main(argv=None) -> None:
                                                         else list(argv))]))
     except (ReportError, ConfigError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     except OSError as err:
         print(f"{PROG}: error: cannot write the report to {out}: {err.strerror or err}",
               file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     print(f"{PROG}: {len(runs)} runs -> {report.html} ({len(report.figures)} figures), "
           f"{report.markdown}" + (f", {report.table}" if report.table else ""))
     for note in report.notes:

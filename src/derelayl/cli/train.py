@@ -51,7 +51,7 @@ def check_group_choices(argv: list[str], conf: Path) -> None:
         allowed = sorted(p.stem for p in group_dir.glob("*.yaml"))
         values = list(ov.sweep_iterator()) if ov.is_sweep_override() else [ov.value()]
         for value in values:
-            if value is None or isinstance(value, str) and value in allowed:
+            if value is None or (isinstance(value, str) and value in allowed):
                 continue
             fail(f"unknown {key} {value!r}; allowed: {', '.join(allowed)}")
 

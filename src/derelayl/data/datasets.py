@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from derelayl.sim.errors import ConfigError, DataError  # noqa: F401  (DataError: re-exported)
 from derelayl.learning.evaluation import EvalSet
+from derelayl.sim.errors import ConfigError, DataError
 from derelayl.sim.seeding import numpy_rng
 
 
@@ -28,7 +28,7 @@ class DatasetSplits:
     num_classes: int
     input_shape: tuple[int, ...]
 
-    def to(self, device: torch.device | str) -> "DatasetSplits":
+    def to(self, device: torch.device | str) -> DatasetSplits:
         """The same splits with every tensor on ``device`` (itself when already there)."""
         if self.train_x.device == torch.device(device):
             return self

@@ -29,6 +29,7 @@ def build_participants(x: torch.Tensor, y: torch.Tensor, partition: Partition,
         xi = x[index]
         if partition.noise_std is not None and partition.noise_std[pid] > 0:
             gen = torch_generator(seed, "feature_noise", pid)
-            xi = xi + partition.noise_std[pid] * torch.randn(xi.shape, generator=gen, dtype=xi.dtype)
+            noise = torch.randn(xi.shape, generator=gen, dtype=xi.dtype)
+            xi = xi + partition.noise_std[pid] * noise
         out.append(ParticipantData(pid, xi.contiguous(), y[index].contiguous()))
     return out

@@ -40,7 +40,8 @@ def _check_feasible(num_samples: int, num_participants: int, min_samples: int = 
     if num_participants * min_samples > num_samples:
         raise ConfigError(
             f"num_participants={num_participants} with at least {min_samples} sample(s) each "
-            f"needs {num_participants * min_samples} training samples, the dataset has {num_samples}; "
+            f"needs {num_participants * min_samples} training samples, the dataset has "
+            f"{num_samples}; "
             f"use fewer participants or more data"
         )
 
@@ -52,7 +53,8 @@ def _sorted(parts: list[np.ndarray]) -> tuple[np.ndarray, ...]:
 class IIDPartitioner:
     """Uniformly random split into (almost) equal sizes."""
 
-    def split(self, labels: np.ndarray, num_participants: int, rng: np.random.Generator) -> Partition:
+    def split(self, labels: np.ndarray, num_participants: int,
+              rng: np.random.Generator) -> Partition:
         _check_feasible(len(labels), num_participants)
         perm = rng.permutation(len(labels))
         return Partition(_sorted(np.array_split(perm, num_participants)))
@@ -74,7 +76,8 @@ class DirichletPartitioner:
         self.min_samples = int(min_samples)
         self.max_attempts = int(max_attempts)
 
-    def split(self, labels: np.ndarray, num_participants: int, rng: np.random.Generator) -> Partition:
+    def split(self, labels: np.ndarray, num_participants: int,
+              rng: np.random.Generator) -> Partition:
         n, big_n = len(labels), num_participants
         _check_feasible(n, big_n, self.min_samples)
         classes = np.unique(labels)
@@ -116,7 +119,8 @@ class ShardsPartitioner:
             )
         self.k = int(classes_per_participant)
 
-    def split(self, labels: np.ndarray, num_participants: int, rng: np.random.Generator) -> Partition:
+    def split(self, labels: np.ndarray, num_participants: int,
+              rng: np.random.Generator) -> Partition:
         classes = np.unique(labels)
         num_classes = len(classes)
         if self.k > num_classes:
@@ -182,7 +186,8 @@ class QuantitySkewPartitioner:
         self.distribution, self.beta, self.sigma = distribution, float(beta), float(sigma)
         self.min_samples = int(min_samples)
 
-    def split(self, labels: np.ndarray, num_participants: int, rng: np.random.Generator) -> Partition:
+    def split(self, labels: np.ndarray, num_participants: int,
+              rng: np.random.Generator) -> Partition:
         n, big_n = len(labels), num_participants
         _check_feasible(n, big_n, self.min_samples)
         if self.distribution == "dirichlet":
@@ -208,7 +213,8 @@ class FeatureNoisePartitioner:
             raise ConfigError(f"partition.sigma must be >= 0 (got {sigma})")
         self.sigma = float(sigma)
 
-    def split(self, labels: np.ndarray, num_participants: int, rng: np.random.Generator) -> Partition:
+    def split(self, labels: np.ndarray, num_participants: int,
+              rng: np.random.Generator) -> Partition:
         base = IIDPartitioner().split(labels, num_participants, rng)
         denom = max(num_participants - 1, 1)
         stds = tuple(self.sigma * i / denom for i in range(num_participants))

@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from derelayl.sim.errors import ConfigError
-from derelayl.learning.evaluation import EvalSet
-from derelayl.data.partition import Partition
 from derelayl.data.datasets import DatasetSplits
+from derelayl.data.partition import Partition
+from derelayl.learning.evaluation import EvalSet
+from derelayl.sim.errors import ConfigError
 
 SPLIT_ARRAYS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
 # keys of the dataset config that do not change the data itself
@@ -83,7 +83,8 @@ def load_splits(folder: Path, *, dataset_cfg: dict[str, Any], seed: int) -> Data
                           f"{expected}; rerun the prepare stage")
     a = {name: torch.from_numpy(np.load(folder / f"{name}.npy")) for name in SPLIT_ARRAYS}
     return DatasetSplits(name=manifest["name"], train_x=a["train_x"], train_y=a["train_y"],
-                         val=EvalSet(a["val_x"], a["val_y"]), test=EvalSet(a["test_x"], a["test_y"]),
+                         val=EvalSet(a["val_x"], a["val_y"]),
+                         test=EvalSet(a["test_x"], a["test_y"]),
                          num_classes=int(manifest["num_classes"]),
                          input_shape=tuple(manifest["input_shape"]))
 

@@ -18,10 +18,11 @@ at every anchored round and whose final head matches the tag's full 256 bits.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-from derelayl.protocol.runner import EconomyObserver
 from derelayl.protocol.ledger import GENESIS_HASH
+from derelayl.protocol.runner import EconomyObserver
 
 HEAD_METRIC = "ledger/head"
 BLOCKS_METRIC = "ledger/blocks"

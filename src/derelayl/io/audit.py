@@ -36,14 +36,18 @@ from typing import Any
 
 import numpy as np
 
-from derelayl.protocol.ledger import balances_from_ledger
-from derelayl.protocol.ledger import BLOCK_KINDS, GENESIS_HASH, verify_chain
-from derelayl.sim.stats import gini
-from derelayl.io.anchor import HEAD_METRIC, HEAD_TAG, head_code, heads_by_round
+from derelayl.io.anchor import head_code, heads_by_round
 from derelayl.io.checkpoint import CHECKPOINT_FILE, LEGACY_PICKLE, CheckpointError
-from derelayl.io.ledger_files import (COINS_FILE, LEDGER_FILE, MODELS_DIR, ROUNDS_FILE,
-                                             read_checkpoint)
+from derelayl.io.ledger_files import (
+    COINS_FILE,
+    LEDGER_FILE,
+    MODELS_DIR,
+    ROUNDS_FILE,
+    read_checkpoint,
+)
 from derelayl.io.run_folder import read_tracked_runs
+from derelayl.protocol.ledger import BLOCK_KINDS, GENESIS_HASH, balances_from_ledger, verify_chain
+from derelayl.sim.stats import gini
 
 RTOL, ATOL = 1e-9, 1e-6
 
@@ -202,7 +206,7 @@ class Audit:
             try:
                 k = int(float(row.get("round") or "x"))
             except ValueError:
-                raise Tampered(f"history.csv: a row without a round number") from None
+                raise Tampered("history.csv: a row without a round number") from None
             if not 1 <= k <= self.rounds:
                 raise Tampered(f"history.csv: round {k} is not in the ledger")
             self._compare_row("history.csv", row, k)
@@ -426,10 +430,10 @@ class Audit:
         final = {k[len("final/"):]: v for k, v in run.data.metrics.items()
                  if k.startswith("final/")}
         for key, value in (self.metrics or {}).items():
-            if key in final and isinstance(value, (int, float)) and not isinstance(value, bool):
-                if not math.isclose(float(value), final[key], rel_tol=RTOL, abs_tol=ATOL):
-                    raise Tampered(f"metrics.json: {key} is {value!r}, MLflow run {run_id} "
-                                   f"recorded {final[key]!r}")
+            if (key in final and isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and not math.isclose(float(value), final[key], rel_tol=RTOL, abs_tol=ATOL)):
+                raise Tampered(f"metrics.json: {key} is {value!r}, MLflow run {run_id} "
+                               f"recorded {final[key]!r}")
         if self.config is not None:
             from derelayl.io.run_folder import comparable
 
@@ -567,7 +571,7 @@ def _read_jsonl(path: Path) -> list[Any] | None:
     rows = []
     try:
         with path.open(encoding="utf-8") as fh:
-            for i, line in enumerate(fh):
+            for line in fh:
                 if not line.endswith("\n"):
                     break
                 rows.append(json.loads(line))

@@ -59,5 +59,6 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps({k: clean(v) for k, v in payload.items()}, indent=2, sort_keys=True) + "\n")
+    text = json.dumps({k: clean(v) for k, v in payload.items()}, indent=2, sort_keys=True)
+    tmp.write_text(text + "\n")
     tmp.replace(path)

@@ -17,13 +17,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from derelayl.protocol.runner import EconomyObserver
+from derelayl.io.checkpoint import (
+    CHECKPOINT_FILE,
+    CheckpointError,
+    load_checkpoint,
+    refuse_legacy,
+    save_checkpoint,
+)
+from derelayl.protocol.ledger import GENESIS_HASH, Ledger, block_line, canonical_json
 from derelayl.protocol.royalties import RoyaltyBook
+from derelayl.protocol.runner import EconomyObserver
 from derelayl.protocol.state import EconomyState
 from derelayl.sim.errors import ConfigError
-from derelayl.protocol.ledger import GENESIS_HASH, Ledger, block_line, canonical_json
-from derelayl.io.checkpoint import (CHECKPOINT_FILE, CheckpointError, load_checkpoint,
-                                          refuse_legacy, save_checkpoint)
 
 LEDGER_FILE = "ledger.jsonl"
 COINS_FILE = "coins.f64"
@@ -175,7 +180,8 @@ class EconomyFiles(EconomyObserver):
 
     def coins_matrix(self) -> np.ndarray:
         """(rounds x participants) balances after every settled round."""
-        raw = np.fromfile(self.coins_path, dtype=np.float64) if self.coins_path.exists() else np.zeros(0)
+        raw = (np.fromfile(self.coins_path, dtype=np.float64) if self.coins_path.exists()
+               else np.zeros(0))
         return raw.reshape(-1, self.n)
 
 

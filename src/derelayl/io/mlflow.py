@@ -16,18 +16,20 @@ the run folder (``history.csv``, ``rounds.jsonl``, artifacts of the run).
 
 from __future__ import annotations
 
+import contextlib
 import json
-import sys
 import logging
 import math
 import queue
+import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from derelayl.sim.events import HopRecord, Observer, RoundRecord
 from derelayl.io.signals import critical
+from derelayl.sim.events import HopRecord, Observer, RoundRecord
 
 for _name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
     logging.getLogger(_name).setLevel(logging.WARNING)
@@ -139,10 +141,8 @@ class WriterProcess:
     def close(self) -> None:
         """Stop the writer without a run (a refused run): nothing is written."""
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(OSError):
                 self.proc.stdin.close()
-            except OSError:
-                pass
             try:
                 self.proc.wait(timeout=10)
             except Exception:

@@ -18,9 +18,9 @@ import errno
 import fcntl
 import os
 import socket
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlparse
 
 from derelayl.sim.errors import ConfigError
@@ -127,7 +127,7 @@ def open_client(uri: str, *, create: bool = True):
         try:
             with _folder_lock(path.parent):
                 client = MlflowClient(tracking_uri=uri)
-                client._tracking_client.store  # creates (or checks) the schema under the lock
+                _ = client._tracking_client.store  # creates (or checks) the schema under the lock
         except MlflowException as err:
             raise StoreError(f"the MLflow store {uri} cannot be opened: {_first_line(err)}") \
                 from None
@@ -139,7 +139,7 @@ def open_client(uri: str, *, create: bool = True):
         return check_server(uri)
     try:
         client = MlflowClient(tracking_uri=uri)
-        client._tracking_client.store
+        _ = client._tracking_client.store  # opens (or checks) the store
     except Exception as err:
         raise StoreError(f"the MLflow store {uri} cannot be opened: {_first_line(err)}") from None
     return client

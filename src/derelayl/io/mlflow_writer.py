@@ -22,6 +22,7 @@ and the writer exits: the run decides what that means.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -147,10 +148,8 @@ def main() -> None:
                 return
         writer.end("KILLED")  # the run's process is gone: close its record
     except Exception as err:  # one line to the run; the run decides what it means
-        try:
+        with contextlib.suppress(Exception):
             writer.end("FAILED")
-        except Exception:
-            pass
         _reply({"error": _first_line(err)})
 
 

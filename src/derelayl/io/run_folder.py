@@ -25,6 +25,7 @@ is an error, not a wait), never truncate the lock file of a live holder, and say
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -36,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from derelayl.sim.errors import ConfigError
 from derelayl.io.checkpoint import LEGACY_PICKLE
+from derelayl.sim.errors import ConfigError
 
 log = logging.getLogger("derelayl")
 
@@ -162,7 +163,7 @@ class RunFolder:
 
     @classmethod
     def claim(cls, path: str | Path, resolved_config: dict[str, Any], *,
-              checkpoints: tuple[str, ...] = ()) -> "RunFolder":
+              checkpoints: tuple[str, ...] = ()) -> RunFolder:
         path = Path(path)
         created = _hydra_created(path)
         missing = []
@@ -298,10 +299,8 @@ def discard_created(path: str | Path) -> None:
 def _remove_empty(folders: list[Path]) -> None:
     """Remove folders this run created, deepest first, as long as they are empty."""
     for folder in sorted(set(folders), key=lambda p: len(p.parts), reverse=True):
-        try:
+        with contextlib.suppress(OSError):
             folder.rmdir()
-        except OSError:
-            pass
 
 
 def _hydra_created(path: Path) -> list[Path]:

@@ -30,15 +30,15 @@ sequential ones) and optimizers that are not element-wise or have several parame
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from derelayl.sim.errors import ConfigError
 from derelayl.learning.hop import HopStats
+from derelayl.sim.errors import ConfigError
 
 # optimizers whose update is element-wise: stacking the parameters changes nothing
 ELEMENTWISE_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW,
@@ -57,7 +57,7 @@ class StackedData:
     offsets: torch.Tensor  # (N + 1,) int64, on the CPU
 
     @classmethod
-    def of(cls, participants, device: torch.device | str = "cpu") -> "StackedData":
+    def of(cls, participants, device: torch.device | str = "cpu") -> StackedData:
         sizes = torch.tensor([len(p) for p in participants], dtype=torch.int64)
         offsets = torch.cat([torch.zeros(1, dtype=torch.int64), sizes.cumsum(0)])
         x = torch.cat([p.x for p in participants]).to(device)

@@ -22,7 +22,8 @@ there is no Trainer to log to (the runner owns the metrics: it records each hop'
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

@@ -16,7 +16,7 @@ class EvalSet:
     def __len__(self) -> int:
         return len(self.y)
 
-    def subset(self, index: torch.Tensor) -> "EvalSet":
+    def subset(self, index: torch.Tensor) -> EvalSet:
         return EvalSet(self.x[index], self.y[index])
 
 

@@ -14,8 +14,9 @@ holder's optimizer state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 
@@ -89,6 +90,7 @@ class LightningHop:
                 samples += len(idx)
                 loss_sum += loss.detach()
                 if budget is not None and steps == budget:
-                    return HopStats(samples=samples, steps=steps, train_loss=float(loss_sum) / steps)
+                    return HopStats(samples=samples, steps=steps,
+                                    train_loss=float(loss_sum) / steps)
             epoch += 1
         return HopStats(samples=samples, steps=steps, train_loss=float(loss_sum) / max(steps, 1))

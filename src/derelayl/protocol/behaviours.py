@@ -10,7 +10,7 @@ its data (:func:`adversarial_data`) and bidding all their coins in DeRelayL's au
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch

@@ -50,12 +50,15 @@ class DeRelayLParams:
         if self.rounds < 1:
             raise ConfigError(f"derelayl.rounds must be >= 1 (got {self.rounds})")
         if not 0 < self.winner_share <= 1:
-            raise ConfigError(f"derelayl.winner_share (s) must be in (0, 1] (got {self.winner_share})")
+            raise ConfigError(f"derelayl.winner_share (s) must be in (0, 1] "
+                              f"(got {self.winner_share})")
         if self.trainers_per_owner < 1:
-            raise ConfigError(f"derelayl.trainers_per_owner (k) must be >= 1 (got {self.trainers_per_owner})")
+            raise ConfigError(f"derelayl.trainers_per_owner (k) must be >= 1 "
+                              f"(got {self.trainers_per_owner})")
         if not 0 < self.active_share < 1:
             raise ConfigError(
-                f"derelayl.active_share (owners + trainers share) must be in (0, 1) (got {self.active_share})")
+                f"derelayl.active_share (owners + trainers share) must be in (0, 1) "
+                f"(got {self.active_share})")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"derelayl.dropout must be in [0, 1) (got {self.dropout})")
         if self.num_test_cases < 1:
@@ -81,6 +84,7 @@ class DeRelayLParams:
             raise ConfigError(f"derelayl.genesis_participant must be in [0, {n}) "
                               f"(got {self.genesis_participant})")
         for f in fields(self):
-            if f.name.startswith("fee_") or f.name in ("owner_budget", "royalty"):
-                if getattr(self, f.name) < 0:
-                    raise ConfigError(f"derelayl.{f.name} must be >= 0 (got {getattr(self, f.name)})")
+            money = f.name.startswith("fee_") or f.name in ("owner_budget", "royalty")
+            if money and getattr(self, f.name) < 0:
+                raise ConfigError(f"derelayl.{f.name} must be >= 0 "
+                                  f"(got {getattr(self, f.name)})")

@@ -10,13 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-
 import numpy as np
 
 from derelayl.protocol.behaviours import BEHAVIOURS, HONEST
 from derelayl.sim.errors import ConfigError
 from derelayl.sim.stats import gini, jain
-
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,7 @@ class Economics:
     reservation: np.ndarray
 
     @classmethod
-    def draw(cls, n: int, p: EconomicsParams, rng: np.random.Generator) -> "Economics":
+    def draw(cls, n: int, p: EconomicsParams, rng: np.random.Generator) -> Economics:
         def lognormal(median, sigma):
             return median * np.exp(sigma * rng.standard_normal(n))
 

@@ -14,14 +14,14 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from derelayl.sim.errors import ConfigError
+from derelayl.data.participants import ParticipantData
 from derelayl.learning.batched import BatchedHop, StackedData, evaluate_many, stack_states
 from derelayl.learning.evaluation import EvalSet, evaluate
 from derelayl.learning.hop import HopTrainer, weights_finite
-from derelayl.protocol.ledger import sha256_hex
-from derelayl.data.participants import ParticipantData
 from derelayl.protocol.behaviours import FREE_RIDER, HONEST, LABEL_FLIP, NOISE, add_weight_noise
+from derelayl.protocol.ledger import sha256_hex
 from derelayl.sim.devices import Devices, Meter, model_bytes
+from derelayl.sim.errors import ConfigError
 from derelayl.sim.seeding import torch_generator
 
 
@@ -144,7 +144,8 @@ def state_hash(state: dict[str, torch.Tensor]) -> str:
     for name in sorted(state):
         t = state[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
+        raw = t.view(torch.int16) if t.dtype == torch.bfloat16 else t  # numpy has no bfloat16
+        h.update(raw.numpy().tobytes())
     return h.hexdigest()
 
 
@@ -368,7 +369,8 @@ class TrainedPerformance:
                 "bytes": float(self.bytes), "sim_time_s": self.sim_time_s}
 
     def lineage(self, key: str | None = None) -> list[tuple[int, int]]:
-        """The hops ``(round, trainer)`` that made a model (default: the run's best), oldest first."""
+        """The hops ``(round, trainer)`` that made a model (default: the run's best), oldest
+        first."""
         key = key or self.global_best[0]
         hops = []
         while key in self.origin:

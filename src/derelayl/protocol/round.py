@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from derelayl.protocol.behaviours import DROPOUT, HONEST, SYBIL
 from derelayl.protocol.incentives import DeRelayLRoyalty, IncentiveScheme, Settlement
 from derelayl.protocol.ledger import Ledger, sha256_hex
 from derelayl.protocol.params import DeRelayLParams
-from derelayl.protocol.behaviours import DROPOUT, HONEST, SYBIL
 from derelayl.protocol.population import ChurnParams, book_utility, churn_step, population_metrics
 from derelayl.protocol.quality import PerformanceModel
 from derelayl.protocol.state import EconomyState
@@ -166,7 +166,7 @@ def match(p: DeRelayLParams, state: EconomyState, rnd: Round, bid_t: np.ndarray,
     state.matches[rnd.pair_t] += 1
 
 
-# -- the blocks' writers -----------------------------------------------------------------------------
+# -- the blocks' writers ---------------------------------------------------------------------------
 def pick_miner(rnd: Round) -> int:
     """A block's writer: a random miner (-1: nobody to write it)."""
     return int(rnd.rng.choice(rnd.miners)) if len(rnd.miners) else -1
@@ -183,7 +183,7 @@ def pay_miner(state: EconomyState, rnd: Round, who: int, fee: float) -> float:
     return fee
 
 
-# -- 4-7. blocks and hops ----------------------------------------------------------------------------
+# -- 4-7. blocks and hops --------------------------------------------------------------------------
 def write_deposit_block(p: DeRelayLParams, state: EconomyState, rnd: Round,
                         ledger: Ledger | None) -> None:
     """One record per pair holding both deposits (or one per deposit, ``deposit_records``)."""
@@ -270,7 +270,7 @@ def test_models(p: DeRelayLParams, state: EconomyState, rnd: Round, perf: Perfor
                                                      "num_cases": p.num_test_cases, "fee": fee})
 
 
-# -- 8-9. settlement and payout ----------------------------------------------------------------------
+# -- 8-9. settlement and payout --------------------------------------------------------------------
 def settle(p: DeRelayLParams, state: EconomyState, rnd: Round, incentive: IncentiveScheme,
            ledger: Ledger | None) -> None:
     """Rank the eligible models (a model returned unchanged never is; with an acceptance margin
@@ -334,7 +334,7 @@ def hand_over(p: DeRelayLParams, state: EconomyState, rnd: Round) -> None:
         state.owners = state.owners[:0]
 
 
-# -- the population ------------------------------------------------------------------------------------
+# -- the population --------------------------------------------------------------------------------
 def book_population(p: DeRelayLParams, state: EconomyState, rnd: Round, perf: PerformanceModel,
                     best_quality_before: np.ndarray, churn: ChurnParams | None,
                     churn_rng: np.random.Generator | None) -> None:
@@ -382,7 +382,8 @@ def round_metrics(p: DeRelayLParams, state: EconomyState, rnd: Round, perf: Perf
     adversary = state.behaviour != HONEST
     if adversary.any():
         total = coins.sum()
-        metrics["adversary_coin_share"] = float(coins[adversary].sum() / total) if total > 0 else 0.0
+        metrics["adversary_coin_share"] = (float(coins[adversary].sum() / total) if total > 0
+                                           else 0.0)
     for d in range(1, p.version_depth + 1):
         metrics[f"version_share_latest_minus_{d}"] = float(shares[d])
     metrics.update(perf.round_metrics())

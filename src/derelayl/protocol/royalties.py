@@ -49,7 +49,7 @@ class RoyaltyBook:
 
     @classmethod
     def genesis_book(cls, num_participants: int, genesis: int,
-                     gamma: float | None = None) -> "RoyaltyBook":
+                     gamma: float | None = None) -> RoyaltyBook:
         """The book before round 0: the genesis model (MO: the genesis participant) is the base
         and the only owner model."""
         book = cls(num_participants, genesis, gamma)
@@ -189,7 +189,7 @@ class RoyaltyBook:
         return state
 
     @classmethod
-    def from_state(cls, state: dict) -> "RoyaltyBook":
+    def from_state(cls, state: dict) -> RoyaltyBook:
         book = cls(int(state["num_participants"]), int(state["genesis"]),
                    None if state["gamma"] is None else float(state["gamma"]))
         book.depth = int(state["depth"])

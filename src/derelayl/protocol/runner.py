@@ -9,14 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from derelayl.protocol.incentives import IncentiveScheme
+from derelayl.protocol.ledger import Ledger
 from derelayl.protocol.params import DeRelayLParams
+from derelayl.protocol.population import ChurnParams
 from derelayl.protocol.quality import PerformanceModel
 from derelayl.protocol.round import play_round
 from derelayl.protocol.state import EconomyState
 from derelayl.sim.events import Observer, Observers, RoundRecord
-from derelayl.protocol.incentives import IncentiveScheme
-from derelayl.protocol.ledger import Ledger
-from derelayl.protocol.population import ChurnParams
 from derelayl.sim.seeding import numpy_rng
 
 
@@ -69,7 +69,8 @@ class DeRelayLRunner:
             for o in self.observers.observers:
                 if isinstance(o, EconomyObserver):
                     o.on_blocks(outcome.blocks)
-            self.observers.on_round(RoundRecord(round=r + 1, hops=int(outcome.metrics["num_trained"]),
+            self.observers.on_round(RoundRecord(round=r + 1,
+                                                hops=int(outcome.metrics["num_trained"]),
                                                 samples_seen=state.samples_seen,
                                                 metrics=outcome.metrics))
             for o in self.observers.observers:

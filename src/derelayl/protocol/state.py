@@ -15,6 +15,7 @@ import numpy as np
 from derelayl.protocol.params import DeRelayLParams
 from derelayl.protocol.royalties import RoyaltyBook
 
+
 @dataclass
 class EconomyState:
     """Everything the protocol needs to continue after a settled round (checkpointed)."""
@@ -54,7 +55,7 @@ class EconomyState:
     def initial(cls, params: DeRelayLParams, *, active: int | None = None,
                 behaviour: np.ndarray | None = None, economics=None,
                 declared_samples: np.ndarray | None = None, window: int = 10,
-                gamma: float | None = None) -> "EconomyState":
+                gamma: float | None = None) -> EconomyState:
         """A fresh economy; participants ``[0, active)`` take part, the rest wait in the pool."""
         n, g = params.num_participants, params.genesis_participant
         active = n if active is None else int(active)
@@ -77,7 +78,8 @@ class EconomyState:
                    declared_samples=(np.ones(n) if declared_samples is None
                                      else np.asarray(declared_samples, dtype=np.float64)),
                    cost_per_sample=zeros.copy() if economics is None else economics.cost_per_sample,
-                   cost_per_transfer=zeros.copy() if economics is None else economics.cost_per_transfer,
+                   cost_per_transfer=(zeros.copy() if economics is None
+                                      else economics.cost_per_transfer),
                    model_value=zeros.copy() if economics is None else economics.model_value,
                    reservation=zeros.copy() if economics is None else economics.reservation,
                    utility=zeros.copy(), recent_utility=np.zeros((window, n)),

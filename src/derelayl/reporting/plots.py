@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import itertools
+
+import matplotlib.pyplot as plt
 
 
-
-def plot_accuracy(history: Sequence[Mapping], path: Path, step: str = "hop", title: str = "") -> Path:
+def plot_accuracy(history: Sequence[Mapping], path: Path, step: str = "hop",
+                  title: str = "") -> Path:
     """Validation (every step) and test (where evaluated) accuracy against hops or rounds."""
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     for key, label, style in (("val_acc", "validation", "-"), ("test_acc", "test", "o-")):
@@ -20,7 +22,8 @@ def plot_accuracy(history: Sequence[Mapping], path: Path, step: str = "hop", tit
         if pts:
             ax.plot(*zip(*pts), style, ms=3, lw=1.2, label=label)
     if step == "hop" and history and "round" in history[0]:
-        starts = [r["hop"] for prev, r in zip(history, history[1:]) if r["round"] != prev["round"]]
+        starts = [r["hop"] for prev, r in itertools.pairwise(history)
+                  if r["round"] != prev["round"]]
         for hop in starts:
             ax.axvline(hop - 0.5, color="grey", lw=0.5, alpha=0.5)
     ax.set_xlabel(step)

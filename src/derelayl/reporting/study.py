@@ -3,9 +3,9 @@
 Runs are grouped by method (the algorithm, plus whatever else differs between the runs except the
 seed), and each group's curves are averaged over its seeds (mean +- sample std, ddof = 1: the
 convention of every table in this project). A group keeps one run per (config, seed): the latest
-finished, so a run repeated by hand or by another sweep is not counted as another seed. Metrics that only some
-algorithms log (``bytes``, ``sim_time_s``, ``retention``, ``coins_gini``, ...) give their
-figures and sections where they exist; otherwise the report says what is missing.
+finished, so a run repeated by hand or by another sweep is not counted as another seed. Metrics
+that only some algorithms log (``bytes``, ``sim_time_s``, ``retention``, ``coins_gini``, ...)
+give their figures and sections where they exist; otherwise the report says what is missing.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import html
 import json
 import math
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -106,7 +107,8 @@ def load_mlflow_runs(tracking_uri: str, experiment: str, parent_run_id: str | No
         series = {}
         for key in SERIES_KEYS:
             if key in metrics:
-                series[key] = {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+                history = client.get_metric_history(run.info.run_id, key)
+                series[key] = {m.step: m.value for m in history}
         final = {k[len("final/"):]: v for k, v in metrics.items() if k.startswith("final/")}
         for key in FINAL_KEYS:  # metrics logged only along the way: their last value
             if key not in final and key in metrics:
@@ -175,7 +177,8 @@ def load_run_dirs(paths: Iterable[str | Path]) -> list[RunRecord]:
 
 # -- grouping and aggregation ---------------------------------------------------------------------
 def config_key(run: RunRecord) -> tuple:
-    """What makes two runs the same experiment: every param that is not bookkeeping, and the seed."""
+    """What makes two runs the same experiment: every param that is not bookkeeping, and the
+    seed."""
     return (run.seed, tuple(run.tags.get(t) for t in GROUP_TAGS),
             tuple(sorted((k, v) for k, v in run.params.items()
                          if not k.startswith(IGNORED_PARAMS))))
@@ -469,6 +472,9 @@ def markdown_table(header: Sequence[str], rows: Sequence[dict[str, Any]]) -> lis
             *["| " + " | ".join(_fmt(r.get(h)) for h in header) + " |" for r in rows]]
 
 
+Section = tuple[str, list[tuple[str, Path]], list[str]]
+
+
 def write_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str,
                  source: str, group_by: Sequence[str] | None = None,
                  subset: str = "", metrics: Sequence[str] | None = None,
@@ -476,9 +482,6 @@ def write_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str,
     """``subset`` (e.g. the ``--where`` conditions) goes into every figure's title; ``metrics``
     are the final table's columns; ``table``: also write that table alone (a caption line and
     the Markdown table, for the docs to include), with ``command`` that made it."""
-    def fig_title(text: str) -> str:
-        return f"{text} [{subset}]" if subset else text
-
     if not runs:
         raise ReportError(f"no finished runs in {source}")
     runs, repeated = latest_per_config(runs)
@@ -489,79 +492,115 @@ def write_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str,
     fig_dir.mkdir(parents=True, exist_ok=True)
     for old in fig_dir.glob("*.png"):  # a figure whose metric is gone must not linger
         old.unlink()
-    sections: list[tuple[str, list[tuple[str, Path]], list[str]]] = []
-    notes: list[str] = []
 
-    acc_figs = []
+    def fig_title(text: str) -> str:
+        return f"{text} [{subset}]" if subset else text
+
+    sections = [_accuracy_section(groups, fig_dir, fig_title),
+                *_study_sections(runs, groups, rows, fig_dir, fig_title)]
+    summary_path = _write_summary(rows, out_dir / "summary.json")
+    header = ["group", "runs", "seeds", *present]
+    kept = (f" ({repeated} repeated run{'s' if repeated != 1 else ''} of the same config and "
+            f"seed left out: the latest finished counts)" if repeated else "")
+    intro = f"{len(runs)} finished runs in {len(groups)} groups"
+    if table is not None:
+        table = Path(table)
+        _write_table(table, header, rows, command=command,
+                     caption=f"{intro}, mean ± sample std over seeds"
+                             f"{' (' + subset + ')' if subset else ''}; source: `{source}`.")
+    md_path = _write_markdown(out_dir / "report.md", header, rows, sections, title=title,
+                              intro=f"Source: `{source}`; {intro} (mean ± sample std over "
+                                    f"seeds){kept}.")
+    html_path = _write_html(out_dir / "report.html", header, rows, sections, title=title,
+                            intro=f"<p>Source: <code>{html.escape(source)}</code>; {intro} (mean "
+                                  f"&plusmn; sample std over seeds){html.escape(kept)}.</p>")
+    figures = [p for _, figs, _ in sections for _, p in figs]
+    all_notes = [n for _, _, ns in sections for n in ns]
+    if repeated:
+        all_notes.insert(0, f"{repeated} repeated run(s) of the same config and seed left out "
+                            f"(the latest finished of each counts)")
+    return Report(out_dir, html_path, md_path, summary_path, figures, all_notes, table)
+
+
+def _accuracy_section(groups: Mapping[str, list[RunRecord]], fig_dir: Path,
+                      fig_title: Callable[[str], str]) -> Section:
+    """Test accuracy against every x axis that the runs log."""
+    figs, notes = [], []
     for x_key, x_label, stem in X_AXES:
         path = plot_curves(groups, x_key, x_label, ACCURACY, "test accuracy",
                            fig_title(f"Test accuracy against {x_label}"),
                            fig_dir / f"{stem}.png")
         if path is not None:
-            acc_figs.append((f"Test accuracy against {x_label}", path))
+            figs.append((f"Test accuracy against {x_label}", path))
         elif x_key in ("bytes", "sim_time_s"):
             notes.append(f"accuracy against {x_label}: omitted, no run logs `{x_key}`")
-    sections.append(("Accuracy", acc_figs, notes[:]))
+    return ("Accuracy", figs, notes)
 
+
+def _study_sections(runs: Sequence[RunRecord], groups: Mapping[str, list[RunRecord]],
+                    rows: list[dict], fig_dir: Path,
+                    fig_title: Callable[[str], str]) -> list[Section]:
+    """Sustainability, fairness and robustness: a figure where the runs log the metric, a note
+    saying what is missing otherwise."""
+    sections: list[Section] = []
     for name, (keys, heading, why) in SECTIONS.items():
         if not _has(runs, keys):
-            sections.append((name.capitalize(), [], [f"omitted: no run logs "
-                                                    f"{' or '.join(f'`{k}`' for k in keys.split('|'))} "
-                                                    f"({why})"]))
+            logged = " or ".join(f"`{k}`" for k in keys.split("|"))
+            sections.append((name.capitalize(), [],
+                             [f"omitted: no run logs {logged} ({why})"]))
             continue
-        figs = []
         if name == "sustainability":
             p = plot_curves(groups, "round", "round", "retention", "active participants (share)",
                             fig_title(heading), fig_dir / "sustainability_retention.png")
-            if p:
-                figs.append((heading, p))
         elif name == "fairness":
             p = plot_bars(rows, ["coins_gini", "coins_shapley_spearman"], fig_title(heading),
                           fig_dir / "fairness.png")
-            if p:
-                figs.append((heading, p))
         else:
             p = plot_bars(rows, ["test_acc", "adversary_coin_share"], fig_title(heading),
                           fig_dir / "robustness.png")
-            if p:
-                figs.append((heading, p))
+        figs = [(heading, p)] if p else []
         sections.append((name.capitalize(), figs, [] if figs else ["no figure: values missing"]))
+    return sections
 
+
+def _write_summary(rows: list[dict], path: Path) -> Path:
+    """``summary.json``: every group's final numbers (mean and std; NaN as null)."""
     def finite(x: float) -> float | None:
         return None if math.isnan(x) else x
 
     summary = {row["group"]: {k: ({"mean": finite(v[0]), "std": finite(v[1])}
                                   if isinstance(v, tuple) else v)
                               for k, v in row.items() if k != "group"} for row in rows}
-    summary_path = out_dir / "summary.json"
-    summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    return path
 
-    header = ["group", "runs", "seeds", *present]
-    kept = (f" ({repeated} repeated run{'s' if repeated != 1 else ''} of the same config and "
-            f"seed left out: the latest finished counts)" if repeated else "")
-    md = [f"# {title}", "", f"Source: `{source}`; {len(runs)} finished runs in {len(groups)} "
-          f"groups (mean ± sample std over seeds){kept}.", ""]
+
+def _write_table(path: Path, header: list[str], rows: list[dict], *, command: str,
+                 caption: str) -> None:
+    """The final table alone (for the docs to include): the command that made it, a caption."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"<!-- generated by derelayl-report; do not edit: {command} -->"] if command \
+        else []
+    lines += [caption, "", *markdown_table(header, rows)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _write_markdown(path: Path, header: list[str], rows: list[dict], sections: list[Section], *,
+                    title: str, intro: str) -> Path:
+    md = [f"# {title}", "", intro, ""]
     md += ["## Final numbers", "", *markdown_table(header, rows)]
-    if table is not None:
-        table = Path(table)
-        table.parent.mkdir(parents=True, exist_ok=True)
-        lines = [f"<!-- generated by derelayl-report; do not edit: {command} -->"] if command \
-            else []
-        lines += [f"{len(runs)} finished runs in {len(groups)} groups, mean ± sample std over "
-                  f"seeds{' (' + subset + ')' if subset else ''}; source: `{source}`.", "",
-                  *markdown_table(header, rows)]
-        table.write_text("\n".join(lines) + "\n")
     for name, figs, sec_notes in sections:
         md += ["", f"## {name}", ""]
         md += [f"![{cap}](figures/{p.name})" for cap, p in figs]
         md += [f"- {n}" for n in sec_notes]
-    md_path = out_dir / "report.md"
-    md_path.write_text("\n".join(md) + "\n")
+    path.write_text("\n".join(md) + "\n")
+    return path
 
+
+def _write_html(path: Path, header: list[str], rows: list[dict], sections: list[Section], *,
+                title: str, intro: str) -> Path:
     esc = html.escape
-    body = [f"<h1>{esc(title)}</h1>",
-            f"<p>Source: <code>{esc(source)}</code>; {len(runs)} finished runs in "
-            f"{len(groups)} groups (mean &plusmn; sample std over seeds){esc(kept)}.</p>",
+    body = [f"<h1>{esc(title)}</h1>", intro,
             "<h2>Final numbers</h2>", "<table><thead><tr>"
             + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>"]
     body += ["<tr>" + "".join(f"<td>{esc(_fmt(r.get(h)))}</td>" for h in header) + "</tr>"
@@ -572,17 +611,10 @@ def write_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str,
         body += [f'<figure><img src="figures/{esc(p.name)}" alt="{esc(cap)}">'
                  f"<figcaption>{esc(cap)}</figcaption></figure>" for cap, p in figs]
         body += [f'<p class="note">{esc(n)}</p>' for n in sec_notes]
-    html_path = out_dir / "report.html"
-    html_path.write_text(
+    path.write_text(
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>{esc(title)}</title><style>body{{font-family:sans-serif;max-width:1000px;"
         "margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
         "padding:4px 8px;font-size:90%}img{max-width:100%}.note{color:#666}</style>"
         "</head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-    figures = [p for _, figs, _ in sections for _, p in figs]
-    all_notes = [n for _, _, ns in sections for n in ns]
-    if repeated:
-        all_notes.insert(0, f"{repeated} repeated run(s) of the same config and seed left out "
-                            f"(the latest finished of each counts)")
-    return Report(out_dir, html_path, md_path, summary_path, figures, all_notes,
-                  Path(table) if table is not None else None)
+    return path

@@ -1,8 +1,8 @@
 """Value functions of coalitions of participants: the test accuracy a coalition reaches alone.
 
 Every value function here is a callable ``U(S) -> float`` over a frozenset ``S`` of participant
-ids (``ParticipantData.pid``), for ``derelayl.valuation.shapley``. Each starts from the same model with
-the same seed as the real run, and every hop of participant p in round r draws its batches from
+ids (``ParticipantData.pid``), for ``derelayl.valuation.shapley``. Each starts from the same model
+with the same seed as the real run, and every hop of participant p in round r draws its batches from
 ``torch_generator(seed, "hop", r, p)`` whoever else is in the coalition (common random numbers:
 a participant's own work never changes with the company it keeps). ``U(empty)`` is the accuracy
 of the starting model.
@@ -24,18 +24,22 @@ of the starting model.
 from __future__ import annotations
 
 import copy
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from derelayl.learning.batched import StackedData, evaluate_many, stack_states
-from derelayl.sim.errors import ConfigError
-from derelayl.learning.evaluation import EvalSet, evaluate
-from derelayl.algorithms.fl.runner import (FederatedPopulation, FederatedRunner, resolve_clients_per_round)
-from derelayl.learning.hop import HopStats, HopTrainer
-from derelayl.data.participants import ParticipantData
+from derelayl.algorithms.fl.runner import (
+    FederatedPopulation,
+    FederatedRunner,
+    resolve_clients_per_round,
+)
 from derelayl.algorithms.relay import RelayRunner
+from derelayl.data.participants import ParticipantData
+from derelayl.learning.batched import StackedData, evaluate_many, stack_states
+from derelayl.learning.evaluation import EvalSet, evaluate
+from derelayl.learning.hop import HopStats, HopTrainer
+from derelayl.sim.errors import ConfigError
 from derelayl.sim.seeding import derive_seed, torch_generator
 
 _NEVER = 10 ** 12  # an eval_every that only triggers the runners' final test evaluation

@@ -18,7 +18,7 @@ declares, which is exactly what an adversary would inflate.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

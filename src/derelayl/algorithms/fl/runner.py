@@ -38,16 +38,28 @@ import numpy as np
 import torch
 
 from derelayl.algorithms.fl.strategies import ClientUpdate, FedAvg
-from derelayl.algorithms.rounds import (RoundsResult, check_schedule, estimate_rounds,
-                                        evaluate_model, finished, make_round_record, run_length)
+from derelayl.algorithms.rounds import (
+    RoundsResult,
+    check_schedule,
+    estimate_rounds,
+    evaluate_model,
+    finished,
+    make_round_record,
+    run_length,
+)
 from derelayl.data.participants import ParticipantData
 from derelayl.learning.batched import BatchedHop, StackedData
 from derelayl.learning.evaluation import EvalSet, evaluate
 from derelayl.learning.hop import HopStats, HopTrainer, weights_finite
 from derelayl.protocol.behaviours import DROPOUT, FREE_RIDER, HONEST, NOISE, add_weight_noise
 from derelayl.protocol.incentives import FederatedPayouts
-from derelayl.protocol.population import (ChurnParams, Economics, book_utility, churn_step,
-                                          population_metrics)
+from derelayl.protocol.population import (
+    ChurnParams,
+    Economics,
+    book_utility,
+    churn_step,
+    population_metrics,
+)
 from derelayl.sim.devices import Devices, Meter, model_bytes, parameter_bytes
 from derelayl.sim.errors import ConfigError
 from derelayl.sim.events import Observer, Observers, RoundRecord
@@ -198,7 +210,7 @@ class FederatedRunner:
         self._resume: dict | None = None
         self._run: FederatedRun | None = None
 
-    # -- the population's settings ------------------------------------------------------------------
+    # -- the population's settings -----------------------------------------------------------------
     @property
     def economics(self) -> Economics | None:
         return None if self.population is None else self.population.economics
@@ -208,7 +220,7 @@ class FederatedRunner:
         pop = self.population
         return None if pop is None or pop.churn is None or not pop.churn.enabled else pop.churn
 
-    # -- resume ---------------------------------------------------------------------------------------
+    # -- resume ------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """The run after its last finished round (for a checkpoint)."""
         run = self._run
@@ -245,7 +257,7 @@ class FederatedRunner:
         run.history = [RoundRecord(**row) for row in saved["history"]]
         run.participation = [(tuple(sel), tuple(g)) for sel, g in saved["participation"]]
 
-    # -- 1. selection -----------------------------------------------------------------------------------
+    # -- 1. selection ------------------------------------------------------------------------------
     def select(self, rnd: int, num_participants: int) -> list[int]:
         return self.select_among(rnd, np.arange(num_participants), self.clients_per_round)
 
@@ -261,7 +273,7 @@ class FederatedRunner:
             return resolve_clients_per_round(num_active, None, self.client_fraction)
         return min(self.clients_per_round, num_active)
 
-    # -- 2. local updates --------------------------------------------------------------------------------
+    # -- 2. local updates --------------------------------------------------------------------------
     def local_updates(self, run: FederatedRun, rnd: int, selected: list[int],
                       participants: list[ParticipantData], validation: EvalSet) -> RoundWork:
         """Every returning client's model, in the order the clients were selected."""
@@ -334,7 +346,7 @@ class FederatedRunner:
         work.updates.append(ClientUpdate(pid, [t.detach().clone() for t in run.state], weight,
                                          0 if stats is None else stats.steps))
 
-    # -- 4. accounting --------------------------------------------------------------------------------------
+    # -- 4. accounting -----------------------------------------------------------------------------
     def account(self, run: FederatedRun, rnd: int, work: RoundWork, down_up: int) -> None:
         """Bytes and simulated time: every selected client downloads the model, a returning one
         uploads it (``down_up`` both ways); the round waits for its slowest client."""
@@ -386,7 +398,7 @@ class FederatedRunner:
                                                if total > 0 else 0.0)
         return metrics
 
-    # -- the run -------------------------------------------------------------------------------------------
+    # -- the run -----------------------------------------------------------------------------------
     def start(self, model: torch.nn.Module, participants: list[ParticipantData],
               validation: EvalSet) -> FederatedRun:
         n = len(participants)

@@ -24,8 +24,8 @@ Every strategy sees a client's returned tensors in the model's ``state_dict`` or
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
@@ -79,7 +79,7 @@ class FedAvg:
         trainable parameters (``param_mask``, in ``state_dict`` order)."""
         self.param_mask = list(param_mask)
 
-    # -- client side --------------------------------------------------------------------------------
+    # -- client side -------------------------------------------------------------------------------
     def correction(self, pid: int, params: Sequence[torch.nn.Parameter],
                    global_params: Sequence[torch.Tensor]) -> Callable[[], None] | None:
         """Edits a client's gradients after each backward pass (None: plain local SGD)."""
@@ -94,7 +94,7 @@ class FedAvg:
                     global_params: Sequence[torch.Tensor], stats: HopStats) -> None:
         """After client ``pid`` trained (its ``params``): client-side state (SCAFFOLD's c_i)."""
 
-    # -- server side --------------------------------------------------------------------------------
+    # -- server side -------------------------------------------------------------------------------
     def combine(self, updates: Sequence[ClientUpdate], global_state: Sequence[torch.Tensor]
                 ) -> list[torch.Tensor]:
         """The clients' models combined (weighted mean, or the robust rule)."""

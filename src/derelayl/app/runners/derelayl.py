@@ -5,28 +5,34 @@ from __future__ import annotations
 import copy
 import csv
 import logging
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from derelayl.protocol.runner import DeRelayLRunner
-from derelayl.protocol.params import DeRelayLParams
-from derelayl.protocol.state import EconomyState
-from derelayl.sim.errors import ConfigError
-from derelayl.learning.evaluation import evaluate
-from derelayl.sim.events import RoundRecord
-from derelayl.protocol.ledger import Ledger
-from derelayl.valuation.coalitions import LineageCoalitionValue
-from derelayl.protocol.quality import RandomWalkPerformance, TrainedPerformance
-from derelayl.protocol.behaviours import BEHAVIOURS, adversarial_data
-from derelayl.protocol.population import behaviour_metrics
-from derelayl.valuation.shapley import pearson, spearman
 from derelayl.app.context import ExperimentContext, Outcome, Runner, build
 from derelayl.app.runners.fairness import check_shapley, estimate, save, wanted
 from derelayl.app.runners.population import churn_from_config, population
 from derelayl.io.anchor import LedgerAnchor
 from derelayl.io.ledger_files import MODELS_DIR, EconomyFiles, FileModelStore, read_ledger
 from derelayl.io.run_folder import fingerprint as config_fingerprint
+from derelayl.learning.evaluation import evaluate
+from derelayl.protocol.behaviours import BEHAVIOURS, adversarial_data
+from derelayl.protocol.ledger import Ledger
+from derelayl.protocol.params import DeRelayLParams
+from derelayl.protocol.population import behaviour_metrics
+from derelayl.protocol.quality import (
+    PerformanceModel,
+    RandomWalkPerformance,
+    TrainedPerformance,
+)
+from derelayl.protocol.runner import DeRelayLRunner
+from derelayl.protocol.state import EconomyState
+from derelayl.sim.errors import ConfigError
+from derelayl.sim.events import RoundRecord
+from derelayl.valuation.coalitions import LineageCoalitionValue
+from derelayl.valuation.shapley import pearson, spearman
 
 log = logging.getLogger("derelayl")
 
@@ -134,22 +140,7 @@ def run_derelayl(ctx: ExperimentContext) -> Outcome:
     anchor = None
     if ctx.tracker is not None and cfg.derelayl.ledger:
         anchor = LedgerAnchor(ctx.tracker)  # the chain's head per round, outside the folder
-    state = ledger = history = None
-    ckpt = files.load()
-    if ckpt is not None:
-        state, history = ckpt["state"], ckpt["history"]
-        perf.load_state_dict(ckpt["perf"])
-        if ckpt["ledger"] is not None:
-            ledger = Ledger(*ckpt["ledger"])
-        log.info("resuming %s after %d settled rounds", out, state.round)
-        for row in history:  # the new tracking run and history file get the settled rounds too
-            metrics = {k: v for k, v in row.items() if k != "round"}
-            record = RoundRecord(round=row["round"], hops=int(row["num_trained"]),
-                                 samples_seen=int(row["samples_seen"]), metrics=metrics)
-            for o in ctx.observers:
-                o.on_round(record)
-        if anchor is not None:
-            anchor.replay(read_ledger(files.ledger_path), state.round)
+    state, ledger, history = _resume(ctx, files, perf, anchor)
     if state is None:
         state = EconomyState.initial(
             params, active=params.initial_active, behaviour=behaviour, economics=economics,
@@ -162,8 +153,9 @@ def run_derelayl(ctx: ExperimentContext) -> Outcome:
     result = runner.run(state, ledger, history)
     state, last = result.state, result.history[-1]
 
-    from derelayl.reporting.economy_plots import (plot_coins, plot_reward_vs_shapley,
-                                                  plot_version_shares)  # matplotlib: only now
+    # matplotlib: only now
+    from derelayl.reporting.economy_plots import plot_coins, plot_version_shares
+
     figures = [
         plot_coins(files.coins_matrix(), out / "coins_per_participant.png",
                    title=f"coins per participant (N={params.num_participants}, "
@@ -171,6 +163,52 @@ def run_derelayl(ctx: ExperimentContext) -> Outcome:
         plot_version_shares(result.history, out / "version_shares.png", params.version_depth),
     ]
     _write_participants(out / "participants.csv", state, perf)
+    metrics = _economy_metrics(result)
+    model, history_rows = None, []
+    metrics.update(coins_shapley_spearman=None, coins_shapley_pearson=None)
+    if isinstance(perf, TrainedPerformance) and wanted(cfg):
+        metrics.update(_shapley_metrics(ctx, perf, state, figures))
+    if isinstance(perf, TrainedPerformance):
+        model = perf.best_model()
+        metrics.update(_model_metrics(ctx, model, last))
+        history_rows = [{"round": r["round"], "val_acc": r["best_val_acc"],
+                         "test_acc": r["best_test_acc"], "samples_seen": r["samples_seen"],
+                         "bytes": r["bytes"], "sim_time_s": r["sim_time_s"]}
+                        for r in result.history]
+    else:
+        metrics.update(test_acc=None, test_loss=None, best_quality=last["best_quality"])
+    extra = [out / "participants.csv", out / "rounds.jsonl"]
+    if cfg.derelayl.ledger:
+        extra.append(out / "ledger.jsonl")
+    return Outcome(metrics=metrics, model=model, history=history_rows, step="round",
+                   files=figures + extra)
+
+
+def _resume(ctx: ExperimentContext, files: EconomyFiles, perf: PerformanceModel,
+            anchor: LedgerAnchor | None) -> tuple[Any, Ledger | None, Any]:
+    """The state, ledger and history of the folder's checkpoint (Nones for a fresh run); the
+    observers (the new tracking run, the history file) get the settled rounds again."""
+    ckpt = files.load()
+    if ckpt is None:
+        return None, None, None
+    state, history = ckpt["state"], ckpt["history"]
+    perf.load_state_dict(ckpt["perf"])
+    ledger = Ledger(*ckpt["ledger"]) if ckpt["ledger"] is not None else None
+    log.info("resuming %s after %d settled rounds", ctx.output_dir, state.round)
+    for row in history:
+        metrics = {k: v for k, v in row.items() if k != "round"}
+        record = RoundRecord(round=row["round"], hops=int(row["num_trained"]),
+                             samples_seen=int(row["samples_seen"]), metrics=metrics)
+        for o in ctx.observers:
+            o.on_round(record)
+    if anchor is not None:
+        anchor.replay(read_ledger(files.ledger_path), state.round)
+    return state, ledger, history
+
+
+def _economy_metrics(result: Any) -> dict[str, Any]:
+    """Coins, versions, the population and the behaviours' outcomes at the end of the run."""
+    state, last = result.state, result.history[-1]
     metrics = {
         "rounds": result.rounds, "hops": int(sum(r["num_trained"] for r in result.history)),
         "samples_seen": int(state.samples_seen),
@@ -183,35 +221,33 @@ def run_derelayl(ctx: ExperimentContext) -> Outcome:
         metrics[key] = last[key]
     metrics.update(behaviour_metrics(state.behaviour, state.ever_active, state.coins,
                                      state.matches, state.wins, state.hops, state.hop_gain))
-    model, history_rows = None, []
-    metrics.update(coins_shapley_spearman=None, coins_shapley_pearson=None)
-    if isinstance(perf, TrainedPerformance) and wanted(cfg):
-        shapley = lineage_shapley(ctx, perf, cfg)
-        ever = np.flatnonzero(state.ever_active)
-        phi = np.array([shapley.values.get(int(i), 0.0) for i in ever])
-        metrics.update(coins_shapley_spearman=spearman(state.coins[ever], phi),
-                       coins_shapley_pearson=pearson(state.coins[ever], phi))
-        metrics.update(save(ctx, shapley, lineage=perf.lineage()))
-        figures.append(plot_reward_vs_shapley(state.coins[ever], phi, out / "coins_vs_shapley.png",
-                                              behaviour=state.behaviour[ever]))
-    if isinstance(perf, TrainedPerformance):
-        model = perf.best_model()
-        test_loss, test_acc = evaluate(model, ctx.data.test)
-        val_loss, val_acc = evaluate(model, ctx.data.val)
-        metrics.update(test_acc=test_acc, test_loss=test_loss, val_acc=val_acc, val_loss=val_loss,
-                       mean_participant_best_test_acc=last["mean_participant_best_test_acc"],
-                       bytes=int(last["bytes"]), sim_time_s=last["sim_time_s"])
-        history_rows = [{"round": r["round"], "val_acc": r["best_val_acc"],
-                         "test_acc": r["best_test_acc"], "samples_seen": r["samples_seen"],
-                         "bytes": r["bytes"], "sim_time_s": r["sim_time_s"]}
-                        for r in result.history]
-    else:
-        metrics.update(test_acc=None, test_loss=None, best_quality=last["best_quality"])
-    extra = [out / "participants.csv", out / "rounds.jsonl"]
-    if cfg.derelayl.ledger:
-        extra.append(out / "ledger.jsonl")
-    return Outcome(metrics=metrics, model=model, history=history_rows, step="round",
-                   files=figures + extra)
+    return metrics
+
+
+def _shapley_metrics(ctx: ExperimentContext, perf: TrainedPerformance, state: EconomyState,
+                     figures: list[Path]) -> dict[str, Any]:
+    """How coins rank against the lineage Shapley values (its figure added to ``figures``)."""
+    from derelayl.reporting.economy_plots import plot_reward_vs_shapley  # matplotlib
+
+    shapley = lineage_shapley(ctx, perf, ctx.cfg)
+    ever = np.flatnonzero(state.ever_active)
+    phi = np.array([shapley.values.get(int(i), 0.0) for i in ever])
+    metrics = {"coins_shapley_spearman": spearman(state.coins[ever], phi),
+               "coins_shapley_pearson": pearson(state.coins[ever], phi)}
+    metrics.update(save(ctx, shapley, lineage=perf.lineage()))
+    figures.append(plot_reward_vs_shapley(state.coins[ever], phi,
+                                          ctx.output_dir / "coins_vs_shapley.png",
+                                          behaviour=state.behaviour[ever]))
+    return metrics
+
+
+def _model_metrics(ctx: ExperimentContext, model: Any, last: dict[str, Any]) -> dict[str, Any]:
+    """The best model's test and validation numbers, and the last round's costs."""
+    test_loss, test_acc = evaluate(model, ctx.data.test)
+    val_loss, val_acc = evaluate(model, ctx.data.val)
+    return dict(test_acc=test_acc, test_loss=test_loss, val_acc=val_acc, val_loss=val_loss,
+                mean_participant_best_test_acc=last["mean_participant_best_test_acc"],
+                bytes=int(last["bytes"]), sim_time_s=last["sim_time_s"])
 
 
 class DeRelayL(Runner):

@@ -10,11 +10,11 @@ import logging
 import time
 from typing import Any
 
+from derelayl.app.context import ExperimentContext
+from derelayl.io.files import write_json
 from derelayl.sim.errors import ConfigError
 from derelayl.sim.seeding import numpy_rng
 from derelayl.valuation.shapley import ShapleyResult, check_parameters, shapley_values, spearman
-from derelayl.app.context import ExperimentContext
-from derelayl.io.files import write_json
 
 log = logging.getLogger("derelayl")
 

@@ -22,23 +22,29 @@ import numpy as np
 from omegaconf import DictConfig
 
 from derelayl.algorithms.baselines import CentralizedRunner, LocalRunner
-from derelayl.sim.errors import ConfigError
-from derelayl.algorithms.fl.runner import (FederatedPopulation, FederatedRunner, resolve_clients_per_round)
-
-from derelayl.algorithms.rounds import RoundsResult
-from derelayl.valuation.coalitions import FederatedCoalitionValue
+from derelayl.algorithms.fl.runner import (
+    FederatedPopulation,
+    FederatedRunner,
+    resolve_clients_per_round,
+)
 from derelayl.algorithms.fl.strategies import Scaffold
-from derelayl.protocol.incentives import FederatedPayouts
-from derelayl.sim.stats import gini, jain
-from derelayl.protocol.behaviours import BEHAVIOURS, adversarial_data, assign_behaviours
-from derelayl.protocol.population import behaviour_metrics
-from derelayl.valuation.shapley import pearson, spearman
-from derelayl.app.context import (ExperimentContext, Outcome, Runner, build, resume,
-                                   round_checkpoint)
+from derelayl.algorithms.rounds import RoundsResult
+from derelayl.app.context import ExperimentContext, Outcome, Runner, build, resume, round_checkpoint
 from derelayl.app.runners.fairness import check_shapley, participants_shapley, wanted
-from derelayl.app.runners.population import (behaviour_fractions, churn_from_config,
-                                         economics_params, population)
+from derelayl.app.runners.population import (
+    behaviour_fractions,
+    churn_from_config,
+    economics_params,
+    population,
+)
 from derelayl.io.files import write_json
+from derelayl.protocol.behaviours import BEHAVIOURS, adversarial_data, assign_behaviours
+from derelayl.protocol.incentives import FederatedPayouts
+from derelayl.protocol.population import behaviour_metrics
+from derelayl.sim.errors import ConfigError
+from derelayl.sim.stats import gini, jain
+from derelayl.valuation.coalitions import FederatedCoalitionValue
+from derelayl.valuation.shapley import pearson, spearman
 
 # FL has no genesis participant; identity 0 stays honest as DeRelayL's default genesis does, so
 # one seed makes the same identities adversarial under every algorithm
@@ -60,7 +66,8 @@ def check_config(cfg: DictConfig, federated: bool = True) -> None:
     if algo.get("rounds") is not None and algo.rounds < 1:
         raise ConfigError(f"algorithm.rounds must be >= 1 or null (got {algo.rounds})")
     if algo.get("sample_budget") is not None and algo.sample_budget < 1:
-        raise ConfigError(f"algorithm.sample_budget must be >= 1 or null (got {algo.sample_budget})")
+        raise ConfigError(f"algorithm.sample_budget must be >= 1 or null "
+                          f"(got {algo.sample_budget})")
     if algo.get("budget_epochs") is not None and not algo.budget_epochs > 0:
         raise ConfigError(f"algorithm.budget_epochs must be > 0 (got {algo.budget_epochs})")
     if algo.get("eval_every", 1) < 1:

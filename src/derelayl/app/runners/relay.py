@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from derelayl.valuation.coalitions import RelayCoalitionValue
 from derelayl.algorithms.relay import RelayRunner
 from derelayl.app.context import ExperimentContext, Outcome, Runner, build, resume, round_checkpoint
 from derelayl.app.runners.fairness import check_shapley, participants_shapley, wanted
+from derelayl.valuation.coalitions import RelayCoalitionValue
 
 
 def run_relay(ctx: ExperimentContext) -> Outcome:
