@@ -27,7 +27,7 @@ def timed(tmp: Path, name: str, overrides: list[str], repeat: int) -> float:
     best = float("inf")
     for _ in range(repeat):
         i = next(_RUNS)  # every run its own folder
-        base = [f"data_dir={tmp}/data", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+        base = [f"paths.data_dir={tmp}/data", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
                 f"tracking.artifact_location={tmp}/art", "progress_every=100000"]
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose(config_name="train", overrides=base + overrides)

@@ -1,11 +1,11 @@
-"""``derelayl-report``: the study report (HTML + Markdown + PNG figures) from a study's runs.
+r"""``derelayl-report``: the study report (HTML + Markdown + PNG figures) from a study's runs.
 
     derelayl-report --experiment derelayl                    # the MLflow experiment, by name
     derelayl-report --experiment study --tracking-uri http://mlflow-host:5000
     derelayl-report --runs outputs/dvc/train                 # run folders (what DVC tracks)
     derelayl-report --experiment paper_efficacy --where partition=iid   # a subset of the runs
     derelayl-report --experiment paper_efficacy --group-by algorithm partition \
-        --metrics test_acc bytes sim_time_s --table docs/results/efficacy.md
+        --metrics test_acc bytes sim_time_s --table docs/results/paper_efficacy.md
 
 Writes report.html, report.md, summary.json and figures/*.png to --out
 (default: outputs/report/<experiment>); --table also writes the final-numbers table alone, as
@@ -58,7 +58,7 @@ def check_arguments(args, error) -> None:
         table = Path(args.table)
         if table.is_dir():
             error(f"--table {args.table} is a folder; give a file name (e.g. "
-                  f"docs/results/efficacy.md)")
+                  f"docs/results/paper_efficacy.md)")
         probe = table.parent
         while not probe.exists() and probe.parent != probe:
             probe = probe.parent
@@ -164,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
                              "... where reported)")
     parser.add_argument("--table", default=None, metavar="FILE.md",
                         help="also write the final-numbers table alone (a caption line and a "
-                             "Markdown table) to this file, e.g. docs/results/efficacy.md")
+                             "Markdown table) to this file, e.g. docs/results/paper_efficacy.md")
     parser.add_argument("--out", default=None, help="output folder")
     parser.add_argument("--title", default=None)
     return parser

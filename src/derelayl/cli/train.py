@@ -126,12 +126,22 @@ def launch_name(cfg: DictConfig, chosen: dict[str, str]) -> str | None:
         return None
 
 
+def _in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # not inside a Hydra application
+        return False
+
+
 def optimized_value(cfg: DictConfig, metrics: dict) -> float | None:
     """The value a Hydra sweeper optimises: ``metrics[cfg.optimized_metric]`` (a validation
     metric by default; never the test split unless a user asks for it by name)."""
     key = cfg.get("optimized_metric") or "val_acc"
     value = metrics.get(key)
-    if value is None:
+    if value is None and _in_sweep():  # (a single run has no sweeper to tell)
         log.warning("optimized_metric %r is not reported by this run (metrics.json has: %s); "
                     "a sweeper gets None", key, ", ".join(sorted(k for k, v in metrics.items()
                                                                  if isinstance(v, (int, float)))))

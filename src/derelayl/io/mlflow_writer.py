@@ -1,6 +1,6 @@
 """The MLflow writer process: a run's tracking, done beside the run instead of in it.
 
-``derelayl.io.mlflow.AsyncTracker`` starts ``python -m derelayl.io.mlflow_writer`` as soon as a
+``derelayl.io.mlflow.WriterProcess`` starts ``python -m derelayl.io.mlflow_writer`` as soon as a
 run's config is checked and talks to it in JSON lines on its stdin/stdout. The writer imports
 MLflow and opens the store while the run imports PyTorch and loads its data, and it writes the
 metrics while the run computes: on two cores, a run's tracking costs it almost nothing.
