@@ -23,7 +23,7 @@ there is no Trainer to log to (the runner owns the metrics: it records each hop'
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import torch
 
@@ -77,7 +77,10 @@ def _no_logging(name: str):
     return refuse
 
 
-def check_hop_module(module: torch.nn.Module) -> torch.nn.Module:
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def check_hop_module(module: M) -> M:
     """Refuse what the hop loop would not honour (see the module docstring); return ``module``
     with ``log``/``log_dict`` made to fail loudly."""
     name = type(module).__name__

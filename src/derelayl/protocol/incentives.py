@@ -25,6 +25,7 @@ else's are burned); a scheme decides what is *minted* on top. A model returned u
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -171,7 +172,7 @@ class FederatedPayouts:
     is never eligible, as in DeRelayL (``core.fl``).
     """
 
-    def __init__(self, scheme: IncentiveScheme, declared_samples: np.ndarray):
+    def __init__(self, scheme: IncentiveScheme, declared_samples: np.ndarray | Sequence[float]):
         self.scheme = scheme
         self.samples = np.asarray(declared_samples, dtype=np.float64)
         n = len(self.samples)
