@@ -73,6 +73,7 @@ class _BudgetedRunner:
     def _restore(self, models: list[torch.nn.Module]):
         """(rnd, done, hops, samples_seen, sim, history) of a resumed run, models restored."""
         saved, self._resume = self._resume, None
+        assert saved is not None  # called when a run resumes only
         for m, weights in zip(models, saved["models"]):
             m.load_state_dict(weights)
         return (saved["round"], saved["done"], saved["hops"], saved["samples_seen"],
@@ -192,6 +193,7 @@ class CentralizedRunner(_BudgetedRunner):
             stats = self.hop_trainer(model, pooled, gen)
             samples_seen += stats.samples
             if sim is not None:  # the server trains at its own speed
+                assert self.devices is not None  # simulated time comes with devices
                 sim += stats.samples / self.devices.server_speed
             done = finished(rnd, samples_seen, self.rounds, self.sample_budget, stats.samples)
             metrics = {"train_loss": stats.train_loss}

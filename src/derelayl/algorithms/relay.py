@@ -133,6 +133,9 @@ class RelayRunner:
                           "history": history}
             self.observers.on_round(RoundRecord(round=rnd, hops=hop, samples_seen=samples_seen))
         last = history[-1]
+        # the last hop (hop == total_hops: a schedule orders every participant once a round)
+        # is always evaluated on the test split
+        assert last.test_loss is not None and last.test_acc is not None
         result = RelayResult(model=model, history=tuple(history), hops=hop, rounds=self.rounds,
                              samples_seen=samples_seen, val_loss=last.val_loss,
                              val_acc=last.val_acc, test_loss=last.test_loss,

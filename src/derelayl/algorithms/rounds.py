@@ -45,7 +45,7 @@ def check_schedule(rounds: int | None, sample_budget: int | None, eval_every: in
                           "algorithm.budget_epochs)")
     if rounds is not None and rounds < 1:
         raise ConfigError(f"algorithm.rounds must be >= 1 or null (got {rounds})")
-    if rounds is None and sample_budget < 1:
+    if rounds is None and sample_budget is not None and sample_budget < 1:
         raise ConfigError(f"algorithm.sample_budget must be >= 1 (got {sample_budget})")
     if eval_every < 1:
         raise ConfigError(f"algorithm.eval_every must be >= 1 (got {eval_every})")
@@ -61,6 +61,7 @@ def finished(rnd: int, samples_seen: int, rounds: int | None, sample_budget: int
     """
     if rounds is not None:
         return rnd >= rounds
+    assert sample_budget is not None  # check_schedule: rounds or a sample budget
     return samples_seen + round_samples / 2 >= sample_budget
 
 
@@ -75,6 +76,7 @@ def run_length(rounds: int | None, sample_budget: int | None, expected: int) -> 
 def estimate_rounds(rounds: int | None, sample_budget: int | None, per_round: float) -> int:
     if rounds is not None:
         return rounds
+    assert sample_budget is not None  # check_schedule: rounds or a sample budget
     return max(math.ceil(sample_budget / max(per_round, 1e-9)), 1)
 
 

@@ -56,7 +56,7 @@ def _default(value: Any) -> Any:
     if isinstance(value, tuple):
         value = list(value)
     if isinstance(value, (list, dict)):
-        return field(default_factory=lambda v=value: type(v)(v))
+        return field(default_factory=lambda: type(value)(value))
     return value
 
 
@@ -289,7 +289,7 @@ def _schemas() -> dict[str, dict[str, Any]]:
     from derelayl.models import nets
     from derelayl.protocol import incentives
 
-    loader = {"exclude": ("seed",), "partial": True}
+    loader: dict[str, Any] = {"exclude": ("seed",), "partial": True}
     return {
         "dataset": {"digits": component(datasets.digits, **loader),
                     "mnist1d": component(datasets.mnist1d, **loader),

@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -104,7 +104,8 @@ class ExperimentContext:
             from derelayl.data.prepared import load_splits, split_dir
 
             return load_splits(split_dir(self.cfg.prepared_data, self.cfg.seed),
-                               dataset_cfg=OmegaConf.to_container(ds, resolve=True),
+                               dataset_cfg=cast(dict[str, Any],
+                                                OmegaConf.to_container(ds, resolve=True)),
                                seed=self.cfg.seed)
         return build(ds)(seed=int(self.cfg.seed))
 
@@ -133,9 +134,10 @@ class ExperimentContext:
         """What a materialised partition must have been made for to be reused by this run."""
         from derelayl.data.prepared import partition_key
 
-        return partition_key(OmegaConf.to_container(self.cfg.dataset, resolve=True),
-                             OmegaConf.to_container(self.cfg.partition, resolve=True),
-                             self.cfg.seed, self.cfg.num_participants)
+        return partition_key(
+            cast(dict[str, Any], OmegaConf.to_container(self.cfg.dataset, resolve=True)),
+            cast(dict[str, Any], OmegaConf.to_container(self.cfg.partition, resolve=True)),
+            self.cfg.seed, self.cfg.num_participants)
 
     def compute_partition(self) -> Partition:
         partitioner = build(self.cfg.partition)
@@ -215,7 +217,8 @@ def round_checkpoint(ctx: ExperimentContext):
     from derelayl.io.run_folder import fingerprint
 
     checkpoint = RoundCheckpoint(ctx.output_dir / CHECKPOINT_FILE,
-                                 fingerprint(OmegaConf.to_container(ctx.cfg, resolve=True)))
+                                 fingerprint(cast(dict[str, Any],
+                                                  OmegaConf.to_container(ctx.cfg, resolve=True))))
     ctx.observers.append(checkpoint)
     return checkpoint
 
@@ -246,6 +249,6 @@ def resume(ctx: ExperimentContext, checkpoint, runner) -> None:
                                            samples_seen=record.samples_seen))
         return
     for row in state["history"]:
-        record = RoundRecord(**row)
+        round_record = RoundRecord(**row)
         for o in observers:
-            o.on_round(record)
+            o.on_round(round_record)

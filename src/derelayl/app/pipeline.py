@@ -11,7 +11,7 @@ import logging
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -137,7 +137,7 @@ def finished_metrics(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None
         done = json.loads(metrics.read_text())
     except (OSError, ValueError, yaml.YAMLError):
         return None
-    now = OmegaConf.to_container(cfg, resolve=True)
+    now = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     return done if _comparable(before) == _comparable(now) else None
 
 
@@ -281,7 +281,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path,
 def _claim(cfg: DictConfig, output_dir: Path, ctx: ExperimentContext) -> RunFolder:
     """The run folder, claimed for this config (the MLflow writer goes if it is refused)."""
     try:
-        return RunFolder.claim(output_dir, OmegaConf.to_container(cfg, resolve=True),
+        return RunFolder.claim(output_dir,
+                               cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)),
                                checkpoints=(CHECKPOINT_FILE,))
     except BaseException:
         if ctx.writer is not None:

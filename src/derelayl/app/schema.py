@@ -20,7 +20,7 @@ import fnmatch
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 from derelayl.sim.errors import ConfigError
@@ -47,6 +47,7 @@ class Number:
             right = "]" if self.le is not None else ")"
             a = self.ge if self.ge is not None else self.gt
             b = self.le if self.le is not None else self.lt
+            assert a is not None and b is not None  # both bounds are set (lo and hi)
             return f"in {left}{_num(a)}, {_num(b)}{right}"
         return lo or hi or ""
 
@@ -355,4 +356,4 @@ def check_config(cfg) -> None:
         key = getattr(err, "full_key", None)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"{key}: {first}" if key else first) from None
-    check_values(values)
+    check_values(cast(dict[str, Any], values))  # a DictConfig's container is a dict

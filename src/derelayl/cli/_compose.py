@@ -27,7 +27,7 @@ def compose_train_config(overrides: Sequence[str]) -> DictConfig:
         return compose(config_name="train", overrides=defaults + list(overrides))
 
 
-def run_cli(prog: str, body: Callable[[], None]) -> None:
+def run_cli(prog: str, body: Callable[[], object]) -> None:
     """Run ``body``; bad input ends with one line on stderr and exit status 2."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException

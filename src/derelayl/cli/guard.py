@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra.experimental.callback import Callback
 
@@ -59,7 +59,7 @@ def _wrong_type(candidate: BaseException) -> str | None:
     refused while composing (``num_participants=abc``): the same words a range check uses."""
     from derelayl.app.schema import LABELS, rule_for
 
-    key = getattr(candidate, "full_key", None)
+    key: str = getattr(candidate, "full_key", None) or ""
     rule = rule_for(key) if key else None
     if rule is None:
         return None
@@ -191,7 +191,7 @@ def sweep_jobs(config: Any) -> list[list[str]] | None:
         return None
     params = sweeper.get("params") or {}
     args = [f"{k}={v}" for k, v in params.items()]
-    args += list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+    args += cast(list[str], OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
     parser = OverridesParser.create()
     by_key = {ov.get_key_element(): ov for ov in parser.parse_overrides(args)}
     overrides = list(by_key.values())
@@ -259,7 +259,7 @@ def _swept_keys(config: Any) -> set[str]:
 
     params = config.hydra.sweeper.get("params") or {}
     args = [f"{k}={v}" for k, v in params.items()]
-    args += list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+    args += cast(list[str], OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
     try:
         return {ov.get_key_element() for ov in OverridesParser.create().parse_overrides(args)
                 if ov.is_sweep_override()}

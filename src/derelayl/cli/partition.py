@@ -11,6 +11,8 @@ Any further arguments are Hydra overrides of ``conf/train.yaml``.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from omegaconf import OmegaConf
 
 from derelayl.app.naming import data_label
@@ -29,7 +31,8 @@ def partition(root: str, seeds: list[int] | None, overrides: list[str]) -> list:
         cfg.seed = seed
         ctx = ExperimentContext(cfg, partition_dir(root, seed))
         ctx.data = load_splits(split_dir(root, seed), seed=seed,
-                               dataset_cfg=OmegaConf.to_container(cfg.dataset, resolve=True))
+                               dataset_cfg=cast(dict[str, Any],
+                                                OmegaConf.to_container(cfg.dataset, resolve=True)))
         part = ctx.compute_partition()
         hist = part.label_histogram(ctx.data.train_y.cpu().numpy(), ctx.data.num_classes)
         folder = save_partition(part, hist, partition_dir(root, seed), key=ctx.partition_key())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any, cast
 
 from omegaconf import OmegaConf
 
@@ -38,7 +39,8 @@ def prepare(root: str, seeds: list[int] | None, overrides: list[str]) -> list:
         cfg.seed = seed
         ctx = ExperimentContext(cfg, split_dir(root, seed))
         folder = save_splits(ctx.data, split_dir(root, seed), seed=seed,
-                             dataset_cfg=OmegaConf.to_container(cfg.dataset, resolve=True))
+                             dataset_cfg=cast(dict[str, Any],
+                                              OmegaConf.to_container(cfg.dataset, resolve=True)))
         print(f"{PROG}: {ctx.data.name} seed {seed}: {len(ctx.data.train_y)} train / "
               f"{len(ctx.data.val)} val / {len(ctx.data.test)} test -> {folder}")
         written.append(folder)

@@ -6,6 +6,7 @@ import logging
 import secrets
 import sys
 from pathlib import Path
+from typing import cast
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -64,7 +65,8 @@ def hydra_record(cfg: DictConfig):
 
     from derelayl.io.run_folder import HydraRecord
 
-    hydra_cfg = HydraConfig.instance().cfg
+    # the whole composed config (typed as its `hydra` node, HydraConf, which it holds)
+    hydra_cfg = cast(DictConfig, HydraConfig.instance().cfg)
     return HydraRecord(documents={
         "config.yaml": OmegaConf.to_yaml(cfg),
         "hydra.yaml": OmegaConf.to_yaml(hydra_cfg),

@@ -7,6 +7,7 @@ cases); the test split is only ever used for reporting.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,8 +177,9 @@ def cifar10(seed: int, root: str, download: bool = False, val_fraction: float = 
     return _torchvision_splits("cifar10", seed, root, download, val_fraction, max_train_samples)
 
 
-LOADERS = {"digits": digits, "mnist1d": mnist1d, "mnist": mnist, "fashion_mnist": fashion_mnist,
-           "cifar10": cifar10}
+LOADERS: dict[str, Callable[..., DatasetSplits]] = {
+    "digits": digits, "mnist1d": mnist1d, "mnist": mnist, "fashion_mnist": fashion_mnist,
+    "cifar10": cifar10}
 DATASETS = tuple(LOADERS)
 
 

@@ -19,7 +19,7 @@ import math
 import os
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -56,9 +56,10 @@ def _encode(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
         return {"__array__": key}
     try:
         import torch
+        tensor: type[torch.Tensor] | None = torch.Tensor
     except ImportError:  # pragma: no cover - torch is a dependency
-        torch = None
-    if torch is not None and isinstance(obj, torch.Tensor):
+        tensor = None
+    if tensor is not None and isinstance(obj, tensor):
         key = f"a{len(arrays)}"
         arrays[key] = obj.detach().cpu().contiguous().numpy()
         return {"__tensor__": key}
@@ -106,7 +107,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     arrays[_JSON] = np.frombuffer(blob, dtype=np.uint8)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+        # (typed loosely: mypy matches **arrays against numpy 2's `allow_pickle: bool` too)
+        np.savez(fh, **cast(dict[str, Any], arrays))
     os.replace(tmp, path)
 
 

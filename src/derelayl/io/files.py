@@ -7,7 +7,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from derelayl.sim.events import HopRecord, Observer, RoundRecord
 
@@ -21,8 +21,8 @@ class HistoryCsv(Observer):
     def __init__(self, path: Path, level: str = "hop"):
         self.path = Path(path)
         self.level = level
-        self._fh = None
-        self._writer = None
+        self._fh: IO[str] | None = None
+        self._writer: csv.DictWriter | None = None
 
     def on_hop(self, record: HopRecord):
         if self.level == "hop":
@@ -39,6 +39,7 @@ class HistoryCsv(Observer):
             self._writer = csv.DictWriter(self._fh, fieldnames=list(row), extrasaction="ignore")
             self._writer.writeheader()
         self._writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        assert self._fh is not None  # opened with the writer
         self._fh.flush()
 
     def on_run_end(self, result):

@@ -87,7 +87,7 @@ class FileModelStore:
 
 def read_ledger(path: Path) -> list[dict[str, Any]]:
     """Records of a JSONL file (ledger blocks); a torn last line (killed mid-write) is ignored."""
-    blocks = []
+    blocks: list[dict[str, Any]] = []
     if not Path(path).exists():
         return blocks
     with open(path) as fh:

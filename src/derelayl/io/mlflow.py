@@ -75,6 +75,8 @@ class WriterProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "derelayl.io.mlflow_writer"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      bufsize=1)
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # PIPE: both open
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
         self.replies: queue.Queue = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -91,7 +93,7 @@ class WriterProcess:
 
     def _read(self) -> None:
         try:
-            for line in self.proc.stdout:
+            for line in self.stdout:
                 try:
                     reply = json.loads(line)
                 except ValueError:  # not a reply: pass it on rather than lose the channel
@@ -104,8 +106,8 @@ class WriterProcess:
     def send(self, request: dict) -> None:
         self.check()
         try:
-            self.proc.stdin.write(json.dumps(request) + "\n")
-            self.proc.stdin.flush()
+            self.stdin.write(json.dumps(request) + "\n")
+            self.stdin.flush()
         except (BrokenPipeError, OSError):
             self.wait_for("never")  # the writer is gone: raise its reason
 
@@ -142,7 +144,7 @@ class WriterProcess:
         """Stop the writer without a run (a refused run): nothing is written."""
         if self.proc.poll() is None:
             with contextlib.suppress(OSError):
-                self.proc.stdin.close()
+                self.stdin.close()
             try:
                 self.proc.wait(timeout=10)
             except Exception:

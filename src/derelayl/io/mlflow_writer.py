@@ -72,6 +72,7 @@ class Writer:
         from derelayl.io.mlflow_store import close_stale_runs, open_client
 
         if self.client is None:
+            assert self.uri is not None  # "open" is the first request
             self.client = open_client(self.uri)
         exp = get_or_create_experiment(self.client, req["experiment"],
                                        req.get("artifact_location"))
@@ -85,6 +86,7 @@ class Writer:
         from mlflow.entities import Param
 
         params = [Param(k, v) for k, v in (req.get("params") or {}).items()]
+        assert self.client is not None  # "start" came first
         for start in range(0, len(params), 100):
             self.client.log_batch(self.run_id, params=params[start:start + 100])
 
@@ -98,6 +100,7 @@ class Writer:
         metrics = [Metric(k, float(v), int(ts), int(step))
                    for k, v, ts, step in req.get("metrics") or []]
         tags = [RunTag(k, str(v)) for k, v in (req.get("tags") or {}).items()]
+        assert self.client is not None  # "start" came first
         while metrics or tags:
             chunk, metrics = metrics[:MAX_BATCH], metrics[MAX_BATCH:]
             self.client.log_batch(self.run_id, metrics=chunk, tags=tags)
@@ -106,6 +109,7 @@ class Writer:
     def artifacts(self, req: dict) -> None:
         from pathlib import Path
 
+        assert self.client is not None  # "start" came first
         for path in map(Path, req.get("paths") or []):
             if path.is_dir():
                 self.client.log_artifacts(self.run_id, str(path), req.get("artifact_path"))

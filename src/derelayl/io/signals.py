@@ -12,11 +12,12 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from derelayl.sim.errors import RunInterrupted
 
-_SIGNALS = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
-_state = {"depth": 0, "pending": None, "fired": False, "installed": 0}
+_SIGNALS: dict[int, str] = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
+_state: dict[str, Any] = {"depth": 0, "pending": None, "fired": False, "installed": 0}
 
 
 def _raise(signum: int) -> None:

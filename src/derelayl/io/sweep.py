@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -40,7 +40,7 @@ def count_jobs(config: DictConfig) -> int | None:
     # wins for a key in both (experiment=paper_robustness seed=0 runs one seed)
     params = sweeper.get("params") or {}
     args = [f"{k}={v}" for k, v in params.items()]
-    args += list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+    args += cast(list[str], OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
     try:
         by_key = {ov.get_key_element(): ov
                   for ov in OverridesParser.create().parse_overrides(args)}
@@ -71,7 +71,7 @@ class SweepCallback(Callback):
     def __init__(self, parent_run: bool = True, progress: bool = True):
         self.parent_run = parent_run
         self.progress = progress
-        self._client = None
+        self._client: Any = None  # an MlflowClient once the sweep tracks
         self._parent_id: str | None = None
 
     # -- launching process ---------------------------------------------------------------------
@@ -87,7 +87,8 @@ class SweepCallback(Callback):
         state_path = sweep_dir / STATE_FILE
         state = _read_state(state_path)
         state["total_jobs"] = count_jobs(config)
-        state["overrides"] = list(OmegaConf.to_container(config.hydra.overrides.task))
+        state["overrides"] = list(cast(list[str],
+                                       OmegaConf.to_container(config.hydra.overrides.task)))
         done = len(list((sweep_dir / DONE_DIR).glob("*"))) if (sweep_dir / DONE_DIR).is_dir() else 0
         if done:
             log.info("sweep %s: resuming, %d job(s) already done", sweep_dir, done)
@@ -128,7 +129,8 @@ class SweepCallback(Callback):
         sweeper = config.hydra.sweeper
         optuna = "n_trials" in sweeper
         params = sweeper.get("params")
-        axes = naming.sweep_axes(OmegaConf.to_container(params) if params else {},
+        axes = naming.sweep_axes(cast(dict[str, Any], OmegaConf.to_container(params))
+                                 if params else {},
                                  state["overrides"])
         chosen = naming.choices(config)
         study = (sweeper.get("study_name") if optuna else None) \

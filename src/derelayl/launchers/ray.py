@@ -33,7 +33,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
@@ -62,7 +62,7 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]],
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
 
-    settings = OmegaConf.to_container(launcher.ray, resolve=True)
+    settings = cast(dict[str, Any], OmegaConf.to_container(launcher.ray, resolve=True))
     init = dict(settings.get("init") or {})
     remote = {k: v for k, v in (settings.get("remote") or {}).items() if v is not None}
     forwarded = {name: os.environ[name] for name in settings.get("env_vars") or ()
@@ -93,7 +93,7 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]],
     exits = [r for r in results if isinstance(r, JobExit)]
     if exits:
         raise SystemExit(exits[0].code)
-    return results
+    return cast(list[JobReturn], results)  # no JobExit among them
 
 
 def join(ray: Any, init: dict[str, Any]) -> None:

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
+from derelayl.learning.contract import hop_calls
 from derelayl.learning.hop import HopStats
 from derelayl.sim.errors import ConfigError
 
@@ -105,8 +106,8 @@ class _LossAsForward(nn.Module):
 
     def forward(self, x, y):
         if self.per_sample:
-            return self.module.per_sample_loss((x, y))
-        return self.module.training_step((x, y), 0)
+            return hop_calls(self.module).per_sample_loss((x, y))
+        return hop_calls(self.module).training_step((x, y), 0)
 
 
 class BatchedHop:

@@ -23,7 +23,7 @@ there is no Trainer to log to (the runner owns the metrics: it records each hop'
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol, TypeVar, cast
 
 import torch
 
@@ -34,6 +34,22 @@ _HOOK_PREFIXES = ("on_",)
 _HOOKS = ("training_step_end", "training_epoch_end", "backward", "optimizer_step",
           "optimizer_zero_grad", "configure_gradient_clipping", "lr_scheduler_step",
           "validation_step", "configure_callbacks")
+
+
+class HopModule(Protocol):
+    """The calls the hop loop makes on a model module (see the module docstring)."""
+
+    def configure_optimizers(self) -> Any: ...
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any: ...
+
+    def per_sample_loss(self, batch: Any) -> Any: ...
+
+
+def hop_calls(module: torch.nn.Module) -> HopModule:
+    """``module`` as the hop loop calls it (typing only: ``check_hop_module`` refuses a module
+    without ``configure_optimizers``/``training_step``; ``per_sample_loss`` is looked up first)."""
+    return cast(HopModule, module)
 
 
 def loss_of(out: Any) -> torch.Tensor:
@@ -61,7 +77,10 @@ def _no_logging(name: str):
     return refuse
 
 
-def check_hop_module(module: torch.nn.Module) -> torch.nn.Module:
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def check_hop_module(module: M) -> M:
     """Refuse what the hop loop would not honour (see the module docstring); return ``module``
     with ``log``/``log_dict`` made to fail loudly."""
     name = type(module).__name__
@@ -85,7 +104,7 @@ def check_hop_module(module: torch.nn.Module) -> torch.nn.Module:
                               f"Trainer runs its hooks)")
         for method in ("log", "log_dict"):
             object.__setattr__(module, method, _no_logging(method))
-    optimizer = module.configure_optimizers()
+    optimizer = hop_calls(module).configure_optimizers()
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise ConfigError(f"model module {name}: configure_optimizers() must return one "
                           f"torch.optim.Optimizer (got {type(optimizer).__name__}; the hop loop "

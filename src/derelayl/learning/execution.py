@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from derelayl.learning.batched import BatchedHop, batchable
+from derelayl.learning.contract import hop_calls
 from derelayl.sim.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -49,7 +50,7 @@ def batched_hop(execution: str, module: nn.Module, device: torch.device, batch_s
                           f"{', '.join(EXECUTIONS)}")
     if execution == "sequential":
         return None
-    why = batchable(module, module.configure_optimizers())
+    why = batchable(module, hop_calls(module).configure_optimizers())
     if why is not None:
         if execution == "batched":
             raise ConfigError(f"algorithm.execution=batched: {why}; use "

@@ -21,7 +21,7 @@ from typing import Protocol
 import torch
 
 from derelayl.data.participants import ParticipantData
-from derelayl.learning.contract import loss_of
+from derelayl.learning.contract import hop_calls, loss_of
 from derelayl.sim.errors import ConfigError
 
 
@@ -68,7 +68,8 @@ class LightningHop:
                  generator: torch.Generator,
                  grad_correction: Callable[[], None] | None = None) -> HopStats:
         model.train()
-        optimizer = model.configure_optimizers()
+        calls = hop_calls(model)
+        optimizer = calls.configure_optimizers()
         n, bs = len(data), self.batch_size
         budget = self.local_steps
         steps, samples = 0, 0
@@ -80,7 +81,7 @@ class LightningHop:
             perm = torch.randperm(n, generator=generator)
             for start in range(0, n, bs):
                 idx = perm[start:start + bs]
-                loss = loss_of(model.training_step((data.x[idx], data.y[idx]), steps))
+                loss = loss_of(calls.training_step((data.x[idx], data.y[idx]), steps))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if grad_correction is not None:  # FedProx / SCAFFOLD (see HopTrainer)

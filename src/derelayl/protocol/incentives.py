@@ -25,7 +25,9 @@ else's are burned); a scheme decides what is *minted* on top. A model returned u
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -170,7 +172,7 @@ class FederatedPayouts:
     is never eligible, as in DeRelayL (``core.fl``).
     """
 
-    def __init__(self, scheme: IncentiveScheme, declared_samples: np.ndarray):
+    def __init__(self, scheme: IncentiveScheme, declared_samples: np.ndarray | Sequence[float]):
         self.scheme = scheme
         self.samples = np.asarray(declared_samples, dtype=np.float64)
         n = len(self.samples)
@@ -184,19 +186,20 @@ class FederatedPayouts:
         sel = np.asarray(selected, dtype=np.int64)
         credits = np.zeros(n)
         if s.name == "uniform":
-            credits[sel] = s.reward
+            credits[sel] = cast(UniformReward, s).reward
         elif s.name == "data_size":
             sizes = self.samples[sel]
             if sizes.sum() > 0:
-                credits[sel] = s.reward * len(sel) * sizes / sizes.sum()
+                credits[sel] = cast(DataSizeReward, s).reward * len(sel) * sizes / sizes.sum()
         elif s.name == "marginal_gain":
-            credits[sel] = s.rate * np.maximum(np.asarray(gains, dtype=np.float64), 0.0)
+            credits[sel] = cast(MarginalGainReward, s).rate * np.maximum(
+                np.asarray(gains, dtype=np.float64), 0.0)
         elif s.name == "derelayl":
-            credits = s.royalty * self.lineage
+            credits = cast(DeRelayLRoyalty, s).royalty * self.lineage
         elif s.name == "derelayl_bounded":
             total = self.decayed.sum()
             if total > 0:
-                credits = s.mint_per_win * self.decayed / total
+                credits = cast(BoundedRoyalty, s).mint_per_win * self.decayed / total
             self.decayed *= s.gamma
             if len(sel):  # a round whose clients were all left unpaid adds nobody
                 self.decayed[sel] += 1.0 / len(sel)

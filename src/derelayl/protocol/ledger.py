@@ -39,6 +39,7 @@ class Block(dict):
     block is most of what writing a long ledger costs, and its hash needs the same text."""
 
     __slots__ = ("line",)
+    line: str
 
 
 def make_block(index: int, round_: int, kind: str, writer: int, prev_hash: str,

@@ -176,6 +176,9 @@ def behaviour_metrics(behaviour: np.ndarray, ever_active: np.ndarray, coins: np.
     return out
 
 
-def _mean_gain(hops: np.ndarray, gain: np.ndarray, mask: np.ndarray) -> float:
+def _mean_gain(hops: np.ndarray, gain: np.ndarray | None, mask: np.ndarray) -> float:
     count = int(hops[mask].sum())
-    return float(gain[mask].sum() / count) if count else 0.0
+    if not count:
+        return 0.0
+    assert gain is not None, "behaviour_metrics: hop_gain comes with hops"
+    return float(gain[mask].sum() / count)

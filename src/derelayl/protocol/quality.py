@@ -301,6 +301,7 @@ class TrainedPerformance:
         ``{i: (stacked, k, stats, validation loss and accuracy)}``."""
         if self.batched is None:
             return {}
+        assert self.data is not None  # stacked in __init__ with batched
         rows = [i for i, kind in enumerate(kinds) if kind not in (FREE_RIDER, NOISE)]
         if not rows:
             return {}
@@ -333,9 +334,9 @@ class TrainedPerformance:
                                       + [self.own[o] for o in parents.tolist()]))
             if keys:
                 stacked = stack_states([self.store.get(k) for k in keys], self.names, self.device)
-                losses, accs = evaluate_many(self.model, stacked, subset.x, subset.y)
+                case_losses, case_accs = evaluate_many(self.model, stacked, subset.x, subset.y)
                 cache.update({k: (float(lo), float(a)) for k, lo, a in
-                              zip(keys, losses.tolist(), accs.tolist())})
+                              zip(keys, case_losses.tolist(), case_accs.tolist())})
 
         def score(key: str) -> tuple[float, float]:
             if key not in cache:
@@ -361,6 +362,7 @@ class TrainedPerformance:
     def round_metrics(self):
         held = self.best_val >= 0
         gb = self.global_best
+        assert gb is not None  # set by __init__ (the genesis model)
         # val_acc / test_acc: those of the run's model, the best so far by validation (what the
         # relay and FL report as theirs), so every method's history has the same columns
         return {"best_val_acc": float(gb[1]), "best_test_acc": float(gb[2]),
@@ -371,6 +373,7 @@ class TrainedPerformance:
     def lineage(self, key: str | None = None) -> list[tuple[int, int]]:
         """The hops ``(round, trainer)`` that made a model (default: the run's best), oldest
         first."""
+        assert self.global_best is not None  # set by __init__ (the genesis model)
         key = key or self.global_best[0]
         hops = []
         while key in self.origin:
@@ -393,6 +396,7 @@ class TrainedPerformance:
         self.store.retain(self.live_keys())
 
     def best_model(self) -> torch.nn.Module:
+        assert self.global_best is not None  # set by __init__ (the genesis model)
         self.model.load_state_dict(self.store.get(self.global_best[0]))
         return self.model
 

@@ -245,6 +245,7 @@ def commit_models(p: DeRelayLParams, state: EconomyState, rnd: Round, perf: Perf
         state.held_version[writer] = rnd.index + 1
     if ledger is not None and writer >= 0:
         rnd.hashes = perf.model_hashes(rnd.trained_t)
+        assert rnd.parent_hashes is not None  # train_hops hashes the parents with a ledger
         ledger.append(rnd.index, "commitment", writer, {
             "models": [[h, ph, int(t), int(o), rnd.index + 1] for h, ph, t, o in
                        zip(rnd.hashes, rnd.parent_hashes, rnd.trained_t, rnd.trained_o)],
@@ -312,6 +313,7 @@ def settle(p: DeRelayLParams, state: EconomyState, rnd: Round, incentive: Incent
                     + p.fee_per_model_case * trained * p.num_test_cases)
     if ledger is not None and writer >= 0:
         hashes, scores = rnd.hashes, rnd.scores
+        assert hashes is not None  # commit_models hashed them (same miners, so a writer too)
         paid = np.flatnonzero(credits)
         ledger.append(rnd.index, "settlement", writer, {
             "ranking": [[hashes[i], float(scores[i]), float(rnd.ties[i])] for i in order],
@@ -361,6 +363,7 @@ def round_metrics(p: DeRelayLParams, state: EconomyState, rnd: Round, perf: Perf
     held = np.where(state.active, state.held_version, -1)
     shares = version_shares(held[state.active], latest, p.version_depth)
     utility = rnd.utility
+    assert utility is not None  # booked by book_population
     metrics = {
         **population_metrics(coins, state.utility, state.active, state.ever_active,
                              state.initial_active),

@@ -115,7 +115,7 @@ class RoyaltyBook:
             paid, decayed, live = last[1]
             return paid.copy(), (None if decayed is None else decayed.copy()), live
         out = self._walk_levels(rows, mos)
-        self._last_walk = (key, out)
+        self._last_walk: tuple | None = (key, out)
         paid, decayed, live = out
         return paid.copy(), (None if decayed is None else decayed.copy()), live
 
@@ -125,16 +125,17 @@ class RoyaltyBook:
             return np.zeros(n), (np.zeros(n) if self.gamma is not None else None), []
         levels_mo = self.mo + [mos]
         levels_parent = self.parent + [rows]
-        count = np.ones(len(rows))
-        decay = np.ones(len(rows)) if self.gamma is not None else None
+        gamma = self.gamma
+        count: np.ndarray = np.ones(len(rows))
+        decay: np.ndarray | None = np.ones(len(rows)) if gamma is not None else None
         payees, counts, decays = [mos], [count], [decay]  # one bincount at the end
         live = [np.ones(len(rows), dtype=bool)]  # per level (top first): on a winner's lineage
         for level in range(len(levels_mo) - 1, 0, -1):  # down to the base's level
             below = len(levels_mo[level - 1])
             up = levels_parent[level]
             count = np.bincount(up, weights=count, minlength=below)
-            if decay is not None:
-                decay = self.gamma * np.bincount(up, weights=decay, minlength=below)
+            if decay is not None and gamma is not None:  # decay is tracked iff gamma is
+                decay = gamma * np.bincount(up, weights=decay, minlength=below)
             on = count > 0
             live.append(on)
             if level - 1 > 0:  # models of the live tree above the base: pay their MOs
@@ -146,7 +147,8 @@ class RoyaltyBook:
         paid += count[0] * self.trunk  # the base and everything below it, in one vector
         paid_decay = None
         if decay is not None:
-            paid_decay = np.bincount(who, weights=np.concatenate(decays), minlength=n)
+            paid_decay = np.bincount(who, weights=np.concatenate(
+                [d for d in decays if d is not None]), minlength=n)
             paid_decay += decay[0] * self.trunk_decay
         return paid, paid_decay, live[::-1]
 
@@ -166,6 +168,7 @@ class RoyaltyBook:
         first = 0
         while first + 1 < len(kept_mo) and len(kept_mo[first + 1]) == 1:
             first += 1
+        assert self.trunk is not None  # set by genesis_book / from_state
         for level in range(1, first + 1):  # fold the chain from the old base to the new one
             who = int(kept_mo[level][0])
             self.trunk[who] += 1.0
@@ -179,6 +182,7 @@ class RoyaltyBook:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        assert self.trunk is not None  # set by genesis_book / from_state
         state = {"num_participants": self.num_participants, "genesis": self.genesis,
                  "gamma": self.gamma, "depth": self.depth, "trunk": self.trunk.copy(),
                  "levels": len(self.mo)}

@@ -165,7 +165,7 @@ def load_run_dirs(paths: Iterable[str | Path]) -> list[RunRecord]:
                         continue
                     for key in SERIES_KEYS:
                         value = row.get(key)
-                        if value not in (None, ""):
+                        if value:  # neither missing nor empty
                             series[key][int(float(step))] = float(value)
             if step_unit == "round":
                 series["round"] = {s: float(s) for s in next(iter(series.values()), {})}
@@ -263,6 +263,7 @@ def run_curve(run: RunRecord, x_key: str, y_key: str = ACCURACY) -> tuple[np.nda
     ys = run.series.get(y_key) or {}
     if not ys:
         return np.array([]), np.array([])
+    pts: list[tuple[float, float]]
     if x_key == "hop":
         if run.step_unit != "hop":
             return np.array([]), np.array([])

@@ -206,7 +206,8 @@ class LineageCoalitionValue:
         self.hop, self.seed, self.test = hop_trainer, int(seed), test
         self.batched, self.max_batch = batched, int(max_batch)
         if batched is None:
-            self.many = None  # type: ignore[assignment]  (no batched evaluation: one by one)
+            # no batched evaluation: one by one (CachedValue looks for a callable `many`)
+            self.many = None  # type: ignore[assignment,method-assign]
         self.genesis = copy.deepcopy(genesis)
         self.genesis_state = _clone_state(genesis)
         self.lineage = [(int(r), int(p)) for r, p in lineage]

@@ -30,6 +30,7 @@ import itertools
 import math
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -37,13 +38,22 @@ from derelayl.sim.errors import ConfigError
 
 Player = Hashable
 ValueFunction = Callable[[frozenset], float]
+Numbers = Sequence[float] | np.ndarray
+
+
+class BatchedValueFunction(Protocol):
+    """A value function that also evaluates many coalitions at once (``CachedValue.batched``)."""
+
+    def __call__(self, coalition: frozenset) -> float: ...
+
+    def many(self, coalitions: Sequence[frozenset]) -> Sequence[float]: ...
 
 
 class CachedValue:
     """``U(S)`` memoised by coalition (a frozenset); ``evaluations`` counts real calls."""
 
     def __init__(self, value: ValueFunction):
-        self.value = value.value if isinstance(value, CachedValue) else value
+        self.value: ValueFunction = value.value if isinstance(value, CachedValue) else value
         self.cache: dict[frozenset, float] = (dict(value.cache) if isinstance(value, CachedValue)
                                               else {})
         self.evaluations = 0
@@ -66,7 +76,7 @@ class CachedValue:
         todo = list(dict.fromkeys(frozenset(c) for c in coalitions))
         todo = [c for c in todo if c not in self.cache]
         if todo:
-            for c, v in zip(todo, self.value.many(todo)):
+            for c, v in zip(todo, cast(BatchedValueFunction, self.value).many(todo)):
                 self.cache[c] = float(v)
             self.evaluations += len(todo)
 
@@ -221,7 +231,7 @@ def shapley_values(players: Iterable[Player], value: ValueFunction, *, exact_max
 
 # -- correlation of rewards with contributions ------------------------------------------------
 
-def _pair(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def _pair(x: Numbers, y: Numbers) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"pearson/spearman need two 1-d sequences of equal length "
@@ -229,7 +239,7 @@ def _pair(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarra
     return a, b
 
 
-def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+def pearson(x: Numbers, y: Numbers) -> float:
     """Pearson correlation; nan when undefined (fewer than 2 points or a constant input)."""
     a, b = _pair(x, y)
     if len(a) < 2:
@@ -241,7 +251,7 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.clip(np.dot(da, db) / denom, -1.0, 1.0))
 
 
-def rankdata(x: Sequence[float]) -> np.ndarray:
+def rankdata(x: Numbers) -> np.ndarray:
     """Ranks 1..n, ties get the mean of the ranks they span (scipy's ``average`` method)."""
     a = np.asarray(x, dtype=np.float64)
     order = np.argsort(a, kind="stable")
@@ -257,7 +267,7 @@ def rankdata(x: Sequence[float]) -> np.ndarray:
     return ranks
 
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+def spearman(x: Numbers, y: Numbers) -> float:
     """Spearman rank correlation (Pearson of average ranks); nan when undefined."""
     a, b = _pair(x, y)
     return pearson(rankdata(a), rankdata(b))

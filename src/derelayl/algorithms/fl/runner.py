@@ -301,6 +301,8 @@ class FederatedRunner:
         if not pids:
             return {}
         k = len(pids)
+        # called with batched execution only, which stacks the clients' data (``rounds``)
+        assert self.batched is not None and run.data is not None
         stacked = [g.unsqueeze(0).repeat(k, *([1] * g.dim())) for g in run.global_params]
         stats = self.batched(run.model, stacked, run.data, pids,
                              [torch_generator(self.seed, "hop", rnd, pid) for pid in pids],
@@ -316,6 +318,7 @@ class FederatedRunner:
         run.load_global()
         stats: HopStats | None = None
         if kind == NOISE:
+            assert self.population is not None  # behaviours come with a population
             add_weight_noise(run.state, self.population.noise_std, self.seed, rnd,
                              int(participants[pid].pid))
         elif kind != FREE_RIDER:  # a free-rider sends the global model back as it is
@@ -365,6 +368,7 @@ class FederatedRunner:
         """Utilities of the round (payout, better model downloaded, costs), churn, and the
         population's metrics (DeRelayL's names)."""
         economics, n = self.economics, len(run.behaviour)
+        assert economics is not None  # called only when the run has economics
         selected, returning = work.selected, work.returning
         trained = np.zeros(n)
         for pid, samples in work.trained_samples.items():

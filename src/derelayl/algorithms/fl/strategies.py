@@ -296,8 +296,9 @@ class FedAdam(FedAvg):
                 raise ConfigError(f"algorithm.{key} must be in [0, 1) (got {value})")
         self.beta1, self.beta2 = float(beta1), float(beta2)
         self.tau = _finite_positive("tau", tau)
-        self.m: list[torch.Tensor] = []
-        self.v: list[torch.Tensor] = []
+        # first and second moments per state entry (None: not floating point)
+        self.m: list[torch.Tensor | None] = []
+        self.v: list[torch.Tensor | None] = []
 
     def start(self, params, num_participants, param_mask=()):
         super().start(params, num_participants, param_mask)
@@ -315,6 +316,7 @@ class FedAdam(FedAvg):
             for g, mu, m, v in zip(global_state, mean, self.m, self.v):
                 if not g.is_floating_point():
                     continue
+                assert m is not None and v is not None  # every floating-point entry has both
                 delta = mu / kept - g  # pseudo-gradient: the mean update
                 m.mul_(self.beta1).add_(delta, alpha=1 - self.beta1)
                 v.mul_(self.beta2).addcmul_(delta, delta, value=1 - self.beta2)

@@ -6,7 +6,7 @@ import copy
 import csv
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -53,7 +53,7 @@ def params_from_config(cfg: DictConfig) -> DeRelayLParams:
 
 def fingerprint(cfg: DictConfig) -> str:
     """What must match for a run directory to be resumed (tracking and printing may differ)."""
-    return config_fingerprint(OmegaConf.to_container(cfg, resolve=True))
+    return config_fingerprint(cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)))
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -48,7 +48,9 @@ class ProgressValue:
         self.count = 0
         self.started = self.last = time.perf_counter()
         if not callable(getattr(value, "many", None)):
-            self.many = None  # the value has no batched evaluation: neither has its wrapper
+            # the value has no batched evaluation: neither has its wrapper (the instance
+            # attribute hides the method from CachedValue's callable(getattr(v, "many")))
+            self.many = None  # type: ignore[assignment,method-assign]
 
     def __call__(self, coalition) -> float:
         out = self.value(coalition)

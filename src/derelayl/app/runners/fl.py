@@ -146,6 +146,7 @@ def fl_population(ctx: ExperimentContext) -> FederatedPopulation | None:
 def incentive_metrics(ctx: ExperimentContext, run: RoundsResult) -> tuple[dict, np.ndarray]:
     """Coins of every participant under the configured incentive scheme (settled each round)."""
     payouts = run.payouts
+    assert payouts is not None  # called when the run pays
     coins = payouts.coins
     held = coins if run.population is None else coins[run.population.active]
     write_json(ctx.output_dir / "participation.json", {
@@ -160,6 +161,7 @@ def incentive_metrics(ctx: ExperimentContext, run: RoundsResult) -> tuple[dict, 
 def population_summary(ctx: ExperimentContext, run: RoundsResult, coins: np.ndarray) -> dict:
     """DeRelayL's population metrics (same names), and participants.csv."""
     people, last = run.population, run.metrics
+    assert people is not None  # called when the run has a population
     metrics = {"coins_burned": 0.0}  # FL has no deposits
     for key in ("retention", "active_participants", "utility_positive_share"):
         metrics[key] = last[key]
@@ -214,6 +216,7 @@ def run_federated(ctx: ExperimentContext) -> Outcome:
         # coalition's run has no churn (README, "Shapley values")
         players, behaviour = participants, None
         if pop is not None:
+            assert run.population is not None  # the runner's outcome of ``pop``
             players = [participants[i] for i in np.flatnonzero(run.population.ever_active)]
             behaviour = {int(p.pid): int(pop.behaviour[p.pid]) for p in players}
         value = FederatedCoalitionValue(quiet, ctx.new_model(), players, ctx.data.test,

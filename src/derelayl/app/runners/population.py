@@ -6,6 +6,8 @@ Shared by DeRelayL and the FL baselines: the same keys (``churn.*``, ``participa
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
@@ -15,7 +17,7 @@ from derelayl.sim.seeding import numpy_rng
 
 
 def churn_from_config(cfg: DictConfig) -> ChurnParams:
-    return ChurnParams(**OmegaConf.to_container(cfg.churn, resolve=True))
+    return ChurnParams(**cast(dict[str, Any], OmegaConf.to_container(cfg.churn, resolve=True)))
 
 
 def behaviour_fractions(cfg: DictConfig) -> dict[str, float]:
