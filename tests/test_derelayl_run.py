@@ -111,6 +111,7 @@ def test_interrupted_run_resumes_to_identical_numbers(make_cfg, tmp_path, monkey
         assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
 
 
+@pytest.mark.slow  # end to end through subprocesses (a minute or more): CI runs it
 def test_sigkilled_cli_run_resumes_to_identical_numbers(cli, tmp_path):
     # 1-epoch hops and no Shapley values: resuming is what is tested, not their cost
     args = ("num_participants=20", "derelayl.rounds=40", "tracking=none",

@@ -70,6 +70,7 @@ def run_config(repo: Path, method: str) -> dict:
     return yaml.safe_load((repo / f"outputs/dvc/train/{method}/seed0/config.yaml").read_text())
 
 
+@pytest.mark.slow  # end to end through subprocesses (a minute or more): CI runs it
 def test_dvc_repro_noop_and_every_readme_command(repo):
     out = dvc(repo, "repro")
     assert ran(out) == stages({"prepare", "partition", "train", "report"}), out

@@ -11,6 +11,7 @@ from derelayl.app.pipeline import run_experiment
 METHODS = ("fedavg", "fedprox", "scaffold", "local", "centralized")
 
 
+@pytest.mark.slow  # end to end through subprocesses (a minute or more): CI runs it
 def test_one_sweep_runs_every_baseline_and_logs_rounds_to_mlflow(cli, tmp_path):
     proc = cli("-m", f"algorithm={','.join(METHODS)}", "debug=fast", "++algorithm.rounds=null",
                "++algorithm.budget_epochs=2", "tracking=mlflow", "tracking.experiment=fl-test",

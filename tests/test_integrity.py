@@ -214,6 +214,7 @@ def test_a_second_process_is_refused_from_a_held_folder(tmp_path):
     assert first.returncode == 143, err
 
 
+@pytest.mark.slow  # end to end through subprocesses (a minute or more): CI runs it
 def test_runs_started_together_get_their_own_folders_and_all_are_recorded(tmp_path):
     """Default run folders are unique, and first runs racing to create the MLflow store all
     land in it (the sqlite schema migration used to fail: table _alembic_tmp_tags exists)."""

@@ -86,6 +86,7 @@ def visible_text(dom: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text))
 
 
+@pytest.mark.slow  # end to end through subprocesses (a minute or more): CI runs it
 def test_mlflow_ui_shows_sweep_runs_and_a_metric_chart(tiny_study, mlflow_server):
     client = MlflowClient(tracking_uri=mlflow_server)  # the server serves the sweep's store
     exp = client.get_experiment_by_name(tiny_study["experiment"])

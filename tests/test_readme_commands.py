@@ -279,6 +279,7 @@ def run_printed(program: str, args: list[str], cwd: Path, timeout: int = 600):
     return proc
 
 
+@pytest.mark.slow  # end to end through subprocesses (a minute or more): CI runs it
 def test_the_setup_run_and_one_example_of_each_cli_for_real(tmp_path):
     """In a fresh folder, as printed: the default experiment, then the README's commands that
     read it (the ledger CLI on its folder, the report on its MLflow store, mlflow ui)."""

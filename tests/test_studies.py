@@ -168,6 +168,7 @@ def _sweep(cwd, *args: str) -> str:
     return log
 
 
+@pytest.mark.slow  # end to end through subprocesses (a minute or more): CI runs it
 def test_tiny_studies_run_end_to_end_into_the_docs_tables(tmp_path):
     """Each study as users launch it, shrunk by command-line keys (which replace the study's
     sweep for the same key): no paths given, so the sweep callback resolves the default
