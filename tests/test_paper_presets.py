@@ -19,7 +19,10 @@ from derelayl.cli.train import config_dir
 from derelayl.reporting.study import RunRecord, filter_runs, group_runs
 from derelayl.io.sweep import count_jobs
 
-PRESETS = sorted(p.stem for p in (config_dir() / "experiment").glob("paper_*.yaml"))
+# paper_scale is one run at the authors' N, not one of the paper's studies (its own folder per
+# run, no sweep): tests/test_paper_scale.py
+PRESETS = sorted(p.stem for p in (config_dir() / "experiment").glob("paper_*.yaml")
+                 if p.stem != "paper_scale")
 SWEEPS = {  # preset -> (MLflow experiment, number of jobs)
     "paper_efficacy": ("paper_efficacy", 7 * 4 * 3),
     "paper_sustainability": ("paper_sustainability", 5 * 3),
