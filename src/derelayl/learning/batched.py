@@ -252,29 +252,48 @@ class BatchedHop:
                 for i in range(k)]
 
 
+def has_convolutions(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
+
+
 @torch.no_grad()
 def evaluate_many(module: nn.Module, stacked: Sequence[torch.Tensor], x: torch.Tensor,
                   y: torch.Tensor, batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy and accuracy of each of K stacked models on (x, y): two (K,) float64
-    tensors (accuracy exactly ``evaluate``'s; the loss to float32 rounding)."""
+    tensors (accuracy exactly ``evaluate``'s; the loss to float32 rounding).
+
+    One vmapped pass, except for models with convolutions on a CPU: those are scored one model
+    after another (``functional_call`` on each model's slice, no copies). vmapped over K weight
+    sets a convolution becomes a grouped one, and on a CPU that is several times slower than K
+    plain passes (measured, K = 80 CNNs on 2,150 MNIST-1D samples: 8.0 s against 1.3 s; on 100
+    samples 0.31 s against 0.11 s), the same finding as ``execution=auto``'s for training."""
     names = [n for n, _ in module.named_parameters()]
-
-    def logits_of(params, xb):
-        return functional_call(module, dict(zip(names, params)), (xb,))
-
-    batched = vmap(logits_of, in_dims=(0, None))
     k = stacked[0].shape[0]
-    loss_sum = torch.zeros(k, dtype=torch.float64, device=stacked[0].device)
-    correct = torch.zeros(k, dtype=torch.int64, device=stacked[0].device)
+    device = stacked[0].device
+    loss_sum = torch.zeros(k, dtype=torch.float64, device=device)
+    correct = torch.zeros(k, dtype=torch.int64, device=device)
     was_training = module.training
     module.eval()
-    for start in range(0, len(y), batch_size):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        logits = batched(tuple(stacked), xb)  # (K, b, C)
-        ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), yb.expand(k, -1),
-                                               reduction="none")
-        loss_sum += ce.sum(dim=1)
-        correct += (logits.argmax(dim=2) == yb).sum(dim=1)
+    if device.type == "cpu" and has_convolutions(module):
+        for i in range(k):
+            params = {n: t[i] for n, t in zip(names, stacked)}
+            for start in range(0, len(y), batch_size):
+                xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+                logits = functional_call(module, params, (xb,))
+                loss_sum[i] += torch.nn.functional.cross_entropy(logits, yb, reduction="sum")
+                correct[i] += (logits.argmax(dim=1) == yb).sum()
+    else:
+        def logits_of(params, xb):
+            return functional_call(module, dict(zip(names, params)), (xb,))
+
+        batched = vmap(logits_of, in_dims=(0, None))
+        for start in range(0, len(y), batch_size):
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            logits = batched(tuple(stacked), xb)  # (K, b, C)
+            ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), yb.expand(k, -1),
+                                                   reduction="none")
+            loss_sum += ce.sum(dim=1)
+            correct += (logits.argmax(dim=2) == yb).sum(dim=1)
     module.train(was_training)
     n = max(len(y), 1)
     return loss_sum / n, correct.to(torch.float64) / n

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from derelayl.learning.batched import BatchedHop, batchable
+from derelayl.learning.batched import BatchedHop, batchable, has_convolutions
 from derelayl.learning.contract import hop_calls
 from derelayl.sim.errors import ConfigError
 
@@ -36,10 +36,6 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"device={name}: torch sees no GPU on this machine (use device=auto "
                           f"or device=cpu)")
     return torch.device(name)
-
-
-def has_convolutions(module: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
 
 
 def batched_hop(execution: str, module: nn.Module, device: torch.device, batch_size: int,
