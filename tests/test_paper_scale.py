@@ -23,13 +23,14 @@ def _job(make_cfg, *overrides: str) -> dict:
 def test_preset_is_the_authors_n_with_real_training(make_cfg):
     cfg = _job(make_cfg)
     assert cfg["num_participants"] == 256
-    assert cfg["algorithm"]["name"] == "derelayl" and cfg["model"]["name"] == "cnn"
+    assert cfg["algorithm"]["runner"]["_target_"].endswith(".DeRelayL")
+    assert cfg["model"]["net"]["_target_"].endswith(".CNN")
     assert cfg["derelayl"]["performance"] == "trained" and cfg["derelayl"]["rounds"] == 100
     assert cfg["algorithm"]["execution"] == "batched" and cfg["algorithm"]["local_steps"] == 30
     assert cfg["shapley"]["enabled"] is False
     assert cfg["tracking"]["experiment"] == "paper_scale"
     ds = cfg["dataset"]
-    assert ds["name"] == "mnist1d"
+    assert ds["_target_"].endswith(".mnist1d")
     train = round(ds["num_samples"] * (1 - ds["val_fraction"] - ds["test_fraction"]))
     assert 145 <= train / cfg["num_participants"] <= 160  # ~150 samples a participant
     # every protocol constant stays the authors': only the length and checkpoints differ
@@ -43,12 +44,12 @@ def test_preset_composes_on_the_command_line(cli):
     assert proc.returncode == 0, proc.stderr
     job = OmegaConf.create(proc.stdout)
     assert job.num_participants == 256 and job.dataset.num_samples == 43000
-    assert job.model.name == "cnn" and job.derelayl.rounds == 100
+    assert job.model.net._target_.endswith(".CNN") and job.derelayl.rounds == 100
 
 
 def test_cifar10_variant_takes_cifar10_sizes_not_mnist1d_keys(make_cfg):
     ds = _job(make_cfg, "dataset=cifar10")["dataset"]
-    assert ds["name"] == "cifar10" and ds["download"] is False
+    assert ds["_target_"].endswith(".cifar10") and ds["download"] is False
     assert ds["max_train_samples"] == 150 * 256 and ds["val_fraction"] == 0.05
     assert "num_samples" not in ds and "test_fraction" not in ds  # MNIST-1D's, not CIFAR-10's
     # the specialisation is the preset's only: plain dataset=mnist1d keeps its defaults
