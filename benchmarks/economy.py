@@ -20,8 +20,9 @@ from derelayl.protocol.runner import DeRelayLRunner
 
 def rate(n: int, rounds: int, ledger: bool) -> tuple[float, dict]:
     params = DeRelayLParams(num_participants=n, rounds=rounds)
-    runner = DeRelayLRunner(params, RandomWalkPerformance(n, hashing=ledger), seed=0,
-                            keep_ledger=ledger)
+    runner = DeRelayLRunner(
+        params, RandomWalkPerformance(n, hashing=ledger), seed=0, keep_ledger=ledger
+    )
     t = time.perf_counter()
     result = runner.run()
     return rounds / (time.perf_counter() - t), result.history[-1]
@@ -58,7 +59,7 @@ def naive_rate(n: int, rounds: int, seed: int = 0) -> float:
         ranked_trainers = sorted(trainers, key=lambda i: (-bids[i], rnd.random()))
         pairs = []
         for j, o in enumerate(ranked_owners):
-            for tr in ranked_trainers[4 * j:4 * j + 4]:
+            for tr in ranked_trainers[4 * j : 4 * j + 4]:
                 bo = min(coins[o], 0.001) / 4
                 coins[tr] -= bids[tr]
                 coins[o] -= bo
@@ -91,31 +92,42 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small-rounds", type=int, default=5000)
     ap.add_argument("--large-rounds", type=int, default=1000)
-    ap.add_argument("--huge-rounds", type=int, default=1000,
-                    help="rounds at N=100,000 (0: skip)")
-    ap.add_argument("--naive-rounds", type=int, default=1000,
-                    help="rounds of the straightforward reference at N=256 (0: skip)")
+    ap.add_argument("--huge-rounds", type=int, default=1000, help="rounds at N=100,000 (0: skip)")
+    ap.add_argument(
+        "--naive-rounds",
+        type=int,
+        default=1000,
+        help="rounds of the straightforward reference at N=256 (0: skip)",
+    )
     args = ap.parse_args()
     small, last = rate(256, args.small_rounds, ledger=False)
-    print(f"N=256 x {args.small_rounds} rounds: {small:,.0f} rounds/s "
-          f"({args.small_rounds / small:.1f} s), final gini {last['coins_gini']:.3f}")
+    print(
+        f"N=256 x {args.small_rounds} rounds: {small:,.0f} rounds/s "
+        f"({args.small_rounds / small:.1f} s), final gini {last['coins_gini']:.3f}"
+    )
     with_ledger, _ = rate(256, args.small_rounds, ledger=True)
     print(f"N=256 x {args.small_rounds} rounds with the ledger: {with_ledger:,.0f} rounds/s")
     large, last = rate(10_000, args.large_rounds, ledger=False)
-    print(f"N=10,000 x {args.large_rounds} rounds: {large:,.1f} rounds/s "
-          f"({args.large_rounds / large:.1f} s), {last['num_trained']:.0f} models trained "
-          f"in the last round")
+    print(
+        f"N=10,000 x {args.large_rounds} rounds: {large:,.1f} rounds/s "
+        f"({args.large_rounds / large:.1f} s), {last['num_trained']:.0f} models trained "
+        f"in the last round"
+    )
     huge = float("nan")
     if args.huge_rounds:
         huge, last = rate(100_000, args.huge_rounds, ledger=False)
-        print(f"N=100,000 x {args.huge_rounds} rounds: {huge:,.1f} rounds/s "
-              f"({args.huge_rounds / huge:.1f} s; target <= 60 s), {last['num_trained']:.0f} "
-              f"models trained in the last round")
+        print(
+            f"N=100,000 x {args.huge_rounds} rounds: {huge:,.1f} rounds/s "
+            f"({args.huge_rounds / huge:.1f} s; target <= 60 s), {last['num_trained']:.0f} "
+            f"models trained in the last round"
+        )
     if args.naive_rounds:
         naive = naive_rate(256, args.naive_rounds)
         ours, _ = rate(256, args.naive_rounds, ledger=False)
-        print(f"straightforward reference, N=256 x {args.naive_rounds} rounds: {naive:,.1f} "
-              f"rounds/s; ours on the same: {ours:,.0f} rounds/s ({ours / naive:,.0f}x)")
+        print(
+            f"straightforward reference, N=256 x {args.naive_rounds} rounds: {naive:,.1f} "
+            f"rounds/s; ours on the same: {ours:,.0f} rounds/s ({ours / naive:,.0f}x)"
+        )
     print(f"rounds_per_s {small:.1f} {large:.1f} {huge:.1f}")
 
 

@@ -45,8 +45,14 @@ def setup():
 
 def product(ds, parts, net, rounds):
     module = ClassifierModule(copy.deepcopy(net), functools.partial(torch.optim.SGD, lr=LR))
-    runner = FederatedRunner(LightningHop(batch_size=BATCH, local_epochs=EPOCHS), FedAvg(),
-                             seed=0, clients_per_round=N, rounds=rounds, eval_every=10**9)
+    runner = FederatedRunner(
+        LightningHop(batch_size=BATCH, local_epochs=EPOCHS),
+        FedAvg(),
+        seed=0,
+        clients_per_round=N,
+        rounds=rounds,
+        eval_every=10**9,
+    )
     t = time.perf_counter()
     result = runner.run(module, parts, ds.val, ds.test)
     return time.perf_counter() - t, result.model.net
@@ -69,7 +75,7 @@ def plain(ds, parts, net, rounds):
             for _ in range(EPOCHS):
                 perm = torch.randperm(len(p), generator=gen)
                 for start in range(0, len(p), BATCH):
-                    idx = perm[start:start + BATCH]
+                    idx = perm[start : start + BATCH]
                     loss = F.cross_entropy(local(p.x[idx]), p.y[idx])
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -87,15 +93,20 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ds, parts, net = setup()
-    print(f"digits, {N} clients (IID) x {args.rounds} rounds, full participation, "
-          f"E={EPOCHS}, B={BATCH}, MLP(128), {args.threads} thread(s)")
-    best_p, best_q, net_p, net_q, same = best_of(args.repeats, plain, product, ds, parts, net,
-                                                 args.rounds)
-    close = all(torch.allclose(a, b, atol=1e-5) for a, b in zip(net_p.parameters(),
-                                                               net_q.parameters()))
+    print(
+        f"digits, {N} clients (IID) x {args.rounds} rounds, full participation, "
+        f"E={EPOCHS}, B={BATCH}, MLP(128), {args.threads} thread(s)"
+    )
+    best_p, best_q, net_p, net_q, same = best_of(
+        args.repeats, plain, product, ds, parts, net, args.rounds
+    )
+    close = all(
+        torch.allclose(a, b, atol=1e-5) for a, b in zip(net_p.parameters(), net_q.parameters())
+    )
     print(f"plain PyTorch FedAvg: {best_q:.3f}s")
-    print(f"product FedAvg:       {best_p:.3f}s (same final weights: {same}, "
-          f"allclose 1e-5: {close})")
+    print(
+        f"product FedAvg:       {best_p:.3f}s (same final weights: {same}, allclose 1e-5: {close})"
+    )
     print(f"ratio {best_p / best_q:.3f}")
 
 

@@ -39,7 +39,7 @@ BATCH, LR = 16, 0.02
 
 def setup():
     ds = load_dataset("mnist1d", seed=0, num_samples=int(N * PER / 0.7) + 10)
-    x, y = ds.train_x[:N * PER], ds.train_y[:N * PER]
+    x, y = ds.train_x[: N * PER], ds.train_y[: N * PER]
     part = IIDPartitioner().split(y.numpy(), N, numpy_rng(0, "partition"))
     parts = build_participants(x, y, part, 0)
     torch.manual_seed(0)
@@ -48,10 +48,12 @@ def setup():
 
 
 def product(ds, parts, net, rounds):
-    module = ClassifierModule(copy.deepcopy(net),
-                              functools.partial(torch.optim.SGD, lr=LR, momentum=0.9))
-    runner = RelayRunner(LightningHop(batch_size=BATCH), RingSchedule(), rounds=rounds, seed=0,
-                         eval_every=10**9)
+    module = ClassifierModule(
+        copy.deepcopy(net), functools.partial(torch.optim.SGD, lr=LR, momentum=0.9)
+    )
+    runner = RelayRunner(
+        LightningHop(batch_size=BATCH), RingSchedule(), rounds=rounds, seed=0, eval_every=10**9
+    )
     t = time.perf_counter()
     result = runner.run(module, parts, ds.val, ds.test)
     return time.perf_counter() - t, result.model.net
@@ -67,7 +69,7 @@ def plain(ds, parts, net, rounds):
             net.train()
             perm = torch.randperm(len(p), generator=gen)
             for start in range(0, len(p), BATCH):
-                idx = perm[start:start + BATCH]
+                idx = perm[start : start + BATCH]
                 loss = F.cross_entropy(net(p.x[idx]), p.y[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -85,16 +87,27 @@ def trainer_per_hop(ds, parts, net, rounds):
 
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning").setLevel(logging.ERROR)
-    module = ClassifierModule(copy.deepcopy(net),
-                              functools.partial(torch.optim.SGD, lr=LR, momentum=0.9))
+    module = ClassifierModule(
+        copy.deepcopy(net), functools.partial(torch.optim.SGD, lr=LR, momentum=0.9)
+    )
     t = time.perf_counter()
     for rnd in range(1, rounds + 1):
         for p in parts:
-            loader = DataLoader(TensorDataset(p.x, p.y), batch_size=BATCH, shuffle=True,
-                                generator=torch_generator(0, "hop", rnd, p.pid))
-            trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
-                                 enable_progress_bar=False, enable_model_summary=False,
-                                 accelerator="cpu", devices=1)
+            loader = DataLoader(
+                TensorDataset(p.x, p.y),
+                batch_size=BATCH,
+                shuffle=True,
+                generator=torch_generator(0, "hop", rnd, p.pid),
+            )
+            trainer = pl.Trainer(
+                max_epochs=1,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                accelerator="cpu",
+                devices=1,
+            )
             trainer.fit(module, loader)
             evaluate(module, ds.val)
     return time.perf_counter() - t
@@ -106,10 +119,13 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ds, parts, net = setup()
-    print(f"{N} participants x {PER} samples, MLP(128), batch {BATCH}, {args.rounds} round(s), "
-          f"{args.threads} thread(s)")
-    best_p, best_q, _net_p, _net_q, same = best_of(args.repeats, plain, product, ds, parts, net,
-                                                 args.rounds)
+    print(
+        f"{N} participants x {PER} samples, MLP(128), batch {BATCH}, {args.rounds} round(s), "
+        f"{args.threads} thread(s)"
+    )
+    best_p, best_q, _net_p, _net_q, same = best_of(
+        args.repeats, plain, product, ds, parts, net, args.rounds
+    )
     print(f"plain PyTorch loop: {best_q:.3f}s")
     print(f"product relay:      {best_p:.3f}s (same final weights: {same})")
     if args.trainer:

@@ -35,11 +35,20 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="paper_scale_"))
     out.mkdir(parents=True, exist_ok=True)
     run = out / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
-    cmd = [sys.executable, "-m", "derelayl.cli.train", "experiment=paper_scale",
-           f"torch_threads={args.threads}", f"hydra.run.dir={run}", f"target_acc={args.target}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "derelayl.cli.train",
+        "experiment=paper_scale",
+        f"torch_threads={args.threads}",
+        f"hydra.run.dir={run}",
+        f"target_acc={args.target}",
+    ]
     if args.mlflow:
-        cmd += [f"tracking.uri=sqlite:///{out}/mlflow.db",
-                f"tracking.artifact_location={out}/mlartifacts"]
+        cmd += [
+            f"tracking.uri=sqlite:///{out}/mlflow.db",
+            f"tracking.artifact_location={out}/mlartifacts",
+        ]
     else:
         cmd.append("tracking=none")
     cmd += args.overrides
@@ -57,9 +66,11 @@ def main() -> None:
             if reached is None and row.get("test_acc") and float(row["test_acc"]) >= args.target:
                 reached = int(float(row["round"]))
     print(f"run folder {run}")
-    print(f"rounds {metrics['rounds']}, hops {metrics['hops']}, test_acc {metrics['test_acc']:.4f}, "
-          f"val_acc {metrics['val_acc']:.4f}, coins_gini {metrics['coins_gini']:.4f}, "
-          f"round reaching test_acc {args.target}: {reached}")
+    print(
+        f"rounds {metrics['rounds']}, hops {metrics['hops']}, test_acc {metrics['test_acc']:.4f}, "
+        f"val_acc {metrics['val_acc']:.4f}, coins_gini {metrics['coins_gini']:.4f}, "
+        f"round reaching test_acc {args.target}: {reached}"
+    )
     print(f"wall_s {wall:.1f}")
 
 

@@ -35,9 +35,14 @@ SAMPLES, BATCH, EPOCHS, LR = 256, 32, 1, 0.02
 
 def workload(k: int, shape: tuple[int, ...], device: str, net: str):
     g = torch.Generator().manual_seed(0)
-    parts = [ParticipantData(i, torch.randn((SAMPLES, *shape), generator=g).to(device),
-                             torch.randint(0, 10, (SAMPLES,), generator=g).to(device))
-             for i in range(k)]
+    parts = [
+        ParticipantData(
+            i,
+            torch.randn((SAMPLES, *shape), generator=g).to(device),
+            torch.randint(0, 10, (SAMPLES,), generator=g).to(device),
+        )
+        for i in range(k)
+    ]
     torch.manual_seed(0)
     model = (MLP(shape, 10) if net == "mlp" else CNN(shape, 10)).to(device)
     return parts, model
@@ -61,7 +66,7 @@ def reference(parts, model, device):
         for _ in range(EPOCHS):
             perm = torch.randperm(len(p), generator=gen).to(device)
             for s in range(0, len(p), BATCH):
-                idx = perm[s:s + BATCH]
+                idx = perm[s : s + BATCH]
                 loss = F.cross_entropy(model(p.x[idx]), p.y[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -80,8 +85,13 @@ def batched(parts, model, device):
     sync(device)
     start = time.perf_counter()
     stacked = stack_states([state] * len(parts), names, device)
-    hop(mod, stacked, data, list(range(len(parts))),
-        [torch_generator(0, "hop", 1, i) for i in range(len(parts))])
+    hop(
+        mod,
+        stacked,
+        data,
+        list(range(len(parts))),
+        [torch_generator(0, "hop", 1, i) for i in range(len(parts))],
+    )
     sync(device)
     return time.perf_counter() - start, stacked
 
@@ -98,8 +108,11 @@ def compare(k, shape, device, net, repeats, with_reference=True):
         best_b = min(best_b, t)
     diff = None
     if ref is not None:
-        diff = max(float((stacked[j][i] - w).abs().max())
-                   for i, ws in enumerate(ref) for j, w in enumerate(ws))
+        diff = max(
+            float((stacked[j][i] - w).abs().max())
+            for i, ws in enumerate(ref)
+            for j, w in enumerate(ws)
+        )
     return best_r, best_b, diff
 
 
@@ -108,20 +121,28 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--k", type=int, default=64, help="hops in the round (CPU MLP)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                    help="torch threads, both sides (default: every core)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="torch threads, both sides (default: every core)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.device.startswith("cuda"):
         for k in (64, 512):
             r, b, diff = compare(k, (3, 32, 32), args.device, "cnn", args.repeats)
-            print(f"{torch.cuda.get_device_name()}: CNN 3x32x32, K={k}: one after another "
-                  f"{k / r:,.0f} hops/s, batched {k / b:,.0f} hops/s ({r / b:.1f}x; "
-                  f"max weight difference {diff:.1e})")
+            print(
+                f"{torch.cuda.get_device_name()}: CNN 3x32x32, K={k}: one after another "
+                f"{k / r:,.0f} hops/s, batched {k / b:,.0f} hops/s ({r / b:.1f}x; "
+                f"max weight difference {diff:.1e})"
+            )
     r, b, diff = compare(args.k, (1, 8, 8), "cpu", "mlp", args.repeats)
-    print(f"CPU ({args.threads} threads): MLP 1x8x8, K={args.k}: one after another "
-          f"{args.k / r:,.0f} hops/s, batched {args.k / b:,.0f} hops/s "
-          f"(max weight difference {diff:.1e})")
+    print(
+        f"CPU ({args.threads} threads): MLP 1x8x8, K={args.k}: one after another "
+        f"{args.k / r:,.0f} hops/s, batched {args.k / b:,.0f} hops/s "
+        f"(max weight difference {diff:.1e})"
+    )
     print(f"ratio {r / b:.2f}")
 
 

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-PLAIN = r'''
+PLAIN = r"""
 import numpy as np, torch, torch.nn.functional as F
 from sklearn.datasets import load_digits
 torch.set_num_threads(1); torch.manual_seed(0); rng = np.random.default_rng(0)
@@ -60,7 +60,7 @@ for rnd in range(20):
         for split in (val, test):
             acc = (net(x[split]).argmax(1) == y[split]).float().mean().item()
 print("test_acc", acc)
-'''
+"""
 
 
 def timed(cmd: list[str], cwd: Path, repeats: int, expect: int = 0) -> float:
@@ -70,8 +70,10 @@ def timed(cmd: list[str], cwd: Path, repeats: int, expect: int = 0) -> float:
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
         elapsed = time.perf_counter() - start
         if proc.returncode != expect:
-            raise SystemExit(f"{' '.join(cmd[:4])}... exited {proc.returncode}: "
-                             f"{proc.stderr.strip().splitlines()[-1:]}")
+            raise SystemExit(
+                f"{' '.join(cmd[:4])}... exited {proc.returncode}: "
+                f"{proc.stderr.strip().splitlines()[-1:]}"
+            )
         best = min(best, elapsed)
     return best
 
@@ -86,18 +88,27 @@ def main() -> None:
         train = [py, "-m", "derelayl.cli.train"]
         rows = [
             ("derelayl-train --help", timed([*train, "--help"], cwd, args.repeats)),
-            ("derelayl-train partition.alpha=-1 (one line, exit 2)",
-             timed([*train, "partition.alpha=-1"], cwd, args.repeats, expect=2)),
-            ("derelayl-ledger --help", timed([py, "-m", "derelayl.cli.ledger", "--help"], cwd,
-                                             args.repeats)),
-            ("derelayl-report --help", timed([py, "-m", "derelayl.cli.report", "--help"], cwd,
-                                             args.repeats)),
+            (
+                "derelayl-train partition.alpha=-1 (one line, exit 2)",
+                timed([*train, "partition.alpha=-1"], cwd, args.repeats, expect=2),
+            ),
+            (
+                "derelayl-ledger --help",
+                timed([py, "-m", "derelayl.cli.ledger", "--help"], cwd, args.repeats),
+            ),
+            (
+                "derelayl-report --help",
+                timed([py, "-m", "derelayl.cli.report", "--help"], cwd, args.repeats),
+            ),
         ]
         for name, seconds in rows:
             print(f"{name}: {seconds:.2f}s")
         # the store exists (a user's second run): its creation is a one-off
-        subprocess.run([*train, "algorithm=fedavg", "algorithm.rounds=1", "hydra.run.dir=warm"],
-                       cwd=cwd, capture_output=True)
+        subprocess.run(
+            [*train, "algorithm=fedavg", "algorithm.rounds=1", "hydra.run.dir=warm"],
+            cwd=cwd,
+            capture_output=True,
+        )
         job = [*train, "algorithm=fedavg", "algorithm.rounds=20", "algorithm.clients_per_round=2"]
         product = min(timed([*job, f"hydra.run.dir=run{i}"], cwd, 1) for i in range(args.repeats))
         plain = timed([py, "-c", PLAIN], cwd, args.repeats)

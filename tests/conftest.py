@@ -17,8 +17,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # subprocesses (the CLI, DVC stages) import this checkout's package whatever their working
 # directory, also where an installed copy or a relative PYTHONPATH=src would say otherwise
 os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(ROOT / "src")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-                           if p and Path(p).resolve() != ROOT / "src"])
+    [str(ROOT / "src")]
+    + [
+        p
+        for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+        if p and Path(p).resolve() != ROOT / "src"
+    ]
+)
 
 
 def tmp_overrides(tmp: Path) -> list[str]:
@@ -42,13 +47,16 @@ def make_cfg(tmp_path):
 def cli(tmp_path):
     """Run ``derelayl-train`` as a user would; returns the CompletedProcess."""
 
-    def _run(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    def _run(
+        *args: str, cwd: Path | None = None, timeout: int = 300
+    ) -> subprocess.CompletedProcess:
         env = dict(os.environ, HYDRA_FULL_ERROR="0")
         flags = [a for a in args if a.startswith("-")]  # Hydra wants -m etc. before overrides
         rest = [a for a in args if not a.startswith("-")]
         cmd = [sys.executable, "-m", "derelayl.cli.train", *flags, *tmp_overrides(tmp_path), *rest]
-        return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd or tmp_path,
-                              env=env, timeout=timeout)
+        return subprocess.run(
+            cmd, capture_output=True, text=True, cwd=cwd or tmp_path, env=env, timeout=timeout
+        )
 
     return _run
 
@@ -61,7 +69,9 @@ def cli_in_process(tmp_path, monkeypatch, capsys):
     def _run(*args: str):
         flags = [a for a in args if a.startswith("-")]
         rest = [a for a in args if not a.startswith("-")]
-        monkeypatch.setattr(sys, "argv", ["derelayl-train", *flags, *tmp_overrides(tmp_path), *rest])
+        monkeypatch.setattr(
+            sys, "argv", ["derelayl-train", *flags, *tmp_overrides(tmp_path), *rest]
+        )
         code = 0
         try:
             main()
@@ -79,14 +89,31 @@ def tiny_study(tmp_path_factory):
     fresh MLflow store under one parent run; shared by the report and MLflow UI tests."""
     tmp = tmp_path_factory.mktemp("study")
     env = dict(os.environ, HYDRA_FULL_ERROR="0")
-    cmd = [sys.executable, "-m", "derelayl.cli.train", "-m", *tmp_overrides(tmp),
-           "seed=0,1", "partition.alpha=0.1,1.0", "num_participants=5", "algorithm=relay",
-           "algorithm.rounds=1",
-           "progress_every=100", "tracking.experiment=tiny-study", f"hydra.sweep.dir={tmp}/sweep"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "derelayl.cli.train",
+        "-m",
+        *tmp_overrides(tmp),
+        "seed=0,1",
+        "partition.alpha=0.1,1.0",
+        "num_participants=5",
+        "algorithm=relay",
+        "algorithm.rounds=1",
+        "progress_every=100",
+        "tracking.experiment=tiny-study",
+        f"hydra.sweep.dir={tmp}/sweep",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    return {"dir": tmp, "uri": f"sqlite:///{tmp}/mlflow.db", "experiment": "tiny-study",
-            "sweep": tmp / "sweep", "artifacts": tmp / "mlartifacts", "log": proc.stderr}
+    return {
+        "dir": tmp,
+        "uri": f"sqlite:///{tmp}/mlflow.db",
+        "experiment": "tiny-study",
+        "sweep": tmp / "sweep",
+        "artifacts": tmp / "mlartifacts",
+        "log": proc.stderr,
+    }
 
 
 def make_incentive(name: str, **params):
@@ -94,9 +121,16 @@ def make_incentive(name: str, **params):
     builds it from ``incentive._target_``."""
     from derelayl.protocol import incentives
 
-    schemes = {c.name: c for c in (incentives.DeRelayLRoyalty, incentives.BoundedRoyalty,
-                                   incentives.UniformReward, incentives.DataSizeReward,
-                                   incentives.MarginalGainReward)}
+    schemes = {
+        c.name: c
+        for c in (
+            incentives.DeRelayLRoyalty,
+            incentives.BoundedRoyalty,
+            incentives.UniformReward,
+            incentives.DataSizeReward,
+            incentives.MarginalGainReward,
+        )
+    }
     return schemes[name](**params)
 
 

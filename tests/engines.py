@@ -49,8 +49,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str, logs: list[Path] = (),
-             procs: list[subprocess.Popen] = ()) -> None:
+def wait_for(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    logs: list[Path] = (),
+    procs: list[subprocess.Popen] = (),
+) -> None:
     """Poll ``check`` until it holds; fail with the tail of the engines' logs otherwise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -65,8 +70,7 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, logs: list[Pa
         time.sleep(0.25)
     else:
         why = f"did not come up in {timeout:.0f} s"
-    raise EngineError(f"{what}: {why}" + "".join(
-        f"\n--- {log} ---\n{tail(log)}" for log in logs))
+    raise EngineError(f"{what}: {why}" + "".join(f"\n--- {log} ---\n{tail(log)}" for log in logs))
 
 
 def tail(path: Path, lines: int = 30) -> str:
@@ -98,8 +102,15 @@ class Engine:
 
     def spawn(self, cmd: list[str], log: str, **kwargs) -> subprocess.Popen:
         out = open(self.dir / log, "ab")  # noqa: SIM115 (the daemon writes to it after we return)
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=kwargs.pop("env", self.env), **kwargs)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=kwargs.pop("env", self.env),
+            **kwargs,
+        )
         out.close()
         self.procs.append(proc)
         return proc
@@ -198,11 +209,14 @@ def _session_members(sid: int) -> list[int]:
     return members
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 60,
-        **kwargs) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], env: dict[str, str] | None = None, timeout: float = 60, **kwargs
+) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, **kwargs)
     if proc.returncode != 0:
-        raise EngineError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+        raise EngineError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
+        )
     return proc
 
 
@@ -279,45 +293,103 @@ class Slurm(Engine):
         (d / "munge").chmod(0o700)
         host = socket.gethostname().split(".")[0]
         self.values = dict(
-            cluster=self.cluster, host=host, dir=d, user=pwd.getpwuid(os.getuid()).pw_name,
-            ctld_port=free_port(), slurmd_port=free_port(), dbd_port=free_port(),
-            db_port=free_port(), munge_socket=d / "run/munge.socket", cpus=max(4, os.cpu_count() or 1),
-            memory_mb=_memory_mb(), partition=self.partition)
+            cluster=self.cluster,
+            host=host,
+            dir=d,
+            user=pwd.getpwuid(os.getuid()).pw_name,
+            ctld_port=free_port(),
+            slurmd_port=free_port(),
+            dbd_port=free_port(),
+            db_port=free_port(),
+            munge_socket=d / "run/munge.socket",
+            cpus=max(4, os.cpu_count() or 1),
+            memory_mb=_memory_mb(),
+            partition=self.partition,
+        )
         v = self.values
         self.env["SLURM_CONF"] = str(d / "slurm.conf")
         self.markers.append(f"SLURM_CONF={d}/slurm.conf")  # all slurmstepd keeps of its environ
         (d / "slurm.conf").write_text(SLURM_CONF.format(**v))
         (d / "slurmdbd.conf").write_text(SLURMDBD_CONF.format(**v))
         (d / "slurmdbd.conf").chmod(0o600)  # slurmdbd refuses a readable one
-        logs = [d / "log/slurmctld.log", d / "log/slurmd.log", d / "log/slurmdbd.log",
-                d / "munged.out", d / "mariadb.out", d / "slurmctld.out", d / "slurmd.out",
-                d / "slurmdbd.out"]
+        logs = [
+            d / "log/slurmctld.log",
+            d / "log/slurmd.log",
+            d / "log/slurmdbd.log",
+            d / "munged.out",
+            d / "mariadb.out",
+            d / "slurmctld.out",
+            d / "slurmd.out",
+            d / "slurmdbd.out",
+        ]
 
         # munge: a fresh key, a socket in this folder
         (d / "munge/munge.key").write_bytes(secrets.token_bytes(1024))
         (d / "munge/munge.key").chmod(0o400)
-        munged = self.spawn(["munged", "-F", f"--key-file={d}/munge/munge.key",
-                             f"--socket={v['munge_socket']}", f"--pid-file={d}/run/munged.pid",
-                             f"--log-file={d}/log/munged.log", f"--seed-file={d}/munge/seed"],
-                            "munged.out")
+        munged = self.spawn(
+            [
+                "munged",
+                "-F",
+                f"--key-file={d}/munge/munge.key",
+                f"--socket={v['munge_socket']}",
+                f"--pid-file={d}/run/munged.pid",
+                f"--log-file={d}/log/munged.log",
+                f"--seed-file={d}/munge/seed",
+            ],
+            "munged.out",
+        )
         wait_for(lambda: Path(v["munge_socket"]).exists(), 30, "munged", logs, [munged])
 
         # MariaDB for slurmdbd, root without password, loopback only
-        run(["mariadb-install-db", "--no-defaults", f"--datadir={d}/mysql", "--user=root",
-             "--auth-root-authentication-method=normal", "--skip-test-db"], timeout=120)
-        maria = self.spawn(["mariadbd", "--no-defaults", f"--datadir={d}/mysql", "--user=root",
-                            f"--socket={d}/run/mysqld.sock", f"--port={v['db_port']}",
-                            "--bind-address=127.0.0.1", f"--pid-file={d}/run/mysqld.pid",
-                            "--skip-log-bin", "--innodb-use-native-aio=0",
-                            "--innodb-buffer-pool-size=32M"], "mariadb.out")
+        run(
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={d}/mysql",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            timeout=120,
+        )
+        maria = self.spawn(
+            [
+                "mariadbd",
+                "--no-defaults",
+                f"--datadir={d}/mysql",
+                "--user=root",
+                f"--socket={d}/run/mysqld.sock",
+                f"--port={v['db_port']}",
+                "--bind-address=127.0.0.1",
+                f"--pid-file={d}/run/mysqld.pid",
+                "--skip-log-bin",
+                "--innodb-use-native-aio=0",
+                "--innodb-buffer-pool-size=32M",
+            ],
+            "mariadb.out",
+        )
         wait_for(lambda: port_open(v["db_port"]), 60, "MariaDB", logs, [maria])
 
-        dbd = self.spawn(["slurmdbd", "-D"], "slurmdbd.out")  # reads slurmdbd.conf beside $SLURM_CONF
+        dbd = self.spawn(
+            ["slurmdbd", "-D"], "slurmdbd.out"
+        )  # reads slurmdbd.conf beside $SLURM_CONF
         wait_for(lambda: port_open(v["dbd_port"]), 60, "slurmdbd", logs, [dbd])
         # register the cluster (and let it be) before its controller first starts
-        wait_for(lambda: subprocess.run(["sacctmgr", "-i", "add", "cluster", self.cluster],
-                                        env=self.env, capture_output=True, timeout=30
-                                        ).returncode == 0, 60, "sacctmgr add cluster", logs, [dbd])
+        wait_for(
+            lambda: (
+                subprocess.run(
+                    ["sacctmgr", "-i", "add", "cluster", self.cluster],
+                    env=self.env,
+                    capture_output=True,
+                    timeout=30,
+                ).returncode
+                == 0
+            ),
+            60,
+            "sacctmgr add cluster",
+            logs,
+            [dbd],
+        )
 
         ctld = self.spawn(["slurmctld", "-D", "-i", "-f", str(d / "slurm.conf")], "slurmctld.out")
         wait_for(lambda: port_open(v["ctld_port"]), 60, "slurmctld", logs, [ctld])
@@ -339,8 +411,11 @@ def _memory_mb() -> int:
 
 
 def slurm_missing() -> list[str]:
-    return [exe for exe in SLURM_DEBIAN if shutil.which(exe) is None
-            and not Path("/usr/sbin", exe).exists()]
+    return [
+        exe
+        for exe in SLURM_DEBIAN
+        if shutil.which(exe) is None and not Path("/usr/sbin", exe).exists()
+    ]
 
 
 # -- Ray -------------------------------------------------------------------------------------------
@@ -359,21 +434,46 @@ class RayHead(Engine):
         self.env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         self.address = f"127.0.0.1:{port}"
         ray = [sys.executable, "-m", "ray.scripts.scripts"]
-        head = self.spawn([*ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-                           f"--port={port}", f"--num-cpus={self.num_cpus}", "--num-gpus=0",
-                           "--include-dashboard=false", "--disable-usage-stats",
-                           f"--temp-dir={self.dir}", "--object-store-memory=100000000"],
-                          "ray.out", cwd=self.dir)  # workers start here, not where a sweep is
-        wait_for(lambda: subprocess.run([*ray, "status", f"--address={self.address}"],
-                                        capture_output=True, env=self.env, timeout=30
-                                        ).returncode == 0,
-                 120, "Ray head", [self.dir / "ray.out"], [head])
+        head = self.spawn(
+            [
+                *ray,
+                "start",
+                "--head",
+                "--block",
+                "--node-ip-address=127.0.0.1",
+                f"--port={port}",
+                f"--num-cpus={self.num_cpus}",
+                "--num-gpus=0",
+                "--include-dashboard=false",
+                "--disable-usage-stats",
+                f"--temp-dir={self.dir}",
+                "--object-store-memory=100000000",
+            ],
+            "ray.out",
+            cwd=self.dir,
+        )  # workers start here, not where a sweep is
+        wait_for(
+            lambda: (
+                subprocess.run(
+                    [*ray, "status", f"--address={self.address}"],
+                    capture_output=True,
+                    env=self.env,
+                    timeout=30,
+                ).returncode
+                == 0
+            ),
+            120,
+            "Ray head",
+            [self.dir / "ray.out"],
+            [head],
+        )
 
 
-# -- PostgreSQL + MLflow server ---------------------------------------------------------------------
+# -- PostgreSQL + MLflow server --------------------------------------------------------------------
 def postgres_bindir() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"),
-                   key=lambda p: int(Path(p).parts[-3]))
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(Path(p).parts[-3])
+    )
     return Path(found[-1]).parent if found else None
 
 
@@ -400,20 +500,69 @@ class MlflowServer(Engine):
         if as_user:
             os.chown(data, as_user["user"], as_user["group"])
             os.chown(d / "pgpass", as_user["user"], as_user["group"])
-        run([str(bindir / "initdb"), "-D", str(data), "-U", "mlflow", "--auth=scram-sha-256",
-             f"--pwfile={d}/pgpass", "--no-sync"], timeout=120, cwd=d, **as_user)
+        run(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "mlflow",
+                "--auth=scram-sha-256",
+                f"--pwfile={d}/pgpass",
+                "--no-sync",
+            ],
+            timeout=120,
+            cwd=d,
+            **as_user,
+        )
         (d / "pgpass").unlink()
         self.db_port = free_port()
-        pg_proc = self.spawn([str(bindir / "postgres"), "-D", str(data), "-h", "127.0.0.1",
-                              "-p", str(self.db_port), "-k", str(data), "-c", "fsync=off"],
-                             "postgres.out", cwd=d, **as_user)
+        pg_proc = self.spawn(
+            [
+                str(bindir / "postgres"),
+                "-D",
+                str(data),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.db_port),
+                "-k",
+                str(data),
+                "-c",
+                "fsync=off",
+            ],
+            "postgres.out",
+            cwd=d,
+            **as_user,
+        )
         pg_env = dict(self.env, PGPASSWORD=self.db_password)
-        wait_for(lambda: subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p",
-                                         str(self.db_port)], capture_output=True).returncode == 0,
-                 60, "PostgreSQL", [d / "postgres.out"], [pg_proc])
+        wait_for(
+            lambda: (
+                subprocess.run(
+                    [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.db_port)],
+                    capture_output=True,
+                ).returncode
+                == 0
+            ),
+            60,
+            "PostgreSQL",
+            [d / "postgres.out"],
+            [pg_proc],
+        )
         for db in ("mlflow", "mlflow_auth"):
-            run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.db_port), "-U",
-                 "mlflow", db], env=pg_env)
+            run(
+                [
+                    str(bindir / "createdb"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.db_port),
+                    "-U",
+                    "mlflow",
+                    db,
+                ],
+                env=pg_env,
+            )
         db = f"postgresql+psycopg://mlflow:{self.db_password}@127.0.0.1:{self.db_port}"
 
         # basic auth: users and permissions in their own database; an admin, who then creates
@@ -425,26 +574,58 @@ class MlflowServer(Engine):
             f"admin_username = {admin}\nadmin_password = {admin_password}\n"
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
             # without it every request pays a deliberately slow password hash (~0.1 s of CPU)
-            "auth_cache_ttl_seconds = 60\n")
+            "auth_cache_ttl_seconds = 60\n"
+        )
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.artifacts = d / "artifacts"
-        server_env = dict(self.env, MLFLOW_AUTH_CONFIG_PATH=str(d / "auth.ini"),
-                          MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16))
-        mlflow = self.spawn([sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
-                             "--backend-store-uri", f"{db}/mlflow",
-                             "--artifacts-destination", str(self.artifacts),
-                             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "2"],
-                            "mlflow.out", env=server_env, cwd=d)
+        server_env = dict(
+            self.env,
+            MLFLOW_AUTH_CONFIG_PATH=str(d / "auth.ini"),
+            MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16),
+        )
+        mlflow = self.spawn(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--app-name",
+                "basic-auth",
+                "--backend-store-uri",
+                f"{db}/mlflow",
+                "--artifacts-destination",
+                str(self.artifacts),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "2",
+            ],
+            "mlflow.out",
+            env=server_env,
+            cwd=d,
+        )
         wait_for(self._healthy, 180, "mlflow server", [d / "mlflow.out"], [mlflow])
         self.username, self.password = "researcher", secrets.token_hex(12)
-        run([sys.executable, "-c", "import sys; from mlflow.server import get_app_client; "
-             "get_app_client('basic-auth', tracking_uri=sys.argv[1]).create_user(*sys.argv[2:])",
-             self.uri, self.username, self.password],
-            env=dict(self.env, MLFLOW_TRACKING_USERNAME=admin,
-                     MLFLOW_TRACKING_PASSWORD=admin_password))
-        self.env.update(MLFLOW_TRACKING_USERNAME=self.username,
-                        MLFLOW_TRACKING_PASSWORD=self.password)
+        run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from mlflow.server import get_app_client; "
+                "get_app_client('basic-auth', tracking_uri=sys.argv[1]).create_user(*sys.argv[2:])",
+                self.uri,
+                self.username,
+                self.password,
+            ],
+            env=dict(
+                self.env, MLFLOW_TRACKING_USERNAME=admin, MLFLOW_TRACKING_PASSWORD=admin_password
+            ),
+        )
+        self.env.update(
+            MLFLOW_TRACKING_USERNAME=self.username, MLFLOW_TRACKING_PASSWORD=self.password
+        )
 
     def _healthy(self) -> bool:
         import urllib.request

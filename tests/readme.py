@@ -21,8 +21,11 @@ DVC_PAGE = "docs/operations/dvc.md"
 def doc_pages() -> list[str]:
     """README.md, then every page of the site, then conf/README.md (paths from the root). The
     generated tables under docs/results/ hold no commands and are left out."""
-    pages = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").rglob("*.md")
-                   if "results" not in p.relative_to(ROOT / "docs").parts[:-1])
+    pages = sorted(
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "docs").rglob("*.md")
+        if "results" not in p.relative_to(ROOT / "docs").parts[:-1]
+    )
     return ["README.md", *pages, "conf/README.md"]
 
 

@@ -17,10 +17,16 @@ from pathlib import Path
 import derelayl
 
 PACKAGE = Path(derelayl.__file__).parent
-LAYERS = {"sim": 0, "data.partition": 1, "data.participants": 1, "learning": 2, "protocol": 3,
-          "algorithms": 4, "valuation": 5}
-EDGES = ("app", "io", "models", "reporting", "cli", "launchers", "data.datasets",
-         "data.prepared")
+LAYERS = {
+    "sim": 0,
+    "data.partition": 1,
+    "data.participants": 1,
+    "learning": 2,
+    "protocol": 3,
+    "algorithms": 4,
+    "valuation": 5,
+}
+EDGES = ("app", "io", "models", "reporting", "cli", "launchers", "data.datasets", "data.prepared")
 ALLOWED_THIRD_PARTY = {"numpy", "torch", "derelayl"}
 FORBIDDEN_CALLS = {"open"}
 
@@ -89,11 +95,18 @@ def test_core_does_no_file_io():
     for path, name in core_modules():
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
-                    and node.func.id in FORBIDDEN_CALLS:
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in FORBIDDEN_CALLS
+            ):
                 bad.append(f"{name}:{node.lineno} calls {node.func.id}()")
-            if isinstance(node, ast.Attribute) and node.attr in {"write_text", "read_text",
-                                                                   "write_bytes", "read_bytes"}:
+            if isinstance(node, ast.Attribute) and node.attr in {
+                "write_text",
+                "read_text",
+                "write_bytes",
+                "read_bytes",
+            }:
                 bad.append(f"{name}:{node.lineno} uses .{node.attr}")
     assert not bad, bad
 

@@ -1,4 +1,5 @@
-"""A round's hops as one batched computation give the sequential hops' weights (float32 rounding)."""
+"""A round's hops as one batched computation give the sequential hops' weights (to float32
+rounding)."""
 
 import copy
 import functools
@@ -20,9 +21,12 @@ TOL = 1e-4
 
 def participants(sizes, shape=(1, 8, 8), classes=10, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [ParticipantData(i, torch.randn((n, *shape), generator=g),
-                            torch.randint(0, classes, (n,), generator=g))
-            for i, n in enumerate(sizes)]
+    return [
+        ParticipantData(
+            i, torch.randn((n, *shape), generator=g), torch.randint(0, classes, (n,), generator=g)
+        )
+        for i, n in enumerate(sizes)
+    ]
 
 
 def module(net, optimizer=None):
@@ -44,8 +48,14 @@ def sequential(mod, states, parts, pids, hop, corrections=None):
 def batched(mod, states, parts, pids, hop, correction=None):
     names = [n for n, _ in mod.named_parameters()]
     stacked = stack_states(states, names, "cpu")
-    stats = hop(mod, stacked, StackedData.of(parts), pids,
-                [torch_generator(0, "hop", 1, p) for p in pids], correction=correction)
+    stats = hop(
+        mod,
+        stacked,
+        StackedData.of(parts),
+        pids,
+        [torch_generator(0, "hop", 1, p) for p in pids],
+        correction=correction,
+    )
     return names, stacked, stats
 
 
@@ -57,24 +67,39 @@ def assert_same(seq, names, stacked, stats):
         assert stats[k].train_loss == pytest.approx(st.train_loss, abs=TOL)
 
 
-@pytest.mark.parametrize("net, shape, opt", [
-    (lambda s: MLP(s, 10), (1, 8, 8), None),
-    (lambda s: CNN(s, 10), (1, 8, 8), None),
-    (lambda s: CNN(s, 10, channels=(4, 8), hidden=16), (1, 40), None),
-    (lambda s: MLP(s, 10), (1, 8, 8), functools.partial(torch.optim.Adam, lr=1e-3)),
-    (lambda s: MLP(s, 10, hidden=(32, 16)), (1, 8, 8),
-     functools.partial(torch.optim.SGD, lr=0.1, momentum=0.5, weight_decay=1e-3, nesterov=True)),
-])
+@pytest.mark.parametrize(
+    "net, shape, opt",
+    [
+        (lambda s: MLP(s, 10), (1, 8, 8), None),
+        (lambda s: CNN(s, 10), (1, 8, 8), None),
+        (lambda s: CNN(s, 10, channels=(4, 8), hidden=16), (1, 40), None),
+        (lambda s: MLP(s, 10), (1, 8, 8), functools.partial(torch.optim.Adam, lr=1e-3)),
+        (
+            lambda s: MLP(s, 10, hidden=(32, 16)),
+            (1, 8, 8),
+            functools.partial(
+                torch.optim.SGD, lr=0.1, momentum=0.5, weight_decay=1e-3, nesterov=True
+            ),
+        ),
+    ],
+)
 def test_uneven_participants_match_the_sequential_hop(net, shape, opt):
     torch.manual_seed(0)
     mod = module(net(shape), opt)
     parts = participants([37, 5, 64, 16, 1, 50], shape=shape)
     pids = [2, 0, 5, 1, 4, 3, 0]  # a participant may train several models (DeRelayL owners' k)
     g = torch.Generator().manual_seed(1)
-    states = [{n: p.detach() + 0.01 * torch.randn(p.shape, generator=g)
-               for n, p in mod.named_parameters()} for _ in pids]
+    states = [
+        {
+            n: p.detach() + 0.01 * torch.randn(p.shape, generator=g)
+            for n, p in mod.named_parameters()
+        }
+        for _ in pids
+    ]
     seq = sequential(mod, states, parts, pids, LightningHop(batch_size=16, local_epochs=3))
-    names, stacked, stats = batched(mod, states, parts, pids, BatchedHop(batch_size=16, local_epochs=3))
+    names, stacked, stats = batched(
+        mod, states, parts, pids, BatchedHop(batch_size=16, local_epochs=3)
+    )
     assert_same(seq, names, stacked, stats)
 
 
@@ -90,8 +115,9 @@ def test_a_module_without_per_sample_loss_uses_its_training_step():
     parts = participants([13, 29])
     states = [mod.state_dict()] * 2
     seq = sequential(mod, states, parts, [0, 1], LightningHop(batch_size=8, local_epochs=2))
-    names, stacked, stats = batched(mod, states, parts, [0, 1],
-                                    BatchedHop(batch_size=8, local_epochs=2))
+    names, stacked, stats = batched(
+        mod, states, parts, [0, 1], BatchedHop(batch_size=8, local_epochs=2)
+    )
     assert_same(seq, names, stacked, stats)
 
 
@@ -101,8 +127,9 @@ def test_local_steps_budget_matches():
     parts = participants([7, 40, 23])
     states = [mod.state_dict()] * 3
     seq = sequential(mod, states, parts, [0, 1, 2], LightningHop(batch_size=8, local_steps=5))
-    names, stacked, stats = batched(mod, states, parts, [0, 1, 2],
-                                    BatchedHop(batch_size=8, local_steps=5))
+    names, stacked, stats = batched(
+        mod, states, parts, [0, 1, 2], BatchedHop(batch_size=8, local_steps=5)
+    )
     assert [s.steps for s in stats] == [5, 5, 5]
     assert_same(seq, names, stacked, stats)
 
@@ -123,6 +150,7 @@ def test_gradient_corrections_act_per_model():
             with torch.no_grad():
                 for p, a, s in zip(params, anchor, shift[k]):
                     p.grad.add_(p - a, alpha=mu).add_(s)
+
         return correct
 
     def stacked_correction(params, grads):
@@ -131,11 +159,17 @@ def test_gradient_corrections_act_per_model():
                 gr.add_(p - anchor[j], alpha=mu).add_(torch.stack([s[j] for s in shift]))
 
     states = [mod.state_dict()] * 3
-    seq = sequential(mod, states, parts, pids, LightningHop(batch_size=10, local_epochs=2),
-                     corrections=per_model)
-    names, stacked, stats = batched(mod, states, parts, pids,
-                                    BatchedHop(batch_size=10, local_epochs=2),
-                                    correction=stacked_correction)
+    seq = sequential(
+        mod, states, parts, pids, LightningHop(batch_size=10, local_epochs=2), corrections=per_model
+    )
+    names, stacked, stats = batched(
+        mod,
+        states,
+        parts,
+        pids,
+        BatchedHop(batch_size=10, local_epochs=2),
+        correction=stacked_correction,
+    )
     assert_same(seq, names, stacked, stats)
 
 
@@ -145,11 +179,16 @@ def test_evaluate_many_matches_evaluate(net):
     mod = module(MLP((1, 8, 8), 10) if net == "mlp" else CNN((1, 8, 8), 10))
     names = [n for n, _ in mod.named_parameters()]
     g = torch.Generator().manual_seed(3)
-    states = [{n: p.detach() + 0.5 * torch.randn(p.shape, generator=g)
-               for n, p in mod.named_parameters()} for _ in range(4)]
-    data = EvalSet(torch.randn(300, 1, 8, 8, generator=g), torch.randint(0, 10, (300,), generator=g))
-    losses, accs = evaluate_many(mod, stack_states(states, names, "cpu"), data.x, data.y,
-                                 batch_size=128)
+    states = [
+        {n: p.detach() + 0.5 * torch.randn(p.shape, generator=g) for n, p in mod.named_parameters()}
+        for _ in range(4)
+    ]
+    data = EvalSet(
+        torch.randn(300, 1, 8, 8, generator=g), torch.randint(0, 10, (300,), generator=g)
+    )
+    losses, accs = evaluate_many(
+        mod, stack_states(states, names, "cpu"), data.x, data.y, batch_size=128
+    )
     for k, state in enumerate(states):
         m = copy.deepcopy(mod)
         m.load_state_dict(state)
@@ -164,8 +203,9 @@ def test_unsupported_modules_are_refused_in_one_line():
     parts = participants([10])
     with pytest.raises(ConfigError, match="dropout"):
         batched(mod, [mod.state_dict()], parts, [0], BatchedHop(batch_size=4))
-    bn = module(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.BatchNorm1d(64),
-                                    torch.nn.Linear(64, 10)))
+    bn = module(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.BatchNorm1d(64), torch.nn.Linear(64, 10))
+    )
     with pytest.raises(ConfigError, match="buffers"):
         batched(bn, [bn.state_dict()], parts, [0], BatchedHop(batch_size=4))
 
@@ -179,19 +219,41 @@ def test_lineage_replays_in_a_batch_give_the_one_by_one_values_and_shapley():
     mod = module(MLP((1, 8, 8), 10))
     parts = participants([20, 33, 8, 41, 17])
     g = torch.Generator().manual_seed(5)
-    test = EvalSet(torch.randn(200, 1, 8, 8, generator=g), torch.randint(0, 10, (200,), generator=g))
+    test = EvalSet(
+        torch.randn(200, 1, 8, 8, generator=g), torch.randint(0, 10, (200,), generator=g)
+    )
     lineage = [(0, 1), (1, 3), (2, 1), (3, 0), (4, 4), (5, 3), (6, 2)]
-    one = LineageCoalitionValue(LightningHop(batch_size=8, local_epochs=2), mod, lineage, parts,
-                                seed=0, test=test)
-    many = LineageCoalitionValue(LightningHop(batch_size=8, local_epochs=2), mod, lineage, parts,
-                                 seed=0, test=test, batched=BatchedHop(batch_size=8, local_epochs=2),
-                                 max_batch=7)
+    one = LineageCoalitionValue(
+        LightningHop(batch_size=8, local_epochs=2), mod, lineage, parts, seed=0, test=test
+    )
+    many = LineageCoalitionValue(
+        LightningHop(batch_size=8, local_epochs=2),
+        mod,
+        lineage,
+        parts,
+        seed=0,
+        test=test,
+        batched=BatchedHop(batch_size=8, local_epochs=2),
+        max_batch=7,
+    )
     coalitions = _all_coalitions(one.players)
     assert many.many(coalitions) == pytest.approx([one(c) for c in coalitions], abs=1e-9)
     for exact_max in (8, 0):  # exact enumeration, and truncated Monte Carlo
-        a = shapley_values(one.players, one, exact_max=exact_max, permutations=30, tolerance=0.01,
-                           rng=numpy_rng(0, "shapley"))
-        b = shapley_values(many.players, many, exact_max=exact_max, permutations=30,
-                           tolerance=0.01, rng=numpy_rng(0, "shapley"))
+        a = shapley_values(
+            one.players,
+            one,
+            exact_max=exact_max,
+            permutations=30,
+            tolerance=0.01,
+            rng=numpy_rng(0, "shapley"),
+        )
+        b = shapley_values(
+            many.players,
+            many,
+            exact_max=exact_max,
+            permutations=30,
+            tolerance=0.01,
+            rng=numpy_rng(0, "shapley"),
+        )
         assert a.values == pytest.approx(b.values, abs=1e-12)
         assert (a.method, a.permutations, a.converged) == (b.method, b.permutations, b.converged)

@@ -21,8 +21,13 @@ def test_default_run_writes_everything_and_logs_to_mlflow(cli, tmp_path):
     for key in ("test_acc", "test_loss", "hops", "rounds", "wall_time_s", "mlflow_run_id"):
         assert key in metrics
     assert metrics["hops"] == 40 and metrics["rounds"] == 2
-    for name in ("config.yaml", "history.csv", "model.pt", "accuracy_vs_hops.png",
-                 "partition.json"):
+    for name in (
+        "config.yaml",
+        "history.csv",
+        "model.pt",
+        "accuracy_vs_hops.png",
+        "partition.json",
+    ):
         assert (out / name).stat().st_size > 0, name
     assert len((out / "history.csv").read_text().splitlines()) == 41
 
@@ -39,28 +44,49 @@ def test_default_run_writes_everything_and_logs_to_mlflow(cli, tmp_path):
     for key in ("test_acc", "participant", "samples_seen"):
         assert key in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "metrics.json", "history.csv", "accuracy_vs_hops.png",
-            "model.pt", "partition.json"} <= artifacts
+    assert {
+        "config.yaml",
+        "metrics.json",
+        "history.csv",
+        "accuracy_vs_hops.png",
+        "model.pt",
+        "partition.json",
+    } <= artifacts
 
 
 def test_same_config_and_seed_give_identical_numbers(cli, tmp_path):
-    args = ("algorithm=relay", "dataset=mnist1d", "dataset.num_samples=1000", "partition=shards",
-            "schedule=random", "num_participants=10", "algorithm.rounds=2", "seed=3",
-            "tracking=none")
+    args = (
+        "algorithm=relay",
+        "dataset=mnist1d",
+        "dataset.num_samples=1000",
+        "partition=shards",
+        "schedule=random",
+        "num_participants=10",
+        "algorithm.rounds=2",
+        "seed=3",
+        "tracking=none",
+    )
     a = cli(*args, f"hydra.run.dir={tmp_path}/a")
     b = cli(*args, f"hydra.run.dir={tmp_path}/b")
     assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
     ma = json.loads((tmp_path / "a/metrics.json").read_text())
     mb = json.loads((tmp_path / "b/metrics.json").read_text())
-    assert {k: v for k, v in ma.items() if k not in VOLATILE} == \
-        {k: v for k, v in mb.items() if k not in VOLATILE}
+    assert {k: v for k, v in ma.items() if k not in VOLATILE} == {
+        k: v for k, v in mb.items() if k not in VOLATILE
+    }
     assert (tmp_path / "a/history.csv").read_text() == (tmp_path / "b/history.csv").read_text()
 
 
 def test_multirun_sweep_lands_in_one_experiment(cli, tmp_path):
-    proc = cli("-m", "algorithm=relay", "partition.alpha=0.1,1.0", "num_participants=5",
-               "algorithm.rounds=1",
-               f"hydra.sweep.dir={tmp_path}/sweep", "tracking.experiment=sweep-test")
+    proc = cli(
+        "-m",
+        "algorithm=relay",
+        "partition.alpha=0.1,1.0",
+        "num_participants=5",
+        "algorithm.rounds=1",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        "tracking.experiment=sweep-test",
+    )
     assert proc.returncode == 0, proc.stderr
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.get_experiment_by_name("sweep-test")
@@ -73,15 +99,21 @@ def test_multirun_sweep_lands_in_one_experiment(cli, tmp_path):
     assert all((tmp_path / "sweep" / str(i) / "metrics.json").exists() for i in (0, 1))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["partition=foo"], "unknown partition 'foo'; allowed: dirichlet, dirichlet_0.1, dirichlet_0.5"),
-    (["-m", "schedule=ring,spiral"], "unknown schedule 'spiral'; allowed: largest_first"),
-    (["partition.alpha=-0.5"], "partition.alpha must be > 0 (got -0.5)"),
-    (["num_participants=5000"], "num_participants=5000"),
-    (["partition=shards", "partition.classes_per_participant=11"], "allowed: 1..10"),
-    (["dataset=cifar10"], "dataset.download=true"),
-    (["algorithm=relay", "algorithm.rounds=0"], "algorithm.rounds must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["partition=foo"],
+            "unknown partition 'foo'; allowed: dirichlet, dirichlet_0.1, dirichlet_0.5",
+        ),
+        (["-m", "schedule=ring,spiral"], "unknown schedule 'spiral'; allowed: largest_first"),
+        (["partition.alpha=-0.5"], "partition.alpha must be > 0 (got -0.5)"),
+        (["num_participants=5000"], "num_participants=5000"),
+        (["partition=shards", "partition.classes_per_participant=11"], "allowed: 1..10"),
+        (["dataset=cifar10"], "dataset.download=true"),
+        (["algorithm=relay", "algorithm.rounds=0"], "algorithm.rounds must be >= 1"),
+    ],
+)
 def test_bad_input_is_one_clear_line(cli_in_process, tmp_path, args, message):
     code, out, err = cli_in_process(*args, "tracking=none", f"hydra.run.dir={tmp_path}/bad")
     assert_one_line_error(code, err, message)
@@ -92,12 +124,18 @@ def test_digits_relay_reaches_085(make_cfg, tmp_path):
     assert metrics["test_acc"] >= 0.85
 
 
-@pytest.mark.parametrize("overrides", [
-    ["partition=iid"], ["partition=quantity"], ["partition=feature_noise"],
-    ["partition=shards", "schedule=largest_first"], ["model=cnn"],
-    ["experiment=mnist1d_shards", "dataset.num_samples=600", "num_participants=10"],
-    ["algorithm.local_steps=3", "algorithm.eval_every=5"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["partition=iid"],
+        ["partition=quantity"],
+        ["partition=feature_noise"],
+        ["partition=shards", "schedule=largest_first"],
+        ["model=cnn"],
+        ["experiment=mnist1d_shards", "dataset.num_samples=600", "num_participants=10"],
+        ["algorithm.local_steps=3", "algorithm.eval_every=5"],
+    ],
+)
 def test_every_option_runs(make_cfg, tmp_path, overrides):
     cfg = make_cfg("algorithm=relay", "algorithm.rounds=1", "debug=fast", *overrides)
     metrics = run_experiment(cfg, tmp_path / "run")

@@ -45,11 +45,25 @@ from engines import (
 JOB = ("algorithm=relay", "algorithm.rounds=1", "num_participants=5", "progress_every=100")
 SEEDS = (0, 1, 2, 3)
 # what a job's run folder holds and MLflow must hold too (artifacts)
-ARTIFACTS = {"config.yaml", "metrics.json", "history.csv", "partition.json", "model.pt",
-             "accuracy_vs_hops.png"}
+ARTIFACTS = {
+    "config.yaml",
+    "metrics.json",
+    "history.csv",
+    "partition.json",
+    "model.pt",
+    "accuracy_vs_hops.png",
+}
 # per-hop metrics of the relay, logged at step = hop (history.csv has them too)
-HOP_KEYS = ("val_acc", "val_loss", "test_acc", "test_loss", "train_loss", "samples_seen", "bytes",
-            "sim_time_s")
+HOP_KEYS = (
+    "val_acc",
+    "val_loss",
+    "test_acc",
+    "test_loss",
+    "train_loss",
+    "samples_seen",
+    "bytes",
+    "sim_time_s",
+)
 # metrics.json values that differ between two runs of the same config
 RUN_SPECIFIC = ("wall_time_s", "mlflow_run_id")
 
@@ -70,8 +84,10 @@ def modules_missing(*modules: str) -> list[str]:
 # -- engines -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mlflow_server():
-    require(([] if postgres_bindir() else ["postgresql"])
-            + modules_missing("psycopg", "flask_wtf"), "team MLflow server")
+    require(
+        ([] if postgres_bindir() else ["postgresql"]) + modules_missing("psycopg", "flask_wtf"),
+        "team MLflow server",
+    )
     with MlflowServer() as server:
         yield server
 
@@ -94,15 +110,30 @@ def ray_head():
 def train_cmd(tmp: Path, server: MlflowServer, experiment: str, *args: str) -> list[str]:
     flags = [a for a in args if a.startswith("-")]
     rest = [a for a in args if not a.startswith("-")]
-    return [sys.executable, "-m", "derelayl.cli.train", *flags, f"paths.root_dir={tmp}",
-            "tracking=server", f"tracking.uri={server.uri}", f"tracking.experiment={experiment}",
-            *rest]
+    return [
+        sys.executable,
+        "-m",
+        "derelayl.cli.train",
+        *flags,
+        f"paths.root_dir={tmp}",
+        "tracking=server",
+        f"tracking.uri={server.uri}",
+        f"tracking.experiment={experiment}",
+        *rest,
+    ]
 
 
-def run_train(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float = 300
-              ) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, env=dict(env, HYDRA_FULL_ERROR="0"),
-                          cwd=cwd, timeout=timeout)
+def run_train(
+    cmd: list[str], env: dict[str, str], cwd: Path, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env=dict(env, HYDRA_FULL_ERROR="0"),
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -125,8 +156,9 @@ def assert_one_finished_run_per_job(client: MlflowClient, sweep: Path, n: int) -
     finished = [r for r in children if r.info.status == "FINISHED"]
     assert sorted(r.info.status for r in children if r not in finished) in ([], ["KILLED"])
     assert sorted(int(r.data.params["seed"]) for r in finished) == list(range(n))
-    ids = {json.loads((sweep / str(k) / "metrics.json").read_text())["mlflow_run_id"]
-           for k in range(n)}
+    ids = {
+        json.loads((sweep / str(k) / "metrics.json").read_text())["mlflow_run_id"] for k in range(n)
+    }
     assert ids == {r.info.run_id for r in finished}  # each folder's run is the one in MLflow
     parent_run = client.get_run(parent)
     assert parent_run.info.status == "FINISHED"
@@ -171,30 +203,61 @@ def test_ray_sweep_without_a_cluster_is_one_line(tmp_path):
     """A wrong address: one line and exit status 2 at once, not Ray's minutes of retries."""
     require(modules_missing("ray"), "Ray")
     port = free_port()  # nothing listens there
-    proc = subprocess.run([sys.executable, "-m", "derelayl.cli.train", "-m",
-                           "hydra/launcher=ray_cluster", *JOB, "tracking=none",
-                           f"hydra.sweep.dir={tmp_path}/sweep"], capture_output=True, text=True,
-                          env=dict(os.environ, RAY_ADDRESS=f"127.0.0.1:{port}",
-                                   HYDRA_FULL_ERROR="0"), cwd=tmp_path, timeout=120)
-    assert_one_line_error(proc.returncode, proc.stderr,
-                          f"derelayl-train: error: no Ray cluster answers at 127.0.0.1:{port}")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "derelayl.cli.train",
+            "-m",
+            "hydra/launcher=ray_cluster",
+            *JOB,
+            "tracking=none",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, RAY_ADDRESS=f"127.0.0.1:{port}", HYDRA_FULL_ERROR="0"),
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert_one_line_error(
+        proc.returncode,
+        proc.stderr,
+        f"derelayl-train: error: no Ray cluster answers at 127.0.0.1:{port}",
+    )
     assert not list(tmp_path.glob("sweep/*/metrics.json"))
 
 
 # -- SLURM -------------------------------------------------------------------------------------
 @pytest.mark.cluster
-def test_slurm_sweep_finishes_and_a_cancelled_job_is_redone(slurm, mlflow_server, client,
-                                                            make_cfg, tmp_path):
+def test_slurm_sweep_finishes_and_a_cancelled_job_is_redone(
+    slurm, mlflow_server, client, make_cfg, tmp_path
+):
     sweep = tmp_path / "sweep"
-    cmd = train_cmd(tmp_path, mlflow_server, "slurm", "-m", "hydra/launcher=slurm",
-                    "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10", *JOB,
-                    "seed=" + ",".join(map(str, SEEDS)), f"hydra.sweep.dir={sweep}")
+    cmd = train_cmd(
+        tmp_path,
+        mlflow_server,
+        "slurm",
+        "-m",
+        "hydra/launcher=slurm",
+        "hydra.launcher.mem_gb=1",
+        "hydra.launcher.timeout_min=10",
+        *JOB,
+        "seed=" + ",".join(map(str, SEEDS)),
+        f"hydra.sweep.dir={sweep}",
+    )
     # SLURM_CONF for the clients, MLflow's credentials (sbatch hands the environment to jobs)
     env = {**slurm.env, **{k: v for k, v in mlflow_server.env.items() if k.startswith("MLFLOW")}}
 
     started = time.monotonic()
-    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=dict(env, HYDRA_FULL_ERROR="0"), cwd=tmp_path)
+    first = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(env, HYDRA_FULL_ERROR="0"),
+        cwd=tmp_path,
+    )
     try:
         # the array's last job, cancelled once it runs (the test cluster runs all 4 at once; a
         # job's imports alone take seconds, so it is cancelled before it finishes)
@@ -205,8 +268,9 @@ def test_slurm_sweep_finishes_and_a_cancelled_job_is_redone(slurm, mlflow_server
                     return job
             return None
 
-        wait_for(lambda: running("3") is not None, 240, "SLURM job 3 to run (the launch)",
-                 procs=[first])
+        wait_for(
+            lambda: running("3") is not None, 240, "SLURM job 3 to run (the launch)", procs=[first]
+        )
         cancelled = running("3")
         slurm.cmd("scancel", cancelled)
         print(f"SLURM: job 3 running and cancelled after {time.monotonic() - started:.1f} s")
@@ -238,16 +302,28 @@ def test_slurm_sweep_finishes_and_a_cancelled_job_is_redone(slurm, mlflow_server
 
 # -- Ray ---------------------------------------------------------------------------------------
 @pytest.mark.cluster
-def test_ray_sweep_finishes_with_the_numbers_of_a_local_run(ray_head, mlflow_server, client,
-                                                             make_cfg, tmp_path):
+def test_ray_sweep_finishes_with_the_numbers_of_a_local_run(
+    ray_head, mlflow_server, client, make_cfg, tmp_path
+):
     # a sweep folder relative to where it is launched, as by default: each job runs there
     sweep = tmp_path / "sweep"
-    cmd = train_cmd(tmp_path, mlflow_server, "ray", "-m", "hydra/launcher=ray_cluster", *JOB,
-                    "seed=" + ",".join(map(str, SEEDS)), "hydra.sweep.dir=sweep")
+    cmd = train_cmd(
+        tmp_path,
+        mlflow_server,
+        "ray",
+        "-m",
+        "hydra/launcher=ray_cluster",
+        *JOB,
+        "seed=" + ",".join(map(str, SEEDS)),
+        "hydra.sweep.dir=sweep",
+    )
     # the jobs get MLflow's credentials from the launching shell (hydra.launcher.ray.env_vars),
     # not from the Ray daemons' environment
-    env = {**ray_head.env, **{k: v for k, v in mlflow_server.env.items() if k.startswith("MLFLOW")},
-           "RAY_ADDRESS": ray_head.address}
+    env = {
+        **ray_head.env,
+        **{k: v for k, v in mlflow_server.env.items() if k.startswith("MLFLOW")},
+        "RAY_ADDRESS": ray_head.address,
+    }
     assert "MLFLOW_TRACKING_PASSWORD" not in ray_head.env
     started = time.monotonic()
     proc = run_train(cmd, env, tmp_path)
@@ -261,14 +337,27 @@ def test_ray_sweep_finishes_with_the_numbers_of_a_local_run(ray_head, mlflow_ser
 
     # bad input in a job: one line, exit status 2 (resuming is engine-independent: the SLURM test)
     started = time.monotonic()
-    bad = run_train(train_cmd(tmp_path, mlflow_server, "ray", "-m", "hydra/launcher=ray_cluster",
-                              *JOB, "num_participants=0", "hydra.sweep.dir=bad"),
-                    env, tmp_path)
+    bad = run_train(
+        train_cmd(
+            tmp_path,
+            mlflow_server,
+            "ray",
+            "-m",
+            "hydra/launcher=ray_cluster",
+            *JOB,
+            "num_participants=0",
+            "hydra.sweep.dir=bad",
+        ),
+        env,
+        tmp_path,
+    )
     assert bad.returncode == 2, bad.stderr[-3000:]
     lines = [ln for ln in (bad.stdout + bad.stderr).splitlines() if ln.strip()]
     # the sweep's jobs are checked before any starts: the line names the job and the value
-    assert lines[-1].startswith("derelayl-train: error: ") and \
-        "num_participants must be >= 1" in lines[-1], lines[-3:]
+    assert (
+        lines[-1].startswith("derelayl-train: error: ")
+        and "num_participants must be >= 1" in lines[-1]
+    ), lines[-3:]
     assert "Traceback" not in bad.stdout + bad.stderr
     print(f"Ray sweep, bad input: {time.monotonic() - started:.1f} s")
 
@@ -279,9 +368,20 @@ def test_team_server_takes_eight_concurrent_jobs(mlflow_server, client, tmp_path
     sweep, n = tmp_path / "sweep", 8
     env = {**os.environ, **mlflow_server.env, "DERELAYL_JOBS": str(n)}
     started = time.monotonic()
-    proc = run_train(train_cmd(tmp_path, mlflow_server, "team", "-m", "hydra/launcher=parallel",
-                               *JOB, "seed=" + ",".join(map(str, range(n))),
-                               f"hydra.sweep.dir={sweep}"), env, tmp_path)
+    proc = run_train(
+        train_cmd(
+            tmp_path,
+            mlflow_server,
+            "team",
+            "-m",
+            "hydra/launcher=parallel",
+            *JOB,
+            "seed=" + ",".join(map(str, range(n))),
+            f"hydra.sweep.dir={sweep}",
+        ),
+        env,
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     print(f"8 concurrent jobs against the server: {time.monotonic() - started:.1f} s")
     runs = assert_one_finished_run_per_job(client, sweep, n)
@@ -314,8 +414,18 @@ def test_team_server_takes_eight_concurrent_jobs(mlflow_server, client, tmp_path
     # the study report reads the study back from the server
     from derelayl.cli.report import main as report_main
 
-    report_main(["--tracking-uri", mlflow_server.uri, "--experiment", "team", "--parent-run",
-                 parent, "--out", str(tmp_path / "report")])
+    report_main(
+        [
+            "--tracking-uri",
+            mlflow_server.uri,
+            "--experiment",
+            "team",
+            "--parent-run",
+            parent,
+            "--out",
+            str(tmp_path / "report"),
+        ]
+    )
     summary = json.loads((tmp_path / "report/summary.json").read_text())
     (group,) = summary.values()  # one method, 8 seeds
     accs = [json.loads((sweep / str(k) / "metrics.json").read_text())["test_acc"] for k in range(n)]
@@ -324,8 +434,10 @@ def test_team_server_takes_eight_concurrent_jobs(mlflow_server, client, tmp_path
 
     # the server is not open: no credentials, no data
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(f"{mlflow_server.uri}/api/2.0/mlflow/experiments/get-by-name"
-                               f"?experiment_name=team", timeout=10)
+        urllib.request.urlopen(
+            f"{mlflow_server.uri}/api/2.0/mlflow/experiments/get-by-name?experiment_name=team",
+            timeout=10,
+        )
     assert refused.value.code == 401
 
 

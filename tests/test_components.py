@@ -16,24 +16,27 @@ from derelayl.app.pipeline import run_experiment
 from derelayl.cli.train import config_dir
 
 
-@pytest.mark.parametrize("overrides, incentive, schedule", [
-    ([], "derelayl", None),
-    (["algorithm=relay"], None, "ring"),
-    (["algorithm=relay", "schedule=random"], None, "random"),
-    (["algorithm=fedavg"], None, None),
-    (["algorithm=fedprox"], None, None),
-    (["algorithm=scaffold"], None, None),
-    (["algorithm=local"], None, None),
-    (["algorithm=fedavg", "incentive=uniform"], "uniform", None),
-    (["algorithm=scaffold", "incentive=derelayl"], "derelayl", None),
-    (["incentive=marginal_gain"], "marginal_gain", None),
-    (["experiment=mnist1d_shards"], None, "random"),
-])
-def test_each_algorithm_composes_only_its_own_components(tmp_path, overrides, incentive,
-                                                         schedule):
+@pytest.mark.parametrize(
+    "overrides, incentive, schedule",
+    [
+        ([], "derelayl", None),
+        (["algorithm=relay"], None, "ring"),
+        (["algorithm=relay", "schedule=random"], None, "random"),
+        (["algorithm=fedavg"], None, None),
+        (["algorithm=fedprox"], None, None),
+        (["algorithm=scaffold"], None, None),
+        (["algorithm=local"], None, None),
+        (["algorithm=fedavg", "incentive=uniform"], "uniform", None),
+        (["algorithm=scaffold", "incentive=derelayl"], "derelayl", None),
+        (["incentive=marginal_gain"], "marginal_gain", None),
+        (["experiment=mnist1d_shards"], None, "random"),
+    ],
+)
+def test_each_algorithm_composes_only_its_own_components(tmp_path, overrides, incentive, schedule):
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=tmp_overrides(tmp_path) + overrides,
-                      return_hydra_config=True)
+        cfg = compose(
+            "train", overrides=tmp_overrides(tmp_path) + overrides, return_hydra_config=True
+        )
     chosen = cfg.hydra.runtime.choices
     assert chosen.get("incentive") == incentive and chosen.get("schedule") == schedule
     assert (cfg.incentive is None) == (incentive is None)
@@ -68,13 +71,18 @@ def test_a_components_defaults_are_its_signatures(make_cfg):
     from derelayl.sim.devices import DeviceProfile
 
     def defaults(target):
-        return {k: p.default for k, p in inspect.signature(target).parameters.items()
-                if p.default is not inspect.Parameter.empty}
+        return {
+            k: p.default
+            for k, p in inspect.signature(target).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
 
     cfg = make_cfg("partition=feature_noise", "incentive=derelayl_bounded")
     assert cfg.partition.sigma == defaults(FeatureNoisePartitioner)["sigma"] == 0.5
-    assert OmegaConf.to_container(cfg.incentive) == {"_target_": "derelayl.protocol.incentives."
-                                                     "BoundedRoyalty", **defaults(BoundedRoyalty)}
+    assert OmegaConf.to_container(cfg.incentive) == {
+        "_target_": "derelayl.protocol.incentives.BoundedRoyalty",
+        **defaults(BoundedRoyalty),
+    }
     devices = OmegaConf.to_container(cfg.participants.devices)
     devices.pop("_target_")
     assert devices == defaults(DeviceProfile)

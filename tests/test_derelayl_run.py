@@ -26,14 +26,35 @@ def stable(metrics):
 def test_trained_run_reports_everything(make_cfg, tmp_path):
     out = tmp_path / "run"
     metrics = run_experiment(make_cfg(*SMALL), out)
-    for key in ("test_acc", "test_loss", "rounds", "hops", "samples_seen", "coins_gini",
-                "version_share_latest", "version_share_within_10", "version_share_none",
-                "coins_total", "coins_minted", "coins_burned", "mlflow_run_id"):
+    for key in (
+        "test_acc",
+        "test_loss",
+        "rounds",
+        "hops",
+        "samples_seen",
+        "coins_gini",
+        "version_share_latest",
+        "version_share_within_10",
+        "version_share_none",
+        "coins_total",
+        "coins_minted",
+        "coins_burned",
+        "mlflow_run_id",
+    ):
         assert key in metrics, key
     assert metrics["rounds"] == 6 and 0 < metrics["test_acc"] <= 1
-    assert metrics["coins_total"] == pytest.approx(metrics["coins_minted"] - metrics["coins_burned"])
-    for name in ("ledger.jsonl", "coins_per_participant.png", "version_shares.png",
-                 "accuracy_vs_rounds.png", "participants.csv", "model.pt", "history.csv"):
+    assert metrics["coins_total"] == pytest.approx(
+        metrics["coins_minted"] - metrics["coins_burned"]
+    )
+    for name in (
+        "ledger.jsonl",
+        "coins_per_participant.png",
+        "version_shares.png",
+        "accuracy_vs_rounds.png",
+        "participants.csv",
+        "model.pt",
+        "history.csv",
+    ):
         assert (out / name).stat().st_size > 0, name
     assert len((out / "participants.csv").read_text().splitlines()) == 13
     # only each participant's newest and best model (and the run's best) are kept
@@ -41,18 +62,31 @@ def test_trained_run_reports_everything(make_cfg, tmp_path):
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     run = client.get_run(metrics["mlflow_run_id"])
-    for key in ("coins_gini", "version_share_latest", "version_share_within_10",
-                "version_share_none", "best_test_acc"):
-        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(range(1, 7))
+    for key in (
+        "coins_gini",
+        "version_share_latest",
+        "version_share_within_10",
+        "version_share_none",
+        "best_test_acc",
+    ):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(
+            range(1, 7)
+        )
     assert run.data.params["derelayl.performance"] == "trained"
     assert run.data.params["algorithm.runner._target_"] == "derelayl.app.runners.derelayl.DeRelayL"
 
 
 def test_random_walk_needs_no_data(make_cfg, tmp_path):
-    metrics = run_experiment(make_cfg("derelayl.performance=random_walk", "num_participants=64",
-                                      "derelayl.rounds=40", "tracking=none",
-                                      "dataset=cifar10"),  # never loaded: no files needed
-                             tmp_path / "run")
+    metrics = run_experiment(
+        make_cfg(
+            "derelayl.performance=random_walk",
+            "num_participants=64",
+            "derelayl.rounds=40",
+            "tracking=none",
+            "dataset=cifar10",
+        ),  # never loaded: no files needed
+        tmp_path / "run",
+    )
     assert metrics["test_acc"] is None and metrics["best_quality"] > 0.5
     assert not (tmp_path / "run" / "partition.json").exists()
 
@@ -89,8 +123,9 @@ def test_ledger_verify_detects_an_altered_model(make_cfg, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("checkpoint_every, crash_after", [(1, 3), (3, 5)])
-def test_interrupted_run_resumes_to_identical_numbers(make_cfg, tmp_path, monkeypatch,
-                                                      checkpoint_every, crash_after):
+def test_interrupted_run_resumes_to_identical_numbers(
+    make_cfg, tmp_path, monkeypatch, checkpoint_every, crash_after
+):
     args = (*SMALL, "tracking=none", f"derelayl.checkpoint_every={checkpoint_every}")
     full = run_experiment(make_cfg(*args), tmp_path / "full")
 
@@ -108,23 +143,36 @@ def test_interrupted_run_resumes_to_identical_numbers(make_cfg, tmp_path, monkey
     resumed = run_experiment(make_cfg(*args), tmp_path / "resumed")
     assert stable(resumed) == stable(full)
     for name in ("ledger.jsonl", "rounds.jsonl", "coins.f64", "participants.csv", "history.csv"):
-        assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
+        assert (tmp_path / "resumed" / name).read_bytes() == (
+            tmp_path / "full" / name
+        ).read_bytes(), name
 
 
 @pytest.mark.slow  # end to end through subprocesses (a minute or more): CI runs it
 def test_sigkilled_cli_run_resumes_to_identical_numbers(cli, tmp_path):
     # 1-epoch hops and no Shapley values: resuming is what is tested, not their cost
-    args = ("num_participants=20", "derelayl.rounds=40", "tracking=none",
-            "algorithm.local_epochs=1", "shapley.enabled=false")
+    args = (
+        "num_participants=20",
+        "derelayl.rounds=40",
+        "tracking=none",
+        "algorithm.local_epochs=1",
+        "shapley.enabled=false",
+    )
     full = cli(*args, f"hydra.run.dir={tmp_path}/full")
     assert full.returncode == 0, full.stderr
 
     run_dir = tmp_path / "killed"
     from conftest import tmp_overrides
-    cmd = [sys.executable, "-m", "derelayl.cli.train", *tmp_overrides(tmp_path), *args,
-           f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            cwd=tmp_path)
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "derelayl.cli.train",
+        *tmp_overrides(tmp_path),
+        *args,
+        f"hydra.run.dir={run_dir}",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
     rounds = run_dir / "rounds.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -165,33 +213,46 @@ def test_default_run_is_derelayl_trained_and_reaches_085(make_cfg, tmp_path):
     assert -1.0 <= metrics["coins_shapley_spearman"] <= 1.0
 
 
-@pytest.mark.parametrize("args, message", [
-    (["derelayl.winner_share=0"], "derelayl.winner_share (s) must be in (0, 1]"),
-    (["derelayl.winner_share=1.2"], "derelayl.winner_share (s) must be in (0, 1]"),
-    (["derelayl.trainers_per_owner=0"], "derelayl.trainers_per_owner (k) must be >= 1"),
-    (["derelayl.active_share=1.0"], "derelayl.active_share"),
-    (["num_participants=3", "derelayl.performance=random_walk"], "too small for the roles"),
-    (["derelayl.num_test_cases=1000"], "exceeds the validation split"),
-    (["derelayl.performance=oracle"], "allowed: random_walk, trained"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["derelayl.winner_share=0"], "derelayl.winner_share (s) must be in (0, 1]"),
+        (["derelayl.winner_share=1.2"], "derelayl.winner_share (s) must be in (0, 1]"),
+        (["derelayl.trainers_per_owner=0"], "derelayl.trainers_per_owner (k) must be >= 1"),
+        (["derelayl.active_share=1.0"], "derelayl.active_share"),
+        (["num_participants=3", "derelayl.performance=random_walk"], "too small for the roles"),
+        (["derelayl.num_test_cases=1000"], "exceeds the validation split"),
+        (["derelayl.performance=oracle"], "allowed: random_walk, trained"),
+    ],
+)
 def test_bad_protocol_input_is_one_clear_line(cli_in_process, tmp_path, args, message):
     code, out, err = cli_in_process(*args, "tracking=none", f"hydra.run.dir={tmp_path}/bad")
     assert_one_line_error(code, err, message)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["participants.economics.cost_per_sample=-0.1"],
-     "participants.economics.cost_per_sample must be >= 0"),
-    (["incentive=derelayl_bounded", "incentive.gamma=0"], r"incentive.gamma must be in (0, 1]"),
-    (["incentive=derelayl_bounded", "incentive.gamma=1.5"], r"incentive.gamma must be in (0, 1]"),
-    (["shapley.permutations=0"], "shapley.permutations"),
-    (["participants.behaviour.free_rider=0.7", "participants.behaviour.noise=0.4"],
-     "sum to 1.1; they must sum to at most 1"),
-    (["incentive=uniform", "incentive.reward=-1"], "incentive.reward must be >= 0"),
-    (["churn.enabled=true", "churn.pool_factor=0.5"], "churn.pool_factor must be >= 1"),
-    (["derelayl.acceptance_margin=-1"], "derelayl.acceptance_margin must be >= 0"),
-    (["shapley.enabled=maybe"], "shapley.enabled must be true, false or auto"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["participants.economics.cost_per_sample=-0.1"],
+            "participants.economics.cost_per_sample must be >= 0",
+        ),
+        (["incentive=derelayl_bounded", "incentive.gamma=0"], r"incentive.gamma must be in (0, 1]"),
+        (
+            ["incentive=derelayl_bounded", "incentive.gamma=1.5"],
+            r"incentive.gamma must be in (0, 1]",
+        ),
+        (["shapley.permutations=0"], "shapley.permutations"),
+        (
+            ["participants.behaviour.free_rider=0.7", "participants.behaviour.noise=0.4"],
+            "sum to 1.1; they must sum to at most 1",
+        ),
+        (["incentive=uniform", "incentive.reward=-1"], "incentive.reward must be >= 0"),
+        (["churn.enabled=true", "churn.pool_factor=0.5"], "churn.pool_factor must be >= 1"),
+        (["derelayl.acceptance_margin=-1"], "derelayl.acceptance_margin must be >= 0"),
+        (["shapley.enabled=maybe"], "shapley.enabled must be true, false or auto"),
+    ],
+)
 def test_bad_economy_input_is_one_clear_line(cli_in_process, tmp_path, args, message):
     code, out, err = cli_in_process(*args, "tracking=none", f"hydra.run.dir={tmp_path}/bad")
     assert_one_line_error(code, err, message)
@@ -199,13 +260,30 @@ def test_bad_economy_input_is_one_clear_line(cli_in_process, tmp_path, args, mes
 
 def test_trained_economy_with_churn_adversaries_schemes_and_shapley(make_cfg, tmp_path):
     out = tmp_path / "run"
-    metrics = run_experiment(make_cfg(
-        *SMALL, "tracking=none", "churn.enabled=true", "churn.window=2",
-        "incentive=derelayl_bounded", "participants.behaviour.free_rider=0.25",
-        "participants.behaviour.label_flip=0.25", "shapley.enabled=true",
-        "shapley.permutations=20"), out)
-    for key in ("retention", "coins_gini", "coins_shapley_spearman", "adversary_coin_share",
-                "test_acc", "free_rider_wins", "label_flip_matches", "active_participants"):
+    metrics = run_experiment(
+        make_cfg(
+            *SMALL,
+            "tracking=none",
+            "churn.enabled=true",
+            "churn.window=2",
+            "incentive=derelayl_bounded",
+            "participants.behaviour.free_rider=0.25",
+            "participants.behaviour.label_flip=0.25",
+            "shapley.enabled=true",
+            "shapley.permutations=20",
+        ),
+        out,
+    )
+    for key in (
+        "retention",
+        "coins_gini",
+        "coins_shapley_spearman",
+        "adversary_coin_share",
+        "test_acc",
+        "free_rider_wins",
+        "label_flip_matches",
+        "active_participants",
+    ):
         assert key in metrics, key
     assert metrics["free_rider_wins"] == 0
     # a free-rider's model is its parent: it changes the parent's score on the test cases by 0

@@ -24,8 +24,10 @@ def test_the_readme_is_the_entry_not_the_manual():
 def test_every_generated_table_is_shown_on_the_results_page_and_every_include_exists():
     """A regenerated file under docs/results/ shows up without editing a page: the results page
     includes every one of them, and every include names a file that exists."""
-    includes = {page.relative_to(ROOT).as_posix(): INCLUDE.findall(page.read_text())
-                for page in (ROOT / "docs").rglob("*.md")}
+    includes = {
+        page.relative_to(ROOT).as_posix(): INCLUDE.findall(page.read_text())
+        for page in (ROOT / "docs").rglob("*.md")
+    }
     generated = {p.relative_to(ROOT).as_posix() for p in (ROOT / "docs/results").glob("*.md")}
     assert generated and generated <= set(includes["docs/results.md"])
     assert "conf/README.md" in includes["docs/configuration.md"]  # one config reference
@@ -37,9 +39,13 @@ def test_every_generated_table_is_shown_on_the_results_page_and_every_include_ex
 def test_the_site_builds_strictly(tmp_path):
     pytest.importorskip("mkdocs", reason="the docs extra: pip install -e '.[docs]'")
     pytest.importorskip("material", reason="the docs extra: pip install -e '.[docs]'")
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
-                           str(tmp_path / "site")], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     site = tmp_path / "site"
     results = (site / "results" / "index.html").read_text()

@@ -17,8 +17,11 @@ from conftest import ROOT
 from readme import DVC_PAGE, commands_of
 
 # what each documented `dvc exp run -S key=value` must rerun (method and seed stages expand below)
-RERUNS = {"alpha": {"partition", "train", "report"}, "rounds": {"train", "report"},
-          "partition": {"partition", "train", "report"}}
+RERUNS = {
+    "alpha": {"partition", "train", "report"},
+    "rounds": {"train", "report"},
+    "partition": {"partition", "train", "report"},
+}
 
 
 def ran(output: str) -> set[str]:
@@ -26,17 +29,33 @@ def ran(output: str) -> set[str]:
 
 
 def dvc(repo: Path, *args: str) -> str:
-    proc = subprocess.run(["dvc", *args], cwd=repo, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-                                   GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t"))
+    proc = subprocess.run(
+        ["dvc", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(
+            os.environ,
+            GIT_AUTHOR_NAME="t",
+            GIT_AUTHOR_EMAIL="t@t",
+            GIT_COMMITTER_NAME="t",
+            GIT_COMMITTER_EMAIL="t@t",
+        ),
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
 
 @pytest.fixture
 def repo(tmp_path):
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     dest = tmp_path / "repo"
     for name in files:
         if (ROOT / name).is_file():
@@ -44,8 +63,13 @@ def repo(tmp_path):
             shutil.copy2(ROOT / name, dest / name)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     # tiny: one seed, 6 participants, 2 rounds, no MLflow (DeRelayL keeps its Shapley values)
-    params.update(seeds=[0], methods=["derelayl", "relay"], num_participants=6, rounds=2,
-                  train_overrides="algorithm.local_epochs=1 tracking=none")
+    params.update(
+        seeds=[0],
+        methods=["derelayl", "relay"],
+        num_participants=6,
+        rounds=2,
+        train_overrides="algorithm.local_epochs=1 tracking=none",
+    )
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
@@ -79,8 +103,9 @@ def test_dvc_repro_noop_and_every_readme_command(repo):
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["rounds"] == 2 and 0 <= metrics["test_acc"] <= 1
         # the run read the materialised partition: same histograms as the partition stage wrote
-        assert json.loads((run / "partition.json").read_text()) == \
-            json.loads((repo / "data/partitions/seed0/partition.json").read_text())
+        assert json.loads((run / "partition.json").read_text()) == json.loads(
+            (repo / "data/partitions/seed0/partition.json").read_text()
+        )
         short = json.loads((repo / f"outputs/dvc/metrics/{method}-seed0.json").read_text())
         assert short["test_acc"] == metrics["test_acc"] and len(short) <= 8
         curve = (repo / f"outputs/dvc/curves/{method}-seed0.csv").read_text().splitlines()
@@ -104,27 +129,34 @@ def test_dvc_repro_noop_and_every_readme_command(repo):
                 cfg = run_config(repo, method)
                 hist = (repo / f"outputs/dvc/train/{method}/seed0/history.csv").read_text()
                 if key == "rounds":
-                    got = cfg["derelayl"]["rounds"] if method == "derelayl" \
+                    got = (
+                        cfg["derelayl"]["rounds"]
+                        if method == "derelayl"
                         else cfg["algorithm"]["rounds"]
+                    )
                     assert got == value
                     if method == "derelayl":
                         assert len(hist.splitlines()) == value + 1
                 elif key == "alpha":
                     assert cfg["partition"]["alpha"] == value
                 else:  # the option chosen, as the run folder records it
-                    chosen = json.loads((repo / f"outputs/dvc/train/{method}/seed0/"
-                                                f"choices.json").read_text())
+                    chosen = json.loads(
+                        (repo / f"outputs/dvc/train/{method}/seed0/choices.json").read_text()
+                    )
                     assert chosen["partition"] == value
         elif args[0] == "metrics":
             rows = [ln for ln in out.splitlines() if "outputs/dvc/metrics/" in ln]
             assert {ln.split()[0] for ln in rows} == {
-                "outputs/dvc/metrics/derelayl-seed0.json", "outputs/dvc/metrics/relay-seed0.json"}
+                "outputs/dvc/metrics/derelayl-seed0.json",
+                "outputs/dvc/metrics/relay-seed0.json",
+            }
             assert "test_acc" in out and max(len(ln) for ln in out.splitlines()) < 160, out
         elif args[0] == "plots":
             page = (repo / "dvc_plots/index.html").read_text()
             assert "curves_derelayl-seed0_csv" in page and "curves_relay-seed0_csv" in page
-    status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True,
-                            text=True).stdout
+    status = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True
+    ).stdout
     assert "dvc_plots" not in status, status  # DVC's scratch output is git-ignored
 
     # a method dropped from the study: nothing retrains, its old folder leaves the report

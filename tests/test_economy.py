@@ -31,8 +31,9 @@ class Collect(EconomyObserver):
 def run_random_walk(n=40, rounds=60, seed=0, incentive=None, **kw):
     params = DeRelayLParams(num_participants=n, rounds=rounds, **kw)
     obs = Collect()
-    result = DeRelayLRunner(params, RandomWalkPerformance(n), seed, observers=[obs],
-                            incentive=incentive).run()
+    result = DeRelayLRunner(
+        params, RandomWalkPerformance(n), seed, observers=[obs], incentive=incentive
+    ).run()
     return params, result, obs
 
 
@@ -43,7 +44,8 @@ def test_books_balance_after_every_round_and_match_the_ledger():
         assert coins.sum() == pytest.approx(minted - burned, rel=1e-12, abs=1e-9)
         assert (coins >= -1e-12).all()
         replay, r_minted, r_burned = balances_from_ledger(
-            [b for b in obs.blocks if b["round"] < rnd], params.num_participants)
+            [b for b in obs.blocks if b["round"] < rnd], params.num_participants
+        )
         np.testing.assert_allclose(replay, coins, rtol=1e-12, atol=1e-9)
         assert r_minted == pytest.approx(minted) and r_burned == pytest.approx(burned)
 
@@ -101,7 +103,8 @@ def test_royalties_once_equal_a_walk_up_every_winners_lineage():
     """Our earlier rule (royalty_rule=once), recomputed from the ledger: 1 coin to the owner
     of every model the winner was built on, genesis model included (r + 1 coins)."""
     params, result, obs = run_random_walk(
-        n=30, rounds=40, seed=2, incentive=make_incentive("derelayl", royalty_rule="once"))
+        n=30, rounds=40, seed=2, incentive=make_incentive("derelayl", royalty_rule="once")
+    )
 
     def once(winner, links):
         a = links["parent"][winner]
@@ -137,8 +140,9 @@ def test_the_authors_rule_pays_the_genesis_participant_one_more_coin_per_win():
 def test_deposit_block_fee_per_record(records, per_pair):
     """The authors' deposit block pays fee_per_deposit per record, one record per matched
     owner-trainer pair; ``deposit`` counts each of the pair's two deposits."""
-    params, result, obs = run_random_walk(n=40, rounds=8, deposit_records=records,
-                                          fee_per_deposit=0.01)
+    params, result, obs = run_random_walk(
+        n=40, rounds=8, deposit_records=records, fee_per_deposit=0.01
+    )
     blocks = [b for b in obs.blocks if b["kind"] == "deposit"]
     assert blocks
     for b in blocks:
@@ -150,8 +154,9 @@ def test_deposit_block_fee_per_record(records, per_pair):
 def test_a_round_with_no_winner(rule):
     """floor(0.2 x 4 trained) = 0 winners in round 0. keep_owners (ours): the genesis owner
     stays and the relay goes on; reset (the authors' code): no owners, the economy stops."""
-    params = DeRelayLParams(num_participants=16, rounds=4, dropout=0.0, winner_share=0.2,
-                            no_winner=rule)
+    params = DeRelayLParams(
+        num_participants=16, rounds=4, dropout=0.0, winner_share=0.2, no_winner=rule
+    )
     result = DeRelayLRunner(params, RandomWalkPerformance(16), 0).run()
     h = result.history
     assert h[0]["num_winners"] == 0 and h[0]["num_trained"] == 4
@@ -182,7 +187,9 @@ def test_auction_and_matching_follow_the_protocol():
     trainers = [t for t, _, _, _ in pairs]
     assert all(t not in (1, 7) for t in trainers)
     for t, bid_t, _o, bid_o in pairs:
-        assert bid_t == min(100.0 if t != 5 else 0.5, 4 - [0, 4, 3, 2, 1, 0, 0, 4, 3, 2, 1, 0][t] + 1)
+        assert bid_t == min(
+            100.0 if t != 5 else 0.5, 4 - [0, 4, 3, 2, 1, 0, 0, 4, 3, 2, 1, 0][t] + 1
+        )
         assert bid_o == pytest.approx(min(100.0, params.owner_budget) / 2)
     assert [o for _, _, o, _ in pairs] == [7, 7, 1, 1]
     bids = [b for _, b, _, _ in pairs]
@@ -200,21 +207,29 @@ def test_winners_are_the_top_share_and_become_owners():
         ranking = blocks["settlement"]["payload"]["ranking"]
         winners = blocks["settlement"]["payload"]["winners"]
         assert len(winners) == len(ranking) // 2
-        assert winners == [h for h, _, _ in ranking[:len(winners)]]
+        assert winners == [h for h, _, _ in ranking[: len(winners)]]
         scores = [s for _, s, _ in ranking]
         assert scores == sorted(scores, reverse=True)
         trainer_of = {m[0]: m[2] for m in blocks["commitment"]["payload"]["models"]}
         assert sorted(state.owners.tolist()) == sorted(trainer_of[w] for w in winners)
 
 
-@pytest.mark.parametrize("kw, message", [
-    ({"winner_share": 0.0}, "winner_share"), ({"winner_share": 1.5}, "winner_share"),
-    ({"trainers_per_owner": 0}, "trainers_per_owner"), ({"active_share": 1.0}, "active_share"),
-    ({"active_share": 0.0}, "active_share"), ({"num_participants": 3}, "too small for the roles"),
-    ({"dropout": 1.0}, "dropout"), ({"rounds": 0}, "rounds"), ({"fee_per_deposit": -1}, "fee_per_deposit"),
-    ({"deposit_records": "block"}, "deposit_records must be one of pair, deposit"),
-    ({"no_winner": "stop"}, "no_winner must be one of keep_owners, reset"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"winner_share": 0.0}, "winner_share"),
+        ({"winner_share": 1.5}, "winner_share"),
+        ({"trainers_per_owner": 0}, "trainers_per_owner"),
+        ({"active_share": 1.0}, "active_share"),
+        ({"active_share": 0.0}, "active_share"),
+        ({"num_participants": 3}, "too small for the roles"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"rounds": 0}, "rounds"),
+        ({"fee_per_deposit": -1}, "fee_per_deposit"),
+        ({"deposit_records": "block"}, "deposit_records must be one of pair, deposit"),
+        ({"no_winner": "stop"}, "no_winner must be one of keep_owners, reset"),
+    ],
+)
 def test_bad_parameters(kw, message):
     with pytest.raises(ConfigError, match=message):
         DeRelayLParams(**kw)
@@ -224,8 +239,9 @@ def test_random_walk_reproduces_the_authors_shapes():
     """N = 256 (their default): coins spread out and inequality falls; a stable share holds the
     latest model; nearly everyone holds a recent one after the first tens of rounds."""
     params = DeRelayLParams(num_participants=256, rounds=400)
-    result = DeRelayLRunner(params, RandomWalkPerformance(256, hashing=False), 0,
-                            keep_ledger=False).run()
+    result = DeRelayLRunner(
+        params, RandomWalkPerformance(256, hashing=False), 0, keep_ledger=False
+    ).run()
     h = result.history
     assert [r["round"] for r in h[:3]] == [1, 2, 3]
     assert h[399]["coins_gini"] < h[100]["coins_gini"] < h[30]["coins_gini"]

@@ -27,40 +27,60 @@ TOL = 1e-4
 
 def parts(sizes, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [ParticipantData(i, torch.randn(n, 1, 8, 8, generator=g),
-                            torch.randint(0, 10, (n,), generator=g)) for i, n in enumerate(sizes)]
+    return [
+        ParticipantData(
+            i, torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g)
+        )
+        for i, n in enumerate(sizes)
+    ]
 
 
-VAL = EvalSet(torch.randn(60, 1, 8, 8, generator=torch.Generator().manual_seed(7)),
-              torch.randint(0, 10, (60,), generator=torch.Generator().manual_seed(7)))
+VAL = EvalSet(
+    torch.randn(60, 1, 8, 8, generator=torch.Generator().manual_seed(7)),
+    torch.randint(0, 10, (60,), generator=torch.Generator().manual_seed(7)),
+)
 
 
 def module(momentum=0.9):
     torch.manual_seed(0)
-    return ClassifierModule(MLP((1, 8, 8), 10),
-                            functools.partial(torch.optim.SGD, lr=0.05, momentum=momentum))
+    return ClassifierModule(
+        MLP((1, 8, 8), 10), functools.partial(torch.optim.SGD, lr=0.05, momentum=momentum)
+    )
 
 
 def max_diff(a, b):
-    return max(float((x - y).abs().max()) for x, y in zip(a.state_dict().values(),
-                                                          b.state_dict().values()))
+    return max(
+        float((x - y).abs().max()) for x, y in zip(a.state_dict().values(), b.state_dict().values())
+    )
 
 
-@pytest.mark.parametrize("make", [
-    lambda: FedAvg(), lambda: FedProx(mu=0.1), lambda: Scaffold(local_lr=0.05),
-    lambda: FedNova(momentum=0.0), lambda: FedAdam(), lambda: FedAvg(aggregator="median"),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: FedAvg(),
+        lambda: FedProx(mu=0.1),
+        lambda: Scaffold(local_lr=0.05),
+        lambda: FedNova(momentum=0.0),
+        lambda: FedAdam(),
+        lambda: FedAvg(aggregator="median"),
+    ],
+)
 def test_fl_rounds_batched_equal_sequential(make):
     clients = parts([23, 40, 9, 31, 17, 12])
     behaviour = np.array([HONEST, NOISE, HONEST, FREE_RIDER, DROPOUT, HONEST], dtype=np.int8)
     momentum = 0.0 if make().name in ("scaffold", "fednova") else 0.9
 
     def run(batched):
-        runner = FederatedRunner(LightningHop(batch_size=8, local_epochs=2), make(), seed=1,
-                                 clients_per_round=5, rounds=3, track_gains=True,
-                                 population=FederatedPopulation(behaviour=behaviour),
-                                 batched=BatchedHop(batch_size=8, local_epochs=2) if batched
-                                 else None)
+        runner = FederatedRunner(
+            LightningHop(batch_size=8, local_epochs=2),
+            make(),
+            seed=1,
+            clients_per_round=5,
+            rounds=3,
+            track_gains=True,
+            population=FederatedPopulation(behaviour=behaviour),
+            batched=BatchedHop(batch_size=8, local_epochs=2) if batched else None,
+        )
         return runner.run(module(momentum), clients, VAL, VAL)
 
     seq, bat = run(False), run(True)
@@ -73,8 +93,12 @@ def test_local_training_batched_equals_sequential():
     clients = parts([23, 40, 9, 31])
 
     def run(batched):
-        runner = LocalRunner(LightningHop(batch_size=8), seed=0, rounds=2,
-                             batched=BatchedHop(batch_size=8) if batched else None)
+        runner = LocalRunner(
+            LightningHop(batch_size=8),
+            seed=0,
+            rounds=2,
+            batched=BatchedHop(batch_size=8) if batched else None,
+        )
         return runner.run(module(), clients, VAL, VAL)
 
     seq, bat = run(False), run(True)
@@ -83,12 +107,18 @@ def test_local_training_batched_equals_sequential():
     assert seq.metrics["val_loss"] == pytest.approx(bat.metrics["val_loss"], abs=TOL)
 
 
-@pytest.mark.parametrize("extra", [[], ["participants.behaviour.noise=0.2",
-                                        "participants.behaviour.free_rider=0.2"]])
+@pytest.mark.parametrize(
+    "extra", [[], ["participants.behaviour.noise=0.2", "participants.behaviour.free_rider=0.2"]]
+)
 def test_derelayl_batched_equals_sequential(make_cfg, tmp_path, extra):
     def run(execution):
-        cfg = make_cfg("tracking=none", "derelayl.rounds=4", "shapley.enabled=true",
-                       f"algorithm.execution={execution}", *extra)
+        cfg = make_cfg(
+            "tracking=none",
+            "derelayl.rounds=4",
+            "shapley.enabled=true",
+            f"algorithm.execution={execution}",
+            *extra,
+        )
         out = tmp_path / execution
         metrics = run_experiment(cfg, out)
         return metrics, torch.load(out / "model.pt", weights_only=True)
@@ -100,15 +130,18 @@ def test_derelayl_batched_equals_sequential(make_cfg, tmp_path, extra):
 
 
 def test_auto_batches_where_it_pays():
-    mlp, cnn = module(), ClassifierModule(CNN((1, 8, 8), 10), functools.partial(torch.optim.SGD,
-                                                                                lr=0.1))
+    mlp, cnn = (
+        module(),
+        ClassifierModule(CNN((1, 8, 8), 10), functools.partial(torch.optim.SGD, lr=0.1)),
+    )
     cpu = torch.device("cpu")
     assert batched_hop("auto", mlp, cpu, 8, 1, None) is not None
     assert batched_hop("auto", cnn, cpu, 8, 1, None) is None  # convolutions: no gain on a CPU
     assert batched_hop("batched", cnn, cpu, 8, 1, None) is not None
     assert batched_hop("sequential", mlp, cpu, 8, 1, None) is None
-    dropout = ClassifierModule(MLP((1, 8, 8), 10, dropout=0.5),
-                               functools.partial(torch.optim.SGD, lr=0.1))
+    dropout = ClassifierModule(
+        MLP((1, 8, 8), 10, dropout=0.5), functools.partial(torch.optim.SGD, lr=0.1)
+    )
     assert batched_hop("auto", dropout, cpu, 8, 1, None) is None
     with pytest.raises(ConfigError, match="dropout"):
         batched_hop("batched", dropout, cpu, 8, 1, None)
@@ -119,12 +152,17 @@ def test_auto_batches_where_it_pays():
             resolve_device("cuda")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["device=tpu"], "unknown device 'tpu'; allowed: auto, cpu, cuda"),
-    (["algorithm.execution=fast"], "unknown algorithm.execution 'fast'; allowed: auto, "
-                                   "sequential, batched"),
-    (["algorithm.execution=batched", "model.net.dropout=0.5"], "uses dropout"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["device=tpu"], "unknown device 'tpu'; allowed: auto, cpu, cuda"),
+        (
+            ["algorithm.execution=fast"],
+            "unknown algorithm.execution 'fast'; allowed: auto, sequential, batched",
+        ),
+        (["algorithm.execution=batched", "model.net.dropout=0.5"], "uses dropout"),
+    ],
+)
 def test_bad_device_or_execution_is_one_line(cli_in_process, tmp_path, args, message):
     code, out, err = cli_in_process(*args, "tracking=none", f"hydra.run.dir={tmp_path}/bad")
     assert_one_line_error(code, err, message)

@@ -13,9 +13,16 @@ METHODS = ("fedavg", "fedprox", "scaffold", "local", "centralized")
 
 @pytest.mark.slow  # end to end through subprocesses (a minute or more): CI runs it
 def test_one_sweep_runs_every_baseline_and_logs_rounds_to_mlflow(cli, tmp_path):
-    proc = cli("-m", f"algorithm={','.join(METHODS)}", "debug=fast", "++algorithm.rounds=null",
-               "++algorithm.budget_epochs=2", "tracking=mlflow", "tracking.experiment=fl-test",
-               f"hydra.sweep.dir={tmp_path}/sweep")
+    proc = cli(
+        "-m",
+        f"algorithm={','.join(METHODS)}",
+        "debug=fast",
+        "++algorithm.rounds=null",
+        "++algorithm.budget_epochs=2",
+        "tracking=mlflow",
+        "tracking.experiment=fl-test",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+    )
     assert proc.returncode == 0, proc.stderr
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("fl-test").experiment_id])
@@ -26,8 +33,14 @@ def test_one_sweep_runs_every_baseline_and_logs_rounds_to_mlflow(cli, tmp_path):
     for i, method in enumerate(METHODS):
         out = tmp_path / "sweep" / str(i)
         metrics = json.loads((out / "metrics.json").read_text())
-        for key in ("test_acc", "samples_seen", "bytes", "sim_time_s", "rounds",
-                    "sim_time_to_target_s"):
+        for key in (
+            "test_acc",
+            "samples_seen",
+            "bytes",
+            "sim_time_s",
+            "rounds",
+            "sim_time_to_target_s",
+        ):
             assert key in metrics, (method, key)
         assert (out / "accuracy_vs_rounds.png").stat().st_size > 0
         rows = (out / "history.csv").read_text().splitlines()
@@ -46,30 +59,41 @@ def test_one_sweep_runs_every_baseline_and_logs_rounds_to_mlflow(cli, tmp_path):
     assert local["test_acc_worst"] <= local["test_acc"] and local["bytes"] == 0
 
 
-@pytest.mark.parametrize("args, message", [
-    (["algorithm=fedprox", "algorithm.mu=-0.1"], "algorithm.mu must be >= 0 (got -0.1)"),
-    (["algorithm=fedavg", "algorithm.clients_per_round=0"],
-     "algorithm.clients_per_round must be in 1..20 (num_participants) (got 0)"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["algorithm=fedprox", "algorithm.mu=-0.1"], "algorithm.mu must be >= 0 (got -0.1)"),
+        (
+            ["algorithm=fedavg", "algorithm.clients_per_round=0"],
+            "algorithm.clients_per_round must be in 1..20 (num_participants) (got 0)",
+        ),
+    ],
+)
 def test_bad_baseline_input_is_one_clear_line(cli_in_process, tmp_path, args, message):
     code, out, err = cli_in_process(*args, "tracking=none", f"hydra.run.dir={tmp_path}/bad")
     assert_one_line_error(code, err, message)
     assert not (tmp_path / "bad" / "metrics.json").exists()
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["algorithm=fedavg", "algorithm.server_lr=-1"], "algorithm.server_lr must be > 0"),
-    (["algorithm=local", "algorithm.sample_budget=0"], "algorithm.sample_budget must be >= 1"),
-    (["algorithm=fedavg", "algorithm.clients_per_round=21"], "must be in 1..20"),
-    (["algorithm=centralized", "algorithm.budget_epochs=0"], "budget_epochs must be > 0"),
-    (["algorithm=scaffold", "algorithm.optimizer.momentum=0.9"], "momentum=0"),
-    (["algorithm=fedprox", "algorithm.batch_size=0"], "batch_size must be >= 1"),
-    (["algorithm=scaffold", "algorithm.client_fraction=0"], "client_fraction must be in"),
-    (["algorithm=centralized", "participants.devices.speed_median=0"],
-     "participants.devices.speed_median must be > 0"),
-])
-def test_bad_baseline_values_are_rejected_before_anything_runs(make_cfg, tmp_path, overrides,
-                                                               message):
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["algorithm=fedavg", "algorithm.server_lr=-1"], "algorithm.server_lr must be > 0"),
+        (["algorithm=local", "algorithm.sample_budget=0"], "algorithm.sample_budget must be >= 1"),
+        (["algorithm=fedavg", "algorithm.clients_per_round=21"], "must be in 1..20"),
+        (["algorithm=centralized", "algorithm.budget_epochs=0"], "budget_epochs must be > 0"),
+        (["algorithm=scaffold", "algorithm.optimizer.momentum=0.9"], "momentum=0"),
+        (["algorithm=fedprox", "algorithm.batch_size=0"], "batch_size must be >= 1"),
+        (["algorithm=scaffold", "algorithm.client_fraction=0"], "client_fraction must be in"),
+        (
+            ["algorithm=centralized", "participants.devices.speed_median=0"],
+            "participants.devices.speed_median must be > 0",
+        ),
+    ],
+)
+def test_bad_baseline_values_are_rejected_before_anything_runs(
+    make_cfg, tmp_path, overrides, message
+):
     from derelayl.sim.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
@@ -78,8 +102,10 @@ def test_bad_baseline_values_are_rejected_before_anything_runs(make_cfg, tmp_pat
 
 
 def test_relay_reports_bytes_and_simulated_time(make_cfg, tmp_path):
-    metrics = run_experiment(make_cfg("algorithm=relay", "algorithm.rounds=1", "debug=fast",
-                                      "num_participants=5"), tmp_path / "run")
+    metrics = run_experiment(
+        make_cfg("algorithm=relay", "algorithm.rounds=1", "debug=fast", "num_participants=5"),
+        tmp_path / "run",
+    )
     assert metrics["hops"] == 5 and metrics["bytes"] == 5 * 4 * (64 * 128 + 128 + 1280 + 10)
     assert metrics["sim_time_s"] > 0
     header = (tmp_path / "run/history.csv").read_text().splitlines()[0].split(",")
@@ -87,6 +113,10 @@ def test_relay_reports_bytes_and_simulated_time(make_cfg, tmp_path):
 
 
 def test_baselines_reach_the_relay_ballpark_on_iid_digits(make_cfg, tmp_path):
-    acc = {m: run_experiment(make_cfg("tracking=none", "partition=iid", f"algorithm={m}"),
-                             tmp_path / m)["test_acc"] for m in ("fedavg", "centralized")}
+    acc = {
+        m: run_experiment(
+            make_cfg("tracking=none", "partition=iid", f"algorithm={m}"), tmp_path / m
+        )["test_acc"]
+        for m in ("fedavg", "centralized")
+    }
     assert acc["centralized"] >= 0.9 and acc["fedavg"] >= 0.8, acc

@@ -38,19 +38,29 @@ def make_participants(sizes, seed=0):
 
 def make_module(seed=0, lr=LR, momentum=0.0, hidden=(8,)):
     torch.manual_seed(seed)
-    return ClassifierModule(MLP((1, 6), 2, hidden=hidden),
-                            functools.partial(torch.optim.SGD, lr=lr, momentum=momentum))
+    return ClassifierModule(
+        MLP((1, 6), 2, hidden=hidden), functools.partial(torch.optim.SGD, lr=lr, momentum=momentum)
+    )
 
 
-VAL = EvalSet(torch.randn(40, 1, 6, generator=torch.Generator().manual_seed(9)),
-              torch.randint(0, 2, (40,), generator=torch.Generator().manual_seed(9)))
+VAL = EvalSet(
+    torch.randn(40, 1, 6, generator=torch.Generator().manual_seed(9)),
+    torch.randint(0, 2, (40,), generator=torch.Generator().manual_seed(9)),
+)
 
 
-def run_fl(strategy, parts, *, clients=None, rounds=1, batch_size=4, epochs=1, seed=0,
-           devices=None, **kw):
-    runner = FederatedRunner(LightningHop(batch_size=batch_size, local_epochs=epochs), strategy,
-                             seed=seed, clients_per_round=clients or len(parts), rounds=rounds,
-                             devices=devices, **kw)
+def run_fl(
+    strategy, parts, *, clients=None, rounds=1, batch_size=4, epochs=1, seed=0, devices=None, **kw
+):
+    runner = FederatedRunner(
+        LightningHop(batch_size=batch_size, local_epochs=epochs),
+        strategy,
+        seed=seed,
+        clients_per_round=clients or len(parts),
+        rounds=rounds,
+        devices=devices,
+        **kw,
+    )
     return runner.run(make_module(), parts, VAL, VAL)
 
 
@@ -84,7 +94,7 @@ def test_fedavg_with_one_client_is_plain_local_training_bitwise():
         for _ in range(2):
             perm = torch.randperm(23, generator=gen)
             for start in range(0, 23, 4):
-                idx = perm[start:start + 4]
+                idx = perm[start : start + 4]
                 loss = F.cross_entropy(net(parts[0].x[idx]), parts[0].y[idx])
                 opt.zero_grad()
                 loss.backward()
@@ -100,9 +110,17 @@ def test_fedprox_with_mu_zero_is_fedavg_and_mu_pulls_towards_the_global_model():
     assert [r.metrics for r in a.history] == [r.metrics for r in b.history]
     # one round: a strong proximal term keeps the new model closer to the initial one
     w0 = torch.nn.utils.parameters_to_vector(make_module().parameters())
-    dist = {mu: (torch.nn.utils.parameters_to_vector(
-        run_fl(FedProx(mu=mu), parts, epochs=3).model.parameters()) - w0).norm().item()
-        for mu in (0.0, 1.0)}
+    dist = {
+        mu: (
+            torch.nn.utils.parameters_to_vector(
+                run_fl(FedProx(mu=mu), parts, epochs=3).model.parameters()
+            )
+            - w0
+        )
+        .norm()
+        .item()
+        for mu in (0.0, 1.0)
+    }
     assert dist[1.0] < dist[0.0]
 
 
@@ -120,8 +138,9 @@ def test_scaffold_control_variates_start_at_zero_and_follow_option_two():
 
     # option II by hand after one round with clients {1, 3} of 4 (batch 4, 1 epoch)
     strategy = Scaffold(local_lr=LR)
-    runner = FederatedRunner(LightningHop(batch_size=4), strategy, seed=0, clients_per_round=2,
-                             rounds=1)
+    runner = FederatedRunner(
+        LightningHop(batch_size=4), strategy, seed=0, clients_per_round=2, rounds=1
+    )
     selected = runner.select(1, 4)
     runner.run(make_module(), parts, VAL, VAL)
     x0 = [p.detach() for p in make_module().parameters()]
@@ -171,40 +190,48 @@ def test_sample_budget_sets_rounds_and_full_participation_round_is_a_relay_round
 
 def test_bytes_and_simulated_time_axes():
     parts = make_participants([10, 20, 30])
-    devices = Devices(speed=(10.0, 20.0, 5.0), bandwidth=(1000.0, 2000.0, 4000.0),
-                      server_speed=100.0)
+    devices = Devices(
+        speed=(10.0, 20.0, 5.0), bandwidth=(1000.0, 2000.0, 4000.0), server_speed=100.0
+    )
     mb, pb = model_bytes(make_module()), parameter_bytes(make_module())
     assert mb == pb == 4 * (6 * 8 + 8 + 8 * 2 + 2)
 
     res = run_fl(FedAvg(), parts, rounds=2, devices=devices)
     assert res.bytes == 2 * 3 * 2 * mb
-    per_client = [2 * mb / bw + n / s for n, s, bw in zip((10, 20, 30), devices.speed,
-                                                           devices.bandwidth)]
+    per_client = [
+        2 * mb / bw + n / s for n, s, bw in zip((10, 20, 30), devices.speed, devices.bandwidth)
+    ]
     assert res.sim_time_s == pytest.approx(2 * max(per_client))  # waits for the slowest
     sc = run_fl(Scaffold(local_lr=LR), parts, rounds=1, devices=devices)
     assert sc.bytes == 3 * (2 * mb + 2 * pb)
 
-    relay = RelayRunner(LightningHop(batch_size=4), RingSchedule(), rounds=1, seed=0,
-                        devices=devices).run(make_module(), parts, VAL, VAL)
+    relay = RelayRunner(
+        LightningHop(batch_size=4), RingSchedule(), rounds=1, seed=0, devices=devices
+    ).run(make_module(), parts, VAL, VAL)
     assert relay.bytes == 3 * mb and [r.bytes for r in relay.history] == [mb, 2 * mb, 3 * mb]
-    assert relay.sim_time_s == pytest.approx(sum(mb / bw + n / s for n, s, bw in zip(
-        (10, 20, 30), devices.speed, devices.bandwidth)))  # one hop after another
+    assert relay.sim_time_s == pytest.approx(
+        sum(mb / bw + n / s for n, s, bw in zip((10, 20, 30), devices.speed, devices.bandwidth))
+    )  # one hop after another
 
-    local = LocalRunner(LightningHop(batch_size=4), seed=0, rounds=1,
-                        devices=devices).run(make_module(), parts, VAL, VAL)
+    local = LocalRunner(LightningHop(batch_size=4), seed=0, rounds=1, devices=devices).run(
+        make_module(), parts, VAL, VAL
+    )
     assert local.bytes == 0 and local.sim_time_s == pytest.approx(6.0)  # slowest: 30 / 5
-    central = CentralizedRunner(LightningHop(batch_size=4), seed=0, rounds=1,
-                                devices=devices).run(make_module(), parts, VAL, VAL)
+    central = CentralizedRunner(LightningHop(batch_size=4), seed=0, rounds=1, devices=devices).run(
+        make_module(), parts, VAL, VAL
+    )
     data_bytes = [p.x.numel() * 4 + p.y.numel() * 8 for p in parts]
     assert central.bytes == sum(data_bytes)
     assert central.sim_time_s == pytest.approx(
-        max(b / bw for b, bw in zip(data_bytes, devices.bandwidth)) + 60 / 100.0)
+        max(b / bw for b, bw in zip(data_bytes, devices.bandwidth)) + 60 / 100.0
+    )
 
 
 def test_local_reports_mean_worst_and_best_participant():
     parts = make_participants([10, 20, 30])
-    res = LocalRunner(LightningHop(batch_size=4), seed=0, rounds=2).run(make_module(), parts,
-                                                                          VAL, VAL)
+    res = LocalRunner(LightningHop(batch_size=4), seed=0, rounds=2).run(
+        make_module(), parts, VAL, VAL
+    )
     m = res.metrics
     assert m["test_acc_worst"] <= m["test_acc"] <= m["test_acc_best"]
     assert res.model is None and res.hops == 6 and res.samples_seen == 120

@@ -23,18 +23,25 @@ LR = 0.1
 
 def clients(sizes, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [ParticipantData(i, torch.randn(n, 1, 6, generator=g), torch.randint(0, 3, (n,), generator=g))
-            for i, n in enumerate(sizes)]
+    return [
+        ParticipantData(
+            i, torch.randn(n, 1, 6, generator=g), torch.randint(0, 3, (n,), generator=g)
+        )
+        for i, n in enumerate(sizes)
+    ]
 
 
 def module(momentum=0.0):
     torch.manual_seed(0)
-    return ClassifierModule(MLP((1, 6), 3, hidden=(8,)),
-                            functools.partial(torch.optim.SGD, lr=LR, momentum=momentum))
+    return ClassifierModule(
+        MLP((1, 6), 3, hidden=(8,)), functools.partial(torch.optim.SGD, lr=LR, momentum=momentum)
+    )
 
 
-VAL = EvalSet(torch.randn(20, 1, 6, generator=torch.Generator().manual_seed(9)),
-              torch.randint(0, 3, (20,), generator=torch.Generator().manual_seed(9)))
+VAL = EvalSet(
+    torch.randn(20, 1, 6, generator=torch.Generator().manual_seed(9)),
+    torch.randint(0, 3, (20,), generator=torch.Generator().manual_seed(9)),
+)
 
 
 def local_models(mod, parts, hop, rnd=1):
@@ -62,18 +69,24 @@ def test_fednova_normalises_each_client_by_its_local_steps(momentum):
     p = np.array([len(c) for c in parts], dtype=float)
     p /= p.sum()
     rho = momentum
-    a = [s if rho == 0 else (s - rho * (1 - rho ** s) / (1 - rho)) / (1 - rho) for _, s in ys]
+    a = [s if rho == 0 else (s - rho * (1 - rho**s) / (1 - rho)) / (1 - rho) for _, s in ys]
     tau_eff = float(np.dot(p, a))
-    want = [xj - tau_eff * sum(pi * (xj - y[j]) / ai for pi, ai, (y, _) in zip(p, a, ys))
-            for j, xj in enumerate(x)]
+    want = [
+        xj - tau_eff * sum(pi * (xj - y[j]) / ai for pi, ai, (y, _) in zip(p, a, ys))
+        for j, xj in enumerate(x)
+    ]
     got = run_round(FedNova(momentum=momentum), mod, parts, hop).state_dict().values()
     for g, w in zip(got, want):
         assert torch.allclose(g, w, atol=1e-6)
     # with equal steps everywhere FedNova is FedAvg
     same = clients([16, 16, 16])
-    assert all(torch.allclose(u, v, atol=1e-6) for u, v in zip(
-        run_round(FedNova(momentum=momentum), mod, same, hop).state_dict().values(),
-        run_round(FedAvg(), mod, same, hop).state_dict().values()))
+    assert all(
+        torch.allclose(u, v, atol=1e-6)
+        for u, v in zip(
+            run_round(FedNova(momentum=momentum), mod, same, hop).state_dict().values(),
+            run_round(FedAvg(), mod, same, hop).state_dict().values(),
+        )
+    )
 
 
 def test_fedadam_is_adam_on_the_mean_update():
@@ -94,17 +107,25 @@ def test_fedadam_is_adam_on_the_mean_update():
             v[j] = b2 * v[j] + (1 - b2) * delta * delta
             x[j] = x[j] + eta * m[j] / (v[j].sqrt() + tau)
         ref.load_state_dict(dict(zip(ref.state_dict(), x)))
-    got = run_round(FedAdam(server_lr=eta, beta1=b1, beta2=b2, tau=tau), mod, parts, hop,
-                    rounds=2).state_dict().values()
+    got = (
+        run_round(FedAdam(server_lr=eta, beta1=b1, beta2=b2, tau=tau), mod, parts, hop, rounds=2)
+        .state_dict()
+        .values()
+    )
     for g, w in zip(got, x):
         assert torch.allclose(g, w, atol=1e-5)
 
 
 def test_robust_aggregators_match_numpy():
     rng = np.random.default_rng(0)
-    states = [[torch.tensor(rng.normal(size=(3, 4)), dtype=torch.float32),
-               torch.tensor(rng.normal(size=5), dtype=torch.float32),
-               torch.tensor([7])] for _ in range(7)]
+    states = [
+        [
+            torch.tensor(rng.normal(size=(3, 4)), dtype=torch.float32),
+            torch.tensor(rng.normal(size=5), dtype=torch.float32),
+            torch.tensor([7]),
+        ]
+        for _ in range(7)
+    ]
     template = states[0]
     arr = [np.stack([s[j].numpy() for s in states]) for j in range(2)]
     med = coordinate_median(states, template)
@@ -118,7 +139,7 @@ def test_robust_aggregators_match_numpy():
     flat = np.stack([np.concatenate([s[0].numpy().ravel(), s[1].numpy()]) for s in states])
     f = 2
     d = ((flat[:, None] - flat[None]) ** 2).sum(-1)
-    scores = [np.sort(np.delete(d[i], i))[:7 - f - 2].sum() for i in range(7)]
+    scores = [np.sort(np.delete(d[i], i))[: 7 - f - 2].sum() for i in range(7)]
     assert krum_index(states, f) == int(np.argmin(scores))
 
 
@@ -134,8 +155,9 @@ def test_krum_and_median_ignore_a_wild_client():
     assert chosen != 0
     med = coordinate_median(states, states[1])
     honest_mean = [sum(s[j] for s in states[1:]) / 4 for j in range(len(wild))]
-    assert all(float((m - h).abs().max()) < 10 for m, h in zip(med, honest_mean)
-               if m.is_floating_point())
+    assert all(
+        float((m - h).abs().max()) < 10 for m, h in zip(med, honest_mean) if m.is_floating_point()
+    )
 
 
 def test_bad_strategy_values_are_one_line():

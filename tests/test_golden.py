@@ -27,27 +27,54 @@ SMALL = ["tracking=none", "progress_every=1000", "algorithm.execution=sequential
 
 CASES = {
     "derelayl_trained": ["derelayl.rounds=4", "shapley.enabled=true", "shapley.permutations=20"],
-    "derelayl_random_walk": ["derelayl.performance=random_walk", "num_participants=64",
-                             "derelayl.rounds=60"],
-    "derelayl_random_walk_bounded": ["derelayl.performance=random_walk", "num_participants=40",
-                                     "derelayl.rounds=40", "incentive=derelayl_bounded"],
-    "derelayl_population": ["derelayl.rounds=5", "churn.enabled=true", "churn.window=2",
-                            "participants.behaviour.free_rider=0.2",
-                            "participants.behaviour.noise=0.1",
-                            "participants.behaviour.label_flip=0.1", "shapley.enabled=false"],
+    "derelayl_random_walk": [
+        "derelayl.performance=random_walk",
+        "num_participants=64",
+        "derelayl.rounds=60",
+    ],
+    "derelayl_random_walk_bounded": [
+        "derelayl.performance=random_walk",
+        "num_participants=40",
+        "derelayl.rounds=40",
+        "incentive=derelayl_bounded",
+    ],
+    "derelayl_population": [
+        "derelayl.rounds=5",
+        "churn.enabled=true",
+        "churn.window=2",
+        "participants.behaviour.free_rider=0.2",
+        "participants.behaviour.noise=0.1",
+        "participants.behaviour.label_flip=0.1",
+        "shapley.enabled=false",
+    ],
     "relay": ["algorithm=relay", "algorithm.rounds=1", "num_participants=8"],
-    "relay_shapley": ["algorithm=relay", "algorithm.rounds=1", "num_participants=4",
-                      "shapley.enabled=true"],
+    "relay_shapley": [
+        "algorithm=relay",
+        "algorithm.rounds=1",
+        "num_participants=4",
+        "shapley.enabled=true",
+    ],
     "fedavg": ["algorithm=fedavg", "algorithm.rounds=4", "incentive=marginal_gain"],
     "fedprox": ["algorithm=fedprox", "algorithm.rounds=3", "algorithm.clients_per_round=4"],
     "scaffold": ["algorithm=scaffold", "algorithm.rounds=3", "algorithm.clients_per_round=4"],
-    "fedavg_population": ["algorithm=fedavg", "algorithm.rounds=5", "incentive=derelayl",
-                          "churn.enabled=true", "churn.window=2",
-                          "participants.behaviour.dropout=0.2", "participants.behaviour.noise=0.1",
-                          "participants.behaviour.sybil=0.1"],
-    "fedavg_shapley": ["algorithm=fedavg", "algorithm.rounds=2", "num_participants=4",
-                       "algorithm.clients_per_round=2", "incentive=uniform",
-                       "shapley.enabled=true"],
+    "fedavg_population": [
+        "algorithm=fedavg",
+        "algorithm.rounds=5",
+        "incentive=derelayl",
+        "churn.enabled=true",
+        "churn.window=2",
+        "participants.behaviour.dropout=0.2",
+        "participants.behaviour.noise=0.1",
+        "participants.behaviour.sybil=0.1",
+    ],
+    "fedavg_shapley": [
+        "algorithm=fedavg",
+        "algorithm.rounds=2",
+        "num_participants=4",
+        "algorithm.clients_per_round=2",
+        "incentive=uniform",
+        "shapley.enabled=true",
+    ],
     "local": ["algorithm=local", "algorithm.rounds=2", "num_participants=6"],
     "centralized": ["algorithm=centralized", "algorithm.rounds=2"],
 }
@@ -55,8 +82,10 @@ CASES = {
 
 def record(out: Path) -> dict:
     metrics = json.loads((out / "metrics.json").read_text())
-    rec = {"metrics": {k: v for k, v in sorted(metrics.items()) if k not in VOLATILE},
-           "history_sha256": hashlib.sha256((out / "history.csv").read_bytes()).hexdigest()}
+    rec = {
+        "metrics": {k: v for k, v in sorted(metrics.items()) if k not in VOLATILE},
+        "history_sha256": hashlib.sha256((out / "history.csv").read_bytes()).hexdigest(),
+    }
     if (out / "shapley.json").exists():
         rec["shapley"] = json.loads((out / "shapley.json").read_text())["values"]
     if (out / "coins.f64").exists():

@@ -16,9 +16,13 @@ from derelayl.protocol.state import EconomyState
 from derelayl.sim.errors import ConfigError
 from derelayl.sim.seeding import numpy_rng
 
-PARAMS = {"derelayl": {}, "derelayl_bounded": {"mint_per_win": 2.0, "gamma": 0.5},
-          "uniform": {"reward": 1.0}, "data_size": {"reward": 1.0},
-          "marginal_gain": {"rate": 10.0}}
+PARAMS = {
+    "derelayl": {},
+    "derelayl_bounded": {"mint_per_win": 2.0, "gamma": 0.5},
+    "uniform": {"reward": 1.0},
+    "data_size": {"reward": 1.0},
+    "marginal_gain": {"rate": 10.0},
+}
 
 
 class Books(EconomyObserver):
@@ -33,17 +37,24 @@ class Books(EconomyObserver):
 
 
 def run(scheme, n=40, rounds=40, seed=0, behaviour=None, churn=None, **kw):
-    params = DeRelayLParams(num_participants=n, rounds=rounds,
-                            initial_active=kw.pop("initial_active", 0))
+    params = DeRelayLParams(
+        num_participants=n, rounds=rounds, initial_active=kw.pop("initial_active", 0)
+    )
     incentive = make_incentive(scheme, **PARAMS[scheme])
     economics = Economics.draw(n, EconomicsParams(), numpy_rng(seed, "economics"))
-    state = EconomyState.initial(params, active=params.initial_active or n, behaviour=behaviour,
-                                 economics=economics, window=(churn.window if churn else 10),
-                                 gamma=incentive.gamma if incentive.needs_decayed_lineage else None)
+    state = EconomyState.initial(
+        params,
+        active=params.initial_active or n,
+        behaviour=behaviour,
+        economics=economics,
+        window=(churn.window if churn else 10),
+        gamma=incentive.gamma if incentive.needs_decayed_lineage else None,
+    )
     books = Books()
     perf = RandomWalkPerformance(n, samples=np.full(n, 64.0))
-    result = DeRelayLRunner(params, perf, seed, observers=[books], incentive=incentive,
-                            churn=churn).run(state)
+    result = DeRelayLRunner(
+        params, perf, seed, observers=[books], incentive=incentive, churn=churn
+    ).run(state)
     return result, books
 
 
@@ -85,16 +96,24 @@ def test_unit_payouts_by_hand():
     book = RoyaltyBook.genesis_book(4, 0, gamma=0.5)
     book.advance(np.array([0, 0]), np.array([0, 0]))
     book.advance(np.array([0, 1]), np.array([1, 2]))
-    s = Settlement(num_participants=4, trainers=np.array([3, 2, 1]), owner_rows=np.array([0, 1, 1]),
-                   owners=np.array([3, 1, 1]), eligible=np.array([True, True, False]),
-                   winners=np.array([True, True, False]), scores=np.array([0.9, 0.5, 0.7]),
-                   parent_scores=np.array([0.6, 0.6, 0.6]),
-                   declared_samples=np.array([0, 10, 30, 10.0]), royalties=book)
+    s = Settlement(
+        num_participants=4,
+        trainers=np.array([3, 2, 1]),
+        owner_rows=np.array([0, 1, 1]),
+        owners=np.array([3, 1, 1]),
+        eligible=np.array([True, True, False]),
+        winners=np.array([True, True, False]),
+        scores=np.array([0.9, 0.5, 0.7]),
+        parent_scores=np.array([0.6, 0.6, 0.6]),
+        declared_samples=np.array([0, 10, 30, 10.0]),
+        royalties=book,
+    )
     # X pays the MOs of X, C, A, model 0: 3, 1, 0, 0; Y those of Y, D, B, model 0: 1, 2, 0, 0
     np.testing.assert_allclose(make_incentive("derelayl", royalty=1.0).mint(s), [4, 2, 1, 1])
     # ours pays the genesis participant once per win
-    np.testing.assert_allclose(make_incentive("derelayl", royalty=1.0, royalty_rule="once").mint(s),
-                               [2, 2, 1, 1])
+    np.testing.assert_allclose(
+        make_incentive("derelayl", royalty=1.0, royalty_rule="once").mint(s), [2, 2, 1, 1]
+    )
     bounded = make_incentive("derelayl_bounded", mint_per_win=2.0, gamma=0.5).mint(s)
     # gamma^d from the winner's own model, model 0 left out: X: 3 (1), 1 (.5), 0 (.25); Y: 1 (1),
     # 2 (.5), 0 (.25); each win's weights sum to 1.75 and it mints 2
@@ -129,25 +148,31 @@ def test_churn_is_off_by_default_and_moves_people_when_on():
     assert all(r["num_owners"] + r["num_trainers"] <= r["active_participants"] for r in h)
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: EconomicsParams(cost_per_sample=-1), "cost_per_sample must be >= 0"),
-    (lambda: EconomicsParams(cost_per_transfer=-0.1), "cost_per_transfer must be >= 0"),
-    (lambda: make_incentive("derelayl_bounded", gamma=0.0), r"gamma must be in \(0, 1\]"),
-    (lambda: make_incentive("derelayl_bounded", gamma=1.5), r"gamma must be in \(0, 1\]"),
-    (lambda: make_incentive("derelayl", royalty_rule="twice"), "royalty_rule must be one of"),
-    (lambda: assign_behaviours(10, {"free_rider": 0.6, "noise": 0.5}, numpy_rng(0, "b")),
-     "sum to 1.1"),
-    (lambda: assign_behaviours(10, {"byzantine": 0.1}, numpy_rng(0, "b")), "allowed: dropout"),
-    (lambda: ChurnParams(enabled=True, window=0), "churn.window"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: EconomicsParams(cost_per_sample=-1), "cost_per_sample must be >= 0"),
+        (lambda: EconomicsParams(cost_per_transfer=-0.1), "cost_per_transfer must be >= 0"),
+        (lambda: make_incentive("derelayl_bounded", gamma=0.0), r"gamma must be in \(0, 1\]"),
+        (lambda: make_incentive("derelayl_bounded", gamma=1.5), r"gamma must be in \(0, 1\]"),
+        (lambda: make_incentive("derelayl", royalty_rule="twice"), "royalty_rule must be one of"),
+        (
+            lambda: assign_behaviours(10, {"free_rider": 0.6, "noise": 0.5}, numpy_rng(0, "b")),
+            "sum to 1.1",
+        ),
+        (lambda: assign_behaviours(10, {"byzantine": 0.1}, numpy_rng(0, "b")), "allowed: dropout"),
+        (lambda: ChurnParams(enabled=True, window=0), "churn.window"),
+    ],
+)
 def test_bad_values(make, message):
     with pytest.raises(ConfigError, match=message):
         make()
 
 
 def test_behaviours_are_assigned_by_fraction_and_genesis_stays_honest():
-    codes = assign_behaviours(100, {"free_rider": 0.2, "sybil": 0.1}, numpy_rng(0, "b"),
-                              exclude=(0,))
+    codes = assign_behaviours(
+        100, {"free_rider": 0.2, "sybil": 0.1}, numpy_rng(0, "b"), exclude=(0,)
+    )
     assert (codes == FREE_RIDER).sum() == 20 and (codes == BEHAVIOURS.index("sybil")).sum() == 10
     assert codes[0] == 0
 
@@ -196,8 +221,9 @@ def test_hop_gain_is_what_a_hop_did_to_its_parents_score():
     """A free-rider's hop leaves its parent's score as it was; an honest random-walk hop adds
     N(1, 1) on average, a label flipper's subtracts |N(1, 1)| (1.17 on average)."""
     n = 60
-    behaviour = assign_behaviours(n, {"free_rider": 0.2, "label_flip": 0.2}, numpy_rng(2, "b"),
-                                  exclude=(0,))
+    behaviour = assign_behaviours(
+        n, {"free_rider": 0.2, "label_flip": 0.2}, numpy_rng(2, "b"), exclude=(0,)
+    )
     result, _ = run("derelayl", n=n, rounds=60, behaviour=behaviour, seed=2)
     s = result.state
     riders, flippers, honest = (behaviour == FREE_RIDER), (behaviour == LABEL_FLIP), behaviour == 0

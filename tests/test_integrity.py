@@ -24,18 +24,32 @@ from derelayl.app.pipeline import run_experiment
 from derelayl.cli.ledger import main as ledger_main
 from derelayl.protocol.ledger import block_hash
 
-TINY_TRAINED = ("num_participants=10", "derelayl.rounds=3", "derelayl.num_test_cases=30",
-                "algorithm.local_epochs=1", "shapley.enabled=false")
+TINY_TRAINED = (
+    "num_participants=10",
+    "derelayl.rounds=3",
+    "derelayl.num_test_cases=30",
+    "algorithm.local_epochs=1",
+    "shapley.enabled=false",
+)
 WALK = ("derelayl.performance=random_walk", "num_participants=16")
 # a trained run slow enough to be stopped mid-way (a round takes a fraction of a second)
-SLOW = ("num_participants=12", "derelayl.rounds=25", "derelayl.num_test_cases=30",
-        "algorithm.local_epochs=1", "shapley.enabled=false", "tracking.flush_every_s=0")
+SLOW = (
+    "num_participants=12",
+    "derelayl.rounds=25",
+    "derelayl.num_test_cases=30",
+    "algorithm.local_epochs=1",
+    "shapley.enabled=false",
+    "tracking.flush_every_s=0",
+)
 
 
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file's bytes (as a hash) under a folder, hidden ones included."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def ledger(*args: str, capsys) -> tuple[int, str, str]:
@@ -50,8 +64,11 @@ def ledger(*args: str, capsys) -> tuple[int, str, str]:
 
 def runs_in(uri: str) -> list:
     client = MlflowClient(tracking_uri=uri)
-    return [r for e in client.search_experiments()
-            for r in client.search_runs([e.experiment_id], max_results=1000)]
+    return [
+        r
+        for e in client.search_experiments()
+        for r in client.search_runs([e.experiment_id], max_results=1000)
+    ]
 
 
 # -- nothing in a run folder runs code ------------------------------------------------------------
@@ -80,9 +97,21 @@ def finished_trained_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("payload")
     run_dir = tmp / "run"
     env = dict(os.environ, HYDRA_FULL_ERROR="0")
-    proc = subprocess.run([sys.executable, "-m", "derelayl.cli.train", *tmp_overrides(tmp),
-                           *TINY_TRAINED, f"hydra.run.dir={run_dir}"], capture_output=True,
-                          text=True, cwd=tmp, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "derelayl.cli.train",
+            *tmp_overrides(tmp),
+            *TINY_TRAINED,
+            f"hydra.run.dir={run_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     return tmp, run_dir
 
@@ -90,27 +119,58 @@ def finished_trained_run(tmp_path_factory):
 def test_a_run_writes_the_files_the_payload_test_covers(finished_trained_run):
     _, run_dir = finished_trained_run
     names = set(snapshot(run_dir))
-    for name in ("checkpoint.npz", "ledger.jsonl", "rounds.jsonl", "coins.f64", "metrics.json",
-                 "config.yaml", ".hydra/config.yaml", ".hydra/hydra.yaml",
-                 ".hydra/overrides.yaml", "history.csv", "participants.csv", "partition.json",
-                 "model.pt", "mlflow_runs.json", "train.log", ".lock"):
+    for name in (
+        "checkpoint.npz",
+        "ledger.jsonl",
+        "rounds.jsonl",
+        "coins.f64",
+        "metrics.json",
+        "config.yaml",
+        ".hydra/config.yaml",
+        ".hydra/hydra.yaml",
+        ".hydra/overrides.yaml",
+        "history.csv",
+        "participants.csv",
+        "partition.json",
+        "model.pt",
+        "mlflow_runs.json",
+        "train.log",
+        ".lock",
+    ):
         assert name in names, name
     assert any(n.startswith("models/") for n in names)
     assert not (run_dir / "checkpoint.pkl").exists()
 
 
 def _payload_cases():
-    names = ["checkpoint.npz", "checkpoint.pkl", "models/*.pt", "model.pt", "ledger.jsonl",
-             "rounds.jsonl", "coins.f64", "metrics.json", "config.yaml", ".hydra/config.yaml",
-             ".hydra/hydra.yaml", ".hydra/overrides.yaml", "history.csv", "participants.csv",
-             "partition.json", "mlflow_runs.json", "train.log", ".lock",
-             "coins_per_participant.png", "version_shares.png", "accuracy_vs_rounds.png"]
+    names = [
+        "checkpoint.npz",
+        "checkpoint.pkl",
+        "models/*.pt",
+        "model.pt",
+        "ledger.jsonl",
+        "rounds.jsonl",
+        "coins.f64",
+        "metrics.json",
+        "config.yaml",
+        ".hydra/config.yaml",
+        ".hydra/hydra.yaml",
+        ".hydra/overrides.yaml",
+        "history.csv",
+        "participants.csv",
+        "partition.json",
+        "mlflow_runs.json",
+        "train.log",
+        ".lock",
+        "coins_per_participant.png",
+        "version_shares.png",
+        "accuracy_vs_rounds.png",
+    ]
     return names
 
 
 @pytest.mark.parametrize("name", _payload_cases())
-def test_a_planted_payload_never_runs(finished_trained_run, tmp_path, name, cli_in_process,
-                                      capsys):
+def test_a_planted_payload_never_runs(finished_trained_run, tmp_path, name, cli_in_process, capsys):
     tmp, original = finished_trained_run
     run_dir = tmp_path / "run"
     shutil.copytree(original, run_dir)
@@ -127,10 +187,13 @@ def test_a_planted_payload_never_runs(finished_trained_run, tmp_path, name, cli_
         if code != 0:  # refused or BAD: one line
             assert len((out + err).strip().splitlines()) == 1, out + err
 
-    code, out, err = cli_in_process(*TINY_TRAINED, f"hydra.run.dir={run_dir}",
-                                    "skip_finished=false",
-                                    f"tracking.uri=sqlite:///{tmp}/mlflow.db",
-                                    f"tracking.artifact_location={tmp}/mlartifacts")
+    code, out, err = cli_in_process(
+        *TINY_TRAINED,
+        f"hydra.run.dir={run_dir}",
+        "skip_finished=false",
+        f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+        f"tracking.artifact_location={tmp}/mlartifacts",
+    )
     assert not marker.exists(), f"derelayl-train ran the payload in {name}"
     assert "Traceback" not in err
     if code != 0:
@@ -144,8 +207,12 @@ def test_checkpoint_is_data_only_and_an_old_pickle_is_refused(tmp_path, make_cfg
 
     from derelayl.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
-    state = {"a": np.arange(3.0), "t": torch.ones(2), "x": [1, None, float("-inf")],
-             "nested": {"k": "v"}}
+    state = {
+        "a": np.arange(3.0),
+        "t": torch.ones(2),
+        "x": [1, None, float("-inf")],
+        "nested": {"k": "v"},
+    }
     save_checkpoint(tmp_path / "c.npz", state)
     back = load_checkpoint(tmp_path / "c.npz")
     assert np.array_equal(back["a"], state["a"]) and torch.equal(back["t"], state["t"])
@@ -173,9 +240,14 @@ def _train_cmd(tmp: Path, *args: str) -> list[str]:
 
 def _start(tmp: Path, run_dir: Path, *args: str) -> subprocess.Popen:
     env = dict(os.environ, HYDRA_FULL_ERROR="0")
-    return subprocess.Popen(_train_cmd(tmp, *args, f"hydra.run.dir={run_dir}"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            cwd=tmp, env=env)
+    return subprocess.Popen(
+        _train_cmd(tmp, *args, f"hydra.run.dir={run_dir}"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp,
+        env=env,
+    )
 
 
 def _wait_for_rounds(proc: subprocess.Popen, run_dir: Path, rounds: int) -> None:
@@ -188,8 +260,6 @@ def _wait_for_rounds(proc: subprocess.Popen, run_dir: Path, rounds: int) -> None
     raise AssertionError("the run ended (or stalled) before it could be stopped")
 
 
-
-
 def test_a_second_process_is_refused_from_a_held_folder(tmp_path):
     """Even with the same config (a resume), a folder is entered only once its holder is gone."""
     run_dir = tmp_path / "held"
@@ -199,9 +269,14 @@ def test_a_second_process_is_refused_from_a_held_folder(tmp_path):
         _wait_for_rounds(first, run_dir, 1)
         before = snapshot(run_dir)
         env = dict(os.environ, HYDRA_FULL_ERROR="0")
-        second = subprocess.run(_train_cmd(tmp_path, *args, f"hydra.run.dir={run_dir}"),
-                                capture_output=True, text=True, cwd=tmp_path, env=env,
-                                timeout=120)
+        second = subprocess.run(
+            _train_cmd(tmp_path, *args, f"hydra.run.dir={run_dir}"),
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=120,
+        )
         assert first.poll() is None, "the first run ended before the second was refused"
         assert_one_line_error(second.returncode, second.stderr, "is in use by a running run")
         assert f"pid {first.pid}" in second.stderr
@@ -219,9 +294,17 @@ def test_runs_started_together_get_their_own_folders_and_all_are_recorded(tmp_pa
     """Default run folders are unique, and first runs racing to create the MLflow store all
     land in it (the sqlite schema migration used to fail: table _alembic_tmp_tags exists)."""
     env = dict(os.environ, HYDRA_FULL_ERROR="0")
-    procs = [subprocess.Popen(_train_cmd(tmp_path, *WALK, "derelayl.rounds=3", f"seed={i}"),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                              cwd=tmp_path, env=env) for i in range(4)]
+    procs = [
+        subprocess.Popen(
+            _train_cmd(tmp_path, *WALK, "derelayl.rounds=3", f"seed={i}"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+        )
+        for i in range(4)
+    ]
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, errors
     folders = sorted(p.parent for p in (tmp_path / "outputs/runs").rglob("metrics.json"))
@@ -235,8 +318,9 @@ def test_runs_started_together_get_their_own_folders_and_all_are_recorded(tmp_pa
 
 
 # -- a refused run touches nothing ----------------------------------------------------------------
-def test_a_refused_run_changes_nothing_in_a_finished_folder(finished_trained_run, tmp_path,
-                                                            cli_in_process):
+def test_a_refused_run_changes_nothing_in_a_finished_folder(
+    finished_trained_run, tmp_path, cli_in_process
+):
     tmp, original = finished_trained_run
     run_dir = tmp_path / "run"
     shutil.copytree(original, run_dir)
@@ -252,8 +336,9 @@ def test_a_refused_run_changes_nothing_in_a_finished_folder(finished_trained_run
         (("algorithm.rounds=3",), "unknown key algorithm.rounds"),
     ]
     for extra, message in cases:
-        code, out, err = cli_in_process(*TINY_TRAINED, *tracking, f"hydra.run.dir={run_dir}",
-                                        *extra)
+        code, out, err = cli_in_process(
+            *TINY_TRAINED, *tracking, f"hydra.run.dir={run_dir}", *extra
+        )
         assert_one_line_error(code, err, message)
         assert snapshot(run_dir) == before, extra
     assert len(runs_in(uri)) == runs_before
@@ -262,8 +347,9 @@ def test_a_refused_run_changes_nothing_in_a_finished_folder(finished_trained_run
     # without its checkpoint a finished run is not overwritten (its ledger would be lost)
     (run_dir / "checkpoint.npz").unlink()
     before = snapshot(run_dir)
-    code, out, err = cli_in_process(*TINY_TRAINED, *tracking, f"hydra.run.dir={run_dir}",
-                                    "skip_finished=false")
+    code, out, err = cli_in_process(
+        *TINY_TRAINED, *tracking, f"hydra.run.dir={run_dir}", "skip_finished=false"
+    )
     assert_one_line_error(code, err, "without a checkpoint to resume from")
     assert snapshot(run_dir) == before
 
@@ -282,8 +368,9 @@ def test_a_refused_run_leaves_no_folder_and_no_store(tmp_path, cli_in_process, m
 
 
 # -- killed runs ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("sig, code, name", [(signal.SIGTERM, 143, "SIGTERM"),
-                                             (signal.SIGINT, 130, "SIGINT")])
+@pytest.mark.parametrize(
+    "sig, code, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "SIGINT")]
+)
 def test_sigterm_and_sigint_close_the_mlflow_run_as_killed(tmp_path, sig, code, name):
     run_dir = tmp_path / "run"
     proc = _start(tmp_path, run_dir, *SLOW)
@@ -315,31 +402,48 @@ def test_a_sigkilled_run_is_closed_by_its_writer_and_its_rerun_holds_every_round
     while (stale := runs_in(uri)[0]).info.status == "RUNNING" and time.monotonic() < deadline:
         time.sleep(0.5)
     assert stale.info.status == "KILLED"
-    steps = [m.step for m in MlflowClient(tracking_uri=uri).get_metric_history(
-        stale.info.run_id, "coins_gini")]
+    steps = [
+        m.step
+        for m in MlflowClient(tracking_uri=uri).get_metric_history(stale.info.run_id, "coins_gini")
+    ]
     assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 3
     env = dict(os.environ, HYDRA_FULL_ERROR="0")
-    again = subprocess.run(_train_cmd(tmp_path, *SLOW, f"hydra.run.dir={run_dir}"),
-                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    again = subprocess.run(
+        _train_cmd(tmp_path, *SLOW, f"hydra.run.dir={run_dir}"),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr
     status = {r.info.run_id: r.info.status for r in runs_in(uri)}
     assert status.pop(stale.info.run_id) == "KILLED"  # (closed once, not reopened)
     (final,) = status.items()
     assert final[1] == "FINISHED"
     client = MlflowClient(tracking_uri=uri)
-    assert [m.step for m in client.get_metric_history(final[0], "coins_gini")] == \
-        list(range(1, 26))
-    assert [r["run_id"] for r in json.loads((run_dir / "mlflow_runs.json").read_text())["runs"]] \
-        == [stale.info.run_id, final[0]]
+    assert [m.step for m in client.get_metric_history(final[0], "coins_gini")] == list(range(1, 26))
+    assert [
+        r["run_id"] for r in json.loads((run_dir / "mlflow_runs.json").read_text())["runs"]
+    ] == [stale.info.run_id, final[0]]
 
 
 RESUMABLE = [
     ("algorithm=relay", "algorithm.rounds=4", "num_participants=6"),
     ("algorithm=fedavg", "algorithm.rounds=4", "num_participants=8"),
-    ("algorithm=scaffold", "algorithm.rounds=4", "num_participants=8",
-     "algorithm.optimizer.momentum=0"),
-    ("algorithm=fedavg", "algorithm.rounds=5", "num_participants=8", "churn.enabled=true",
-     "participants.behaviour.free_rider=0.2"),
+    (
+        "algorithm=scaffold",
+        "algorithm.rounds=4",
+        "num_participants=8",
+        "algorithm.optimizer.momentum=0",
+    ),
+    (
+        "algorithm=fedavg",
+        "algorithm.rounds=5",
+        "num_participants=8",
+        "churn.enabled=true",
+        "participants.behaviour.free_rider=0.2",
+    ),
     ("algorithm=local", "algorithm.rounds=3", "num_participants=5"),
     ("algorithm=centralized", "algorithm.rounds=3"),
 ]
@@ -364,12 +468,14 @@ def test_relay_and_fl_runs_resume_to_identical_numbers(make_cfg, tmp_path, monke
     monkeypatch.setattr(RoundCheckpoint, "on_round", original)
     resumed = run_experiment(make_cfg(*args), tmp_path / "resumed")
     drop = {"wall_time_s", "mlflow_run_id"}
-    assert {k: v for k, v in resumed.items() if k not in drop} == \
-        {k: v for k, v in full.items() if k not in drop}
+    assert {k: v for k, v in resumed.items() if k not in drop} == {
+        k: v for k, v in full.items() if k not in drop
+    }
     for name in ("history.csv", "model.pt"):
         if (tmp_path / "full" / name).exists():
-            assert (tmp_path / "resumed" / name).read_bytes() == \
-                (tmp_path / "full" / name).read_bytes(), name
+            assert (tmp_path / "resumed" / name).read_bytes() == (
+                tmp_path / "full" / name
+            ).read_bytes(), name
 
 
 # -- tamper evidence ------------------------------------------------------------------------------
@@ -382,8 +488,9 @@ def tracked_walk(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("walk")
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[*tmp_overrides(tmp), *WALK,
-                                                      "derelayl.rounds=6"])
+        cfg = compose(
+            config_name="train", overrides=[*tmp_overrides(tmp), *WALK, "derelayl.rounds=6"]
+        )
     metrics = run_experiment(cfg, tmp / "run")
     return tmp / "run", metrics["mlflow_run_id"]
 
@@ -394,6 +501,7 @@ def _tracked_walk_run(tracked_walk, tmp_path):
         out = tmp_path / "run"
         shutil.copytree(tracked_walk[0], out)
         return out, tracked_walk[1]
+
     return copy
 
 
@@ -415,18 +523,25 @@ def forge_credit(run_dir: Path, amount: float = 5.0, who: int = 3) -> None:
         b["hash"] = block_hash(b)
         prev = b["hash"]
     (run_dir / "ledger.jsonl").write_text(
-        "".join(json.dumps(b, sort_keys=True, separators=(",", ":")) + "\n" for b in blocks))
+        "".join(json.dumps(b, sort_keys=True, separators=(",", ":")) + "\n" for b in blocks)
+    )
     (run_dir / "checkpoint.npz").unlink()
     n = 16
     rows = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
     replay = replay_by_round(blocks, n, len(rows))
-    np.concatenate([replay[k]["coins"] for k in range(1, len(rows) + 1)]).astype(
-        np.float64).tofile(run_dir / "coins.f64")
+    np.concatenate([replay[k]["coins"] for k in range(1, len(rows) + 1)]).astype(np.float64).tofile(
+        run_dir / "coins.f64"
+    )
     for k, row in enumerate(rows, start=1):
         r = replay[k]
-        row.update(coins_minted=r["minted_round"], coins_total=float(r["coins"].sum()),
-                   coins_issued_total=r["minted"], coins_gini=gini(r["coins"]),
-                   coins_max=float(r["coins"].max()), coins_mean=float(r["coins"].mean()))
+        row.update(
+            coins_minted=r["minted_round"],
+            coins_total=float(r["coins"].sum()),
+            coins_issued_total=r["minted"],
+            coins_gini=gini(r["coins"]),
+            coins_max=float(r["coins"].max()),
+            coins_mean=float(r["coins"].mean()),
+        )
     (run_dir / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (run_dir / "history.csv").unlink()
     import csv
@@ -440,8 +555,10 @@ def forge_credit(run_dir: Path, amount: float = 5.0, who: int = 3) -> None:
         w.writeheader()
         w.writerows(people)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    metrics.update(coins_total=float(replay[len(rows)]["coins"].sum()),
-                   coins_minted=replay[len(rows)]["minted"])
+    metrics.update(
+        coins_total=float(replay[len(rows)]["coins"].sum()),
+        coins_minted=replay[len(rows)]["minted"],
+    )
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
 
 
@@ -450,13 +567,18 @@ def test_verify_checks_an_untouched_run_against_its_anchor(_tracked_walk_run, ca
     code, text, err = ledger("verify", str(out), capsys=capsys)
     assert code == 0, text + err
     assert text.startswith("OK: ") and "checked against its anchor in MLflow" in text
-    for what in ("coins.f64 (6 rounds)", "rounds.jsonl", "participants.csv", "metrics.json",
-                 "checkpoint.npz", f"anchor: MLflow run {run_id} (6 rounds)"):
+    for what in (
+        "coins.f64 (6 rounds)",
+        "rounds.jsonl",
+        "participants.csv",
+        "metrics.json",
+        "checkpoint.npz",
+        f"anchor: MLflow run {run_id} (6 rounds)",
+    ):
         assert what in text, what
 
 
-def test_a_forgery_with_every_hash_recomputed_is_caught_by_the_anchor(_tracked_walk_run,
-                                                                      capsys):
+def test_a_forgery_with_every_hash_recomputed_is_caught_by_the_anchor(_tracked_walk_run, capsys):
     out, run_id = _tracked_walk_run()
     forge_credit(out)
     # the folder alone is consistent again: only the anchor outside it can tell
@@ -464,8 +586,10 @@ def test_a_forgery_with_every_hash_recomputed_is_caught_by_the_anchor(_tracked_w
     assert code == 0 and "NOT anchored" in text
     code, text, _ = ledger("verify", str(out), capsys=capsys)
     assert code == 1
-    assert text.strip() == (f"BAD: the ledger's head after round 2 differs from its anchor in "
-                            f"MLflow run {run_id} (the ledger was altered after it was recorded)")
+    assert text.strip() == (
+        f"BAD: the ledger's head after round 2 differs from its anchor in "
+        f"MLflow run {run_id} (the ledger was altered after it was recorded)"
+    )
     # a folder that hides which run tracked it is still checked against a run named by hand
     (out / "mlflow_runs.json").unlink()
     metrics = json.loads((out / "metrics.json").read_text())
@@ -489,17 +613,30 @@ def drop_last_round(run_dir: Path) -> None:
         (run_dir / name).unlink()
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: (d / "coins.f64").write_bytes(
-        (np.fromfile(d / "coins.f64") + np.eye(1, 6 * 16, 40).ravel()).tobytes()),
-     "coins.f64, round 3: participant 8 holds"),
-    (lambda d: (d / "metrics.json").write_text(json.dumps(
-        {**json.loads((d / "metrics.json").read_text()), "coins_total": 1e6})),
-     "metrics.json: coins_total is 1000000.0, the ledger says"),
-    (lambda d: (d / "rounds.jsonl").write_text((d / "rounds.jsonl").read_text().replace(
-        '"round": 4', '"round": 7')), "rounds.jsonl: line 4 is not round 4"),
-    (lambda d: drop_last_round(d), "MLflow run"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda d: (d / "coins.f64").write_bytes(
+                (np.fromfile(d / "coins.f64") + np.eye(1, 6 * 16, 40).ravel()).tobytes()
+            ),
+            "coins.f64, round 3: participant 8 holds",
+        ),
+        (
+            lambda d: (d / "metrics.json").write_text(
+                json.dumps({**json.loads((d / "metrics.json").read_text()), "coins_total": 1e6})
+            ),
+            "metrics.json: coins_total is 1000000.0, the ledger says",
+        ),
+        (
+            lambda d: (d / "rounds.jsonl").write_text(
+                (d / "rounds.jsonl").read_text().replace('"round": 4', '"round": 7')
+            ),
+            "rounds.jsonl: line 4 is not round 4",
+        ),
+        (lambda d: drop_last_round(d), "MLflow run"),
+    ],
+)
 def test_every_reported_file_is_checked(_tracked_walk_run, capsys, edit, message):
     out, _ = _tracked_walk_run()
     edit(out)
@@ -508,8 +645,7 @@ def test_every_reported_file_is_checked(_tracked_walk_run, capsys, edit, message
     assert len(text.strip().splitlines()) == 1
 
 
-def test_model_files_are_checked_against_their_commitments(finished_trained_run, tmp_path,
-                                                           capsys):
+def test_model_files_are_checked_against_their_commitments(finished_trained_run, tmp_path, capsys):
     import torch
 
     _, original = finished_trained_run
@@ -517,9 +653,12 @@ def test_model_files_are_checked_against_their_commitments(finished_trained_run,
     shutil.copytree(original, run_dir)
     models = sorted((run_dir / "models").glob("*.pt"))
     best = torch.load(run_dir / "model.pt", weights_only=True)
-    other = next(p for p in models if torch.load(p, weights_only=True).keys() == best.keys()
-                 and any(not torch.equal(torch.load(p, weights_only=True)[k], best[k])
-                         for k in best))
+    other = next(
+        p
+        for p in models
+        if torch.load(p, weights_only=True).keys() == best.keys()
+        and any(not torch.equal(torch.load(p, weights_only=True)[k], best[k]) for k in best)
+    )
     shutil.copy(other, run_dir / "model.pt")  # a committed model, but not the run's best
     code, text, _ = ledger("verify", str(run_dir), "--no-anchor", capsys=capsys)
     assert code == 1 and "model.pt is not the run's best model" in text
@@ -538,26 +677,43 @@ def test_a_diverging_hop_fails_and_the_run_goes_on(make_cfg, tmp_path, capsys):
     import torch
 
     out = tmp_path / "derelayl"
-    metrics = run_experiment(make_cfg(*TINY_TRAINED, "algorithm.optimizer.lr=1e10",
-                                      "tracking=none"), out)
+    metrics = run_experiment(
+        make_cfg(*TINY_TRAINED, "algorithm.optimizer.lr=1e10", "tracking=none"), out
+    )
     rows = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
     assert sum(r["num_failed"] for r in rows) > 0 and metrics["rounds"] == 3
     assert all(r["num_winners"] <= r["num_trained"] for r in rows)
-    committed = sum(len(json.loads(line)["payload"].get("models", []))
-                    for line in (out / "ledger.jsonl").read_text().splitlines())
+    committed = sum(
+        len(json.loads(line)["payload"].get("models", []))
+        for line in (out / "ledger.jsonl").read_text().splitlines()
+    )
     assert committed == sum(r["num_trained"] for r in rows)  # failed hops are never committed
     code, text, _ = ledger("verify", str(out), capsys=capsys)
     assert code == 0, text  # the ledger holds no non-finite number
     for p in (out / "models").glob("*.pt"):
         assert all(torch.isfinite(t).all() for t in torch.load(p, weights_only=True).values())
 
-    fl = run_experiment(make_cfg("algorithm=fedavg", "algorithm.rounds=2", "num_participants=6",
-                                 "algorithm.optimizer.lr=1e10", "tracking=none"),
-                        tmp_path / "fedavg")
+    fl = run_experiment(
+        make_cfg(
+            "algorithm=fedavg",
+            "algorithm.rounds=2",
+            "num_participants=6",
+            "algorithm.optimizer.lr=1e10",
+            "tracking=none",
+        ),
+        tmp_path / "fedavg",
+    )
     assert fl["failed_clients"] > 0
-    relay = run_experiment(make_cfg("algorithm=relay", "algorithm.rounds=1",
-                                    "num_participants=6", "algorithm.optimizer.lr=1e10",
-                                    "tracking=none"), tmp_path / "relay")
+    relay = run_experiment(
+        make_cfg(
+            "algorithm=relay",
+            "algorithm.rounds=1",
+            "num_participants=6",
+            "algorithm.optimizer.lr=1e10",
+            "tracking=none",
+        ),
+        tmp_path / "relay",
+    )
     assert relay["failed_hops"] == 6  # every hop diverged: the baton kept its start weights
     for name in ("fedavg", "relay"):
         state = torch.load(tmp_path / name / "model.pt", weights_only=True)

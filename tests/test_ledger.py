@@ -18,15 +18,22 @@ def chain(n=6):
     blocks = []
     for r in range(n):
         ledger.append(r, "deposit", 3, {"deposits": [[1, 0.5, 0, 0.001]], "fee": 0.002})
-        ledger.append(r, "settlement", 4, {"credits": {"1": 0.5}, "fee": 0.001,
-                                           "royalties_minted": 1.0, "forfeited": 0.0})
+        ledger.append(
+            r,
+            "settlement",
+            4,
+            {"credits": {"1": 0.5}, "fee": 0.001, "royalties_minted": 1.0, "forfeited": 0.0},
+        )
         blocks += ledger.take()
     return ledger, blocks
 
 
 def test_canonical_serialization_is_order_independent():
-    assert canonical_json({"b": 1, "a": [1, 2.5]}) == canonical_json({"a": [1, 2.5], "b": 1}) \
+    assert (
+        canonical_json({"b": 1, "a": [1, 2.5]})
+        == canonical_json({"a": [1, 2.5], "b": 1})
         == '{"a":[1,2.5],"b":1}'
+    )
 
 
 def test_block_hash_is_sha256_of_canonical_body_and_links_to_previous():

@@ -21,10 +21,17 @@ from mlflow.tracking import MlflowClient
 from conftest import ROOT
 
 ARTIFACTS = ROOT / "outputs" / "test-artifacts"
-CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"),
-                             "/usr/bin/chromium") if p and Path(p).exists()), None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed "
-                                "(apt-get install -y chromium; .ci/run does it)")
+CHROMIUM = next(
+    (
+        p
+        for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
+        if p and Path(p).exists()
+    ),
+    None,
+)
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium; .ci/run does it)"
+)
 
 
 def free_port() -> int:
@@ -37,12 +44,26 @@ def free_port() -> int:
 def mlflow_server(tiny_study, tmp_path):
     port = free_port()
     log = (tmp_path / "server.log").open("w")
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tiny_study["uri"],
-           "--default-artifact-root", str(tiny_study["artifacts"]), "--host", "127.0.0.1",
-           "--port", str(port), "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        tiny_study["uri"],
+        "--default-artifact-root",
+        str(tiny_study["artifacts"]),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     # its own process group: the server's workers go down with it
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -54,8 +75,9 @@ def mlflow_server(tiny_study, tmp_path):
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("mlflow server did not start:\n"
-                                     + (tmp_path / "server.log").read_text()[-3000:])
+                raise AssertionError(
+                    "mlflow server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:]
+                )
             time.sleep(0.3)
         yield url
     finally:
@@ -71,11 +93,24 @@ def mlflow_server(tiny_study, tmp_path):
 
 def chromium(url: str, *args: str, timeout: int = 90) -> str:
     with tempfile.TemporaryDirectory() as profile:
-        cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-               "--no-first-run", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars",
-               f"--user-data-dir={profile}", "--window-size=1400,1000",
-               "--virtual-time-budget=15000", *args, url]
+        cmd = [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            "--window-size=1400,1000",
+            "--virtual-time-budget=15000",
+            *args,
+            url,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
@@ -105,8 +140,10 @@ def test_mlflow_ui_shows_sweep_runs_and_a_metric_chart(tiny_study, mlflow_server
     # a metric chart (plotly) of two child runs' test accuracy
     shown = children[:2]
     ids = json.dumps([r.info.run_id for r in shown], separators=(",", ":"))
-    chart = (f"{mlflow_server}/#/metric?runs={ids}&metric=%22test_acc%22"
-             f"&experiments=[%22{exp.experiment_id}%22]&plot_metric_keys=[%22test_acc%22]")
+    chart = (
+        f"{mlflow_server}/#/metric?runs={ids}&metric=%22test_acc%22"
+        f"&experiments=[%22{exp.experiment_id}%22]&plot_metric_keys=[%22test_acc%22]"
+    )
     dom = chromium(chart, "--dump-dom")
     assert "scatterlayer" in dom and dom.count('class="trace scatter') >= 2, dom[-3000:]
     for run in shown:  # the chart's legend names each run by what it is, not a random name

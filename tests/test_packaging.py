@@ -33,10 +33,16 @@ def requirement(name: str) -> Requirement:
 
 def test_python_3_11_to_3_13_are_allowed_and_no_other():
     spec = Requirement(f"python{PROJECT['requires-python']}").specifier
-    assert [v for v in ("3.10", "3.11", "3.12", "3.13", "3.14") if Version(v) in spec] == \
-        ["3.11", "3.12", "3.13"]
-    classifiers = {c.rsplit(" ", 1)[-1] for c in PROJECT["classifiers"]
-                   if c.startswith("Programming Language :: Python :: 3.")}
+    assert [v for v in ("3.10", "3.11", "3.12", "3.13", "3.14") if Version(v) in spec] == [
+        "3.11",
+        "3.12",
+        "3.13",
+    ]
+    classifiers = {
+        c.rsplit(" ", 1)[-1]
+        for c in PROJECT["classifiers"]
+        if c.startswith("Programming Language :: Python :: 3.")
+    }
     assert classifiers == {"3.11", "3.12", "3.13"}
 
 
@@ -47,8 +53,9 @@ def test_torch_and_torchvision_are_ranges_that_hold_the_installed_versions():
     for name, module in (("torch", torch), ("torchvision", torchvision)):
         spec = requirement(name).specifier
         assert not any(s.operator in ("==", "===") for s in spec), f"{name} is pinned: {spec}"
-        assert any(s.operator in (">=", ">") for s in spec) and \
-            any(s.operator in ("<", "<=") for s in spec), f"{name} is not a bounded range: {spec}"
+        assert any(s.operator in (">=", ">") for s in spec) and any(
+            s.operator in ("<", "<=") for s in spec
+        ), f"{name} is not a bounded range: {spec}"
         installed = Version(module.__version__.split("+")[0])
         assert installed in spec, f"{name} {installed} is outside {spec}"
     # torch.func (batched hops) and weights_only loading: what the lower bound must provide
@@ -65,8 +72,14 @@ def clean_env() -> dict[str, str]:
 
 
 def run(cmd: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=clean_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        [str(c) for c in cmd],
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, (cmd, proc.stdout[-2000:], proc.stderr[-3000:])
     return proc
 
@@ -75,30 +88,64 @@ def run(cmd: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedPr
 def test_the_wheel_runs_the_default_job_from_any_folder(tmp_path):
     pytest.importorskip("hatchling", reason="builds the wheel: pip install -e '.[test]'")
     dist = tmp_path / "dist"
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--no-index", "-w", dist, ROOT], cwd=tmp_path)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-w",
+            dist,
+            ROOT,
+        ],
+        cwd=tmp_path,
+    )
     (wheel,) = dist.glob("derelayl-*.whl")
 
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", "--system-site-packages", venv], cwd=tmp_path)
     python = venv / "bin" / "python"
-    run([python, "-m", "pip", "install", "--no-deps", "--no-index", "--force-reinstall", wheel],
-        cwd=tmp_path)
+    run(
+        [python, "-m", "pip", "install", "--no-deps", "--no-index", "--force-reinstall", wheel],
+        cwd=tmp_path,
+    )
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = run([python, "-c", "import json, derelayl, derelayl.cli.train as t; "
-                 "print(json.dumps([derelayl.__file__, str(t.config_dir())]))"], cwd=elsewhere)
+    where = run(
+        [
+            python,
+            "-c",
+            "import json, derelayl, derelayl.cli.train as t; "
+            "print(json.dumps([derelayl.__file__, str(t.config_dir())]))",
+        ],
+        cwd=elsewhere,
+    )
     package, conf = map(Path, json.loads(where.stdout))
-    site = Path(run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                    cwd=elsewhere).stdout.strip())
+    site = Path(
+        run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            cwd=elsewhere,
+        ).stdout.strip()
+    )
     assert package.is_relative_to(site), f"derelayl imported from {package}, not the wheel"
     assert conf == site / "derelayl" / "conf" and (conf / "train.yaml").is_file()
     assert not conf.is_relative_to(ROOT)
 
     # the default job, shortened (2 rounds, 8 participants, no Shapley values, no MLflow)
-    run([venv / "bin" / "derelayl-train", "derelayl.rounds=2", "num_participants=8",
-         "shapley.enabled=false", "tracking=none"], cwd=elsewhere)
+    run(
+        [
+            venv / "bin" / "derelayl-train",
+            "derelayl.rounds=2",
+            "num_participants=8",
+            "shapley.enabled=false",
+            "tracking=none",
+        ],
+        cwd=elsewhere,
+    )
     (folder,) = (elsewhere / "outputs" / "runs").glob("*/*")
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["rounds"] == 2 and 0 <= metrics["test_acc"] <= 1

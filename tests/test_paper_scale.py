@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 
 from omegaconf import OmegaConf
-
 from tests.conftest import assert_one_line_error
 
 
@@ -59,9 +58,16 @@ def test_cifar10_variant_takes_cifar10_sizes_not_mnist1d_keys(make_cfg):
 
 def test_shrunk_preset_runs_end_to_end(cli, tmp_path):
     run = tmp_path / "run"
-    proc = cli("experiment=paper_scale", "num_participants=16", "derelayl.rounds=3",
-               "dataset.num_samples=2000", "algorithm.local_steps=3", "progress_every=1",
-               "tracking=none", f"hydra.run.dir={run}")
+    proc = cli(
+        "experiment=paper_scale",
+        "num_participants=16",
+        "derelayl.rounds=3",
+        "dataset.num_samples=2000",
+        "algorithm.local_steps=3",
+        "progress_every=1",
+        "tracking=none",
+        f"hydra.run.dir={run}",
+    )
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["rounds"] == 3 and metrics["hops"] > 0

@@ -28,12 +28,17 @@ ALL = [
 
 
 # shards needs N x k >= 10 classes (the infeasible cases are tested as errors below)
-CASES = [(p, n) for p in ALL for n in (1, 7, 20, 50)
-         if not (isinstance(p, ShardsPartitioner) and n * p.k < 10)]
+CASES = [
+    (p, n)
+    for p in ALL
+    for n in (1, 7, 20, 50)
+    if not (isinstance(p, ShardsPartitioner) and n * p.k < 10)
+]
 
 
-@pytest.mark.parametrize("partitioner, num_participants", CASES,
-                         ids=[f"{type(p).__name__}-{n}" for p, n in CASES])
+@pytest.mark.parametrize(
+    "partitioner, num_participants", CASES, ids=[f"{type(p).__name__}-{n}" for p, n in CASES]
+)
 def test_disjoint_complete_deterministic(partitioner, num_participants):
     a = partitioner.split(LABELS, num_participants, numpy_rng(3, "partition"))
     b = partitioner.split(LABELS, num_participants, numpy_rng(3, "partition"))
@@ -90,13 +95,16 @@ def test_feature_noise_levels_grow_linearly():
     assert part.noise_std == pytest.approx((0.0, 0.125, 0.25, 0.375, 0.5))
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: DirichletPartitioner(alpha=0), "partition.alpha must be > 0"),
-    (lambda: DirichletPartitioner(alpha=-1.0), "partition.alpha must be > 0"),
-    (lambda: ShardsPartitioner(0), "classes_per_participant must be >= 1"),
-    (lambda: QuantitySkewPartitioner(distribution="zipf"), "dirichlet, lognormal"),
-    (lambda: FeatureNoisePartitioner(sigma=-1), "sigma must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: DirichletPartitioner(alpha=0), "partition.alpha must be > 0"),
+        (lambda: DirichletPartitioner(alpha=-1.0), "partition.alpha must be > 0"),
+        (lambda: ShardsPartitioner(0), "classes_per_participant must be >= 1"),
+        (lambda: QuantitySkewPartitioner(distribution="zipf"), "dirichlet, lognormal"),
+        (lambda: FeatureNoisePartitioner(sigma=-1), "sigma must be >= 0"),
+    ],
+)
 def test_bad_parameters(make, message):
     with pytest.raises(ConfigError, match=message):
         make()

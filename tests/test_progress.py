@@ -16,8 +16,9 @@ def lines(caplog) -> list[str]:
 
 def test_a_budgeted_fl_run_counts_samples_against_its_budget(make_cfg, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="derelayl")
-    metrics = run_experiment(make_cfg("algorithm=fedavg", "tracking=none", "progress_every=4"),
-                             tmp_path / "run")
+    metrics = run_experiment(
+        make_cfg("algorithm=fedavg", "tracking=none", "progress_every=4"), tmp_path / "run"
+    )
     rounds = [m for m in lines(caplog) if m.startswith("round ")]
     assert not any(re.match(r"round \d+/", m) for m in rounds), rounds  # no "round 11/10"
     budget = 5 * 1257  # budget_epochs x the training set
@@ -25,12 +26,17 @@ def test_a_budgeted_fl_run_counts_samples_against_its_budget(make_cfg, tmp_path,
     # the last round is printed although it is not a multiple of progress_every
     last = metrics["rounds"]
     assert last % 4 and rounds[-1].startswith(
-        f"round {last} ({metrics['samples_seen']}/{budget} budgeted samples)")
-    fixed = run_experiment(make_cfg("algorithm=fedavg", "tracking=none", "algorithm.rounds=3"),
-                           tmp_path / "fixed")
+        f"round {last} ({metrics['samples_seen']}/{budget} budgeted samples)"
+    )
+    fixed = run_experiment(
+        make_cfg("algorithm=fedavg", "tracking=none", "algorithm.rounds=3"), tmp_path / "fixed"
+    )
     assert fixed["rounds"] == 3
-    assert [m.split(":")[0] for m in lines(caplog) if m.startswith("round ")][-3:] == \
-        ["round 1/3", "round 2/3", "round 3/3"]
+    assert [m.split(":")[0] for m in lines(caplog) if m.startswith("round ")][-3:] == [
+        "round 1/3",
+        "round 2/3",
+        "round 3/3",
+    ]
 
 
 def test_a_resumed_run_counts_from_where_it_resumes(make_cfg, tmp_path, monkeypatch, caplog):
@@ -81,8 +87,9 @@ def test_shapley_values_show_progress(caplog):
 
 def test_the_steps_before_round_one_say_what_is_loading(make_cfg, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="derelayl")
-    run_experiment(make_cfg("algorithm=relay", "algorithm.rounds=1", "num_participants=5"),
-                   tmp_path / "run")
+    run_experiment(
+        make_cfg("algorithm=relay", "algorithm.rounds=1", "num_participants=5"), tmp_path / "run"
+    )
     shown = lines(caplog)
     first_round = next(i for i, m in enumerate(shown) if m.startswith("round 1/1"))
     before = " | ".join(shown[:first_round])

@@ -35,14 +35,33 @@ import pytest
 from conftest import ROOT
 from readme import DVC_PAGE, all_commands, commands_of, page_commands, shell_commands
 
-PYTHON_MODULES = {"derelayl-train": "derelayl.cli.train", "derelayl-ledger": "derelayl.cli.ledger",
-                  "derelayl-report": "derelayl.cli.report", "derelayl-prepare": "derelayl.cli.prepare",
-                  "derelayl-partition": "derelayl.cli.partition", "mlflow": "mlflow",
-                  "mkdocs": "mkdocs"}
+PYTHON_MODULES = {
+    "derelayl-train": "derelayl.cli.train",
+    "derelayl-ledger": "derelayl.cli.ledger",
+    "derelayl-report": "derelayl.cli.report",
+    "derelayl-prepare": "derelayl.cli.prepare",
+    "derelayl-partition": "derelayl.cli.partition",
+    "mlflow": "mlflow",
+    "mkdocs": "mkdocs",
+}
 # programs whose commands this file (or tests/test_dvc_pipeline.py, for dvc) checks
-CHECKED = {"derelayl-train", "derelayl-ledger", "derelayl-report", "derelayl-prepare",
-           "derelayl-partition", "mlflow", "mkdocs", "ray", "pip", "python", "dvc", "bash",
-           "ruff", "mypy", "pre-commit"}
+CHECKED = {
+    "derelayl-train",
+    "derelayl-ledger",
+    "derelayl-report",
+    "derelayl-prepare",
+    "derelayl-partition",
+    "mlflow",
+    "mkdocs",
+    "ray",
+    "pip",
+    "python",
+    "dvc",
+    "bash",
+    "ruff",
+    "mypy",
+    "pre-commit",
+}
 # shell builtins that only set the environment or the folder of the commands that follow them
 BUILTINS = {"export", "cd", "source"}
 # system administration on the machine being set up (a database server, a cluster node): these
@@ -74,8 +93,9 @@ def argv(program: str, args: list[str]) -> list[str]:
 
 def test_the_readme_has_the_setup_and_a_tour_and_every_program_is_classified():
     readme = shell_commands()
-    assert commands_of("pip")[:2] == [["install", "-e", "."], ["install", "-e", ".[test]"]], \
+    assert commands_of("pip")[:2] == [["install", "-e", "."], ["install", "-e", ".[test]"]], (
         "the README's two set-up commands come first"
+    )
     assert commands_of("derelayl-train")[0] == [], "the README's first run is the default"
     assert len(readme) > 10 and len(COMMANDS) > 80
     programs = {words(c)[0] for _, c in COMMANDS}
@@ -109,7 +129,7 @@ def jobs(args: list[str]) -> list[list[str]]:
     first = [c[0] for c in choices]
     out = [first]
     for i, values in enumerate(choices):
-        out += [first[:i] + [v] + first[i + 1:] for v in values[1:]]
+        out += [first[:i] + [v] + first[i + 1 :] for v in values[1:]]
     return out
 
 
@@ -160,8 +180,20 @@ def flags_of(args: list[str]) -> set[str]:
     return {a.split("=", 1)[0] for a in args if a.startswith("--")}
 
 
-OTHER = of("derelayl-ledger", "derelayl-report", "derelayl-prepare", "derelayl-partition",
-           "mlflow", "mkdocs", "ray", "python", "bash", "ruff", "mypy", "pre-commit")
+OTHER = of(
+    "derelayl-ledger",
+    "derelayl-report",
+    "derelayl-prepare",
+    "derelayl-partition",
+    "mlflow",
+    "mkdocs",
+    "ray",
+    "python",
+    "bash",
+    "ruff",
+    "mypy",
+    "pre-commit",
+)
 
 
 @pytest.mark.parametrize("page,command", OTHER, ids=ids(OTHER))
@@ -171,8 +203,9 @@ def test_every_other_commands_options_exist(page, command):
         assert (ROOT / args[0]).is_file(), args[0]
         return
     if program in INSTALLED and shutil.which(program) is None:
-        pytest.skip(f"{program} is not installed (the [{INSTALLED[program]}] extra; CI installs "
-                    f"it)")
+        pytest.skip(
+            f"{program} is not installed (the [{INSTALLED[program]}] extra; CI installs it)"
+        )
     if program == "python":
         if args[0] == "-c":  # code: it compiles, and what it imports exists
             tree = ast.parse(args[1])
@@ -221,29 +254,40 @@ def test_pip_commands_name_existing_extras_and_the_projects_dependencies(page, c
     assert sub in ("install", "wheel"), args
     assert flags_of(rest) <= help_flags(("pip", sub)), command
     values = {"--index-url", "--extra-index-url", "-w", "--wheel-dir", "-r"}
-    packages = [a for i, a in enumerate(rest)
-                if not a.startswith("-") and (i == 0 or rest[i - 1] not in values)]
+    packages = [
+        a
+        for i, a in enumerate(rest)
+        if not a.startswith("-") and (i == 0 or rest[i - 1] not in values)
+    ]
     if sub == "wheel":
         assert packages == ["."], packages
     else:  # e.g. PyTorch's CPU wheels: only what the project itself depends on
         assert packages and {p.lower() for p in packages} <= dependencies, packages
 
 
-@pytest.mark.skipif(not os.environ.get("DERELAYL_TEST_INSTALL"),
-                    reason="installs the package into a fresh virtual environment (and builds it "
-                           "with hatchling from PyPI, so it needs the network): set "
-                           "DERELAYL_TEST_INSTALL=1")
+@pytest.mark.skipif(
+    not os.environ.get("DERELAYL_TEST_INSTALL"),
+    reason="installs the package into a fresh virtual environment (and builds it "
+    "with hatchling from PyPI, so it needs the network): set "
+    "DERELAYL_TEST_INSTALL=1",
+)
 def test_the_readme_pip_installs_work_in_a_fresh_environment(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     for args in commands_of("pip"):
         if args[:2] != ["install", "-e"]:  # PyTorch's CPU index: a download of its own
             continue
-        proc = subprocess.run([str(venv / "bin/pip"), *args], cwd=ROOT, capture_output=True,
-                              text=True, timeout=900)
+        proc = subprocess.run(
+            [str(venv / "bin/pip"), *args], cwd=ROOT, capture_output=True, text=True, timeout=900
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = subprocess.run([str(venv / "bin/derelayl-train"), "--help"], capture_output=True,
-                          text=True, timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [str(venv / "bin/derelayl-train"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0 and "derelayl-train" in proc.stdout
 
 
@@ -256,8 +300,11 @@ def test_the_help_names_every_algorithm_and_its_examples_compose(cli_in_process)
     text = help_cfg["header"] + help_cfg["footer"]
     for option in sorted(p.stem for p in (ROOT / "conf/algorithm").glob("*.yaml")):
         assert re.search(rf"\b{option}\b", text), f"--help does not name algorithm={option}"
-    examples = [ln.split("#")[0].split()[1:] for ln in help_cfg["footer"].splitlines()
-                if ln.strip().startswith("derelayl-train")]
+    examples = [
+        ln.split("#")[0].split()[1:]
+        for ln in help_cfg["footer"].splitlines()
+        if ln.strip().startswith("derelayl-train")
+    ]
     assert len(examples) >= 5
     for args in examples:
         for job in jobs(args):
@@ -273,8 +320,9 @@ def free_port() -> int:
 
 def run_printed(program: str, args: list[str], cwd: Path, timeout: int = 600):
     env = dict(os.environ, HYDRA_FULL_ERROR="0")
-    proc = subprocess.run(argv(program, args), capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=timeout)
+    proc = subprocess.run(
+        argv(program, args), capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+    )
     assert proc.returncode == 0, (program, args, proc.stderr[-3000:])
     return proc
 
@@ -301,16 +349,22 @@ def test_the_setup_run_and_one_example_of_each_cli_for_real(tmp_path):
 
     ui = next(a for a in commands_of("mlflow") if a[:1] == ["ui"])
     port = free_port()
-    server = subprocess.Popen(argv("mlflow", [*ui, "--port", str(port)]), cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    server = subprocess.Popen(
+        argv("mlflow", [*ui, "--port", str(port)]),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         body = None
         while time.monotonic() < deadline and server.poll() is None:
             try:
-                url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name" \
-                      f"?experiment_name=derelayl"
+                url = (
+                    f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name"
+                    f"?experiment_name=derelayl"
+                )
                 with urllib.request.urlopen(url, timeout=3) as resp:
                     body = json.loads(resp.read())
                     break

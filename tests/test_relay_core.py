@@ -31,8 +31,9 @@ def make_participants(sizes, seed=0):
 
 def make_module(seed=0, lr=0.1):
     torch.manual_seed(seed)
-    return ClassifierModule(MLP((1, 8), 2, hidden=(16,)),
-                            functools.partial(torch.optim.SGD, lr=lr, momentum=0.9))
+    return ClassifierModule(
+        MLP((1, 8), 2, hidden=(16,)), functools.partial(torch.optim.SGD, lr=lr, momentum=0.9)
+    )
 
 
 def test_schedules():
@@ -51,7 +52,7 @@ def plain_loop(net, data, generator, batch_size, epochs, lr):
     for _ in range(epochs):
         perm = torch.randperm(len(data), generator=generator)
         for start in range(0, len(data), batch_size):
-            idx = perm[start:start + batch_size]
+            idx = perm[start : start + batch_size]
             loss = F.cross_entropy(net(data.x[idx]), data.y[idx])
             opt.zero_grad()
             loss.backward()
@@ -105,8 +106,14 @@ def test_relay_runner_visits_everyone_each_round_and_reports():
     parts = make_participants([10, 30, 20])
     val = EvalSet(torch.randn(50, 1, 8), torch.randint(0, 2, (50,)))
     rec = Recorder()
-    runner = RelayRunner(LightningHop(batch_size=8), LargestFirstSchedule(), rounds=2, seed=0,
-                         eval_every=4, observers=[rec])
+    runner = RelayRunner(
+        LightningHop(batch_size=8),
+        LargestFirstSchedule(),
+        rounds=2,
+        seed=0,
+        eval_every=4,
+        observers=[rec],
+    )
     model = make_module()
     before = [p.clone() for p in model.parameters()]
     result = runner.run(model, parts, val, val)

@@ -15,7 +15,7 @@ def walk_payouts(models, winners, n, gamma):
             parent, mo = models[m]
             paid[mo] += 1
             if parent is not None:  # the decayed sum leaves model 0 out
-                decayed[mo] += gamma ** d
+                decayed[mo] += gamma**d
             d += 1
             m = parent
     return paid, decayed
@@ -105,9 +105,14 @@ class RowsRoyalty:
         return paid
 
 
-@pytest.mark.parametrize("name, kwargs", [("DeRelayLRoyalty", {}),
-                                          ("DeRelayLRoyalty", {"royalty_rule": "once"}),
-                                          ("BoundedRoyalty", {"gamma": 0.7})])
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("DeRelayLRoyalty", {}),
+        ("DeRelayLRoyalty", {"royalty_rule": "once"}),
+        ("BoundedRoyalty", {"gamma": 0.7}),
+    ],
+)
 def test_the_economy_pays_what_the_earlier_row_method_paid(name, kwargs):
     from derelayl.protocol import incentives
     from derelayl.protocol.params import DeRelayLParams
@@ -118,8 +123,17 @@ def test_the_economy_pays_what_the_earlier_row_method_paid(name, kwargs):
     params = DeRelayLParams(num_participants=n, rounds=150)
 
     def coins(incentive):
-        return DeRelayLRunner(params, RandomWalkPerformance(n, hashing=False), seed=3,
-                              keep_ledger=False, incentive=incentive).run().state.coins
+        return (
+            DeRelayLRunner(
+                params,
+                RandomWalkPerformance(n, hashing=False),
+                seed=3,
+                keep_ledger=False,
+                incentive=incentive,
+            )
+            .run()
+            .state.coins
+        )
 
     scheme = getattr(incentives, name)
     book = coins(scheme(**kwargs))

@@ -54,8 +54,11 @@ def by_permutations(players, value):
 
 def random_game(n, seed):
     rng = np.random.default_rng(seed)
-    table = {frozenset(s): float(rng.normal())
-             for k in range(n + 1) for s in itertools.combinations(range(n), k)}
+    table = {
+        frozenset(s): float(rng.normal())
+        for k in range(n + 1)
+        for s in itertools.combinations(range(n), k)
+    }
     return lambda s: table[frozenset(s)]
 
 
@@ -145,8 +148,9 @@ Q8 = {0: 0.05, 1: 0.1, 2: 0.2, 3: 0.3, 4: 0.3, 5: 0.5, 6: 0.02, 7: 0.0}
 def test_tmc_approximates_exact_on_eight_players():
     game = saturating_game(Q8)
     exact = exact_shapley(range(8), game)
-    res = tmc_shapley(range(8), game, permutations=3000, tolerance=0.0, rng=numpy_rng(0, "tmc"),
-                      convergence=None)
+    res = tmc_shapley(
+        range(8), game, permutations=3000, tolerance=0.0, rng=numpy_rng(0, "tmc"), convergence=None
+    )
     assert res.permutations == 3000 and res.method == "tmc" and not res.converged
     assert max(abs(res.values[p] - exact[p]) for p in range(8)) < 0.01
     assert res.values[7] == 0.0  # a null player's marginals are all exactly 0
@@ -177,8 +181,7 @@ def test_truncation_saves_value_calls_and_stays_close():
 def test_tmc_stops_when_estimates_converge():
     weights = {i: float(i) for i in range(10)}
     additive = lambda s: sum(weights[p] for p in s)  # noqa: E731  every marginal is constant
-    res = tmc_shapley(range(10), additive, 500, 0.0, numpy_rng(0, "c"), convergence=0.05,
-                      window=5)
+    res = tmc_shapley(range(10), additive, 500, 0.0, numpy_rng(0, "c"), convergence=0.05, window=5)
     assert res.converged and res.permutations == 6
     assert close(res.values, weights, 1e-9)
 
@@ -188,26 +191,32 @@ def test_shapley_values_picks_exact_then_tmc():
     small = shapley_values(range(8), game, rng=numpy_rng(0, "s"))
     assert small.method == "exact" and small.evaluations == 256
     assert close(small.values, exact_shapley(range(8), game))
-    big = shapley_values(range(8), game, exact_max=7, permutations=30, tolerance=0.01,
-                         rng=numpy_rng(0, "s"))
+    big = shapley_values(
+        range(8), game, exact_max=7, permutations=30, tolerance=0.01, rng=numpy_rng(0, "s")
+    )
     assert big.method == "tmc" and big.permutations <= 30
     with pytest.raises(ConfigError, match="rng"):
         shapley_values(range(9), game, permutations=5)
 
 
-@pytest.mark.parametrize("kwargs,key", [
-    ({"permutations": 0}, "shapley.permutations"),
-    ({"permutations": -3}, "shapley.permutations"),
-    ({"permutations": 2.5}, "shapley.permutations"),
-    ({"tolerance": -0.1}, "shapley.tolerance"),
-    ({"tolerance": float("nan")}, "shapley.tolerance"),
-    ({"convergence": -1.0}, "shapley.convergence"),
-    ({"window": 0}, "shapley.window"),
-])
+@pytest.mark.parametrize(
+    "kwargs,key",
+    [
+        ({"permutations": 0}, "shapley.permutations"),
+        ({"permutations": -3}, "shapley.permutations"),
+        ({"permutations": 2.5}, "shapley.permutations"),
+        ({"tolerance": -0.1}, "shapley.tolerance"),
+        ({"tolerance": float("nan")}, "shapley.tolerance"),
+        ({"convergence": -1.0}, "shapley.convergence"),
+        ({"window": 0}, "shapley.window"),
+    ],
+)
 def test_bad_parameters_are_one_line_config_errors(kwargs, key):
     args = {"permutations": 10, "tolerance": 0.0, **kwargs}
-    for call in (lambda: tmc_shapley(range(3), len, rng=numpy_rng(0, "x"), **args),
-                 lambda: shapley_values(range(3), len, rng=numpy_rng(0, "x"), **args)):
+    for call in (
+        lambda: tmc_shapley(range(3), len, rng=numpy_rng(0, "x"), **args),
+        lambda: shapley_values(range(3), len, rng=numpy_rng(0, "x"), **args),
+    ):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
             call()
         assert "\n" not in str(err.value)
@@ -220,11 +229,12 @@ def test_pearson_and_spearman():
     assert pearson(x, [-v for v in x]) == pytest.approx(-1.0)
     y = [0.3, 0.1, 0.9, 0.4, 0.2]
     assert pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1])
-    assert spearman(x, [v ** 3 for v in x]) == pytest.approx(1.0)  # monotone, not linear
+    assert spearman(x, [v**3 for v in x]) == pytest.approx(1.0)  # monotone, not linear
     assert list(rankdata([10, 20, 20, 5, 20])) == [2.0, 4.0, 4.0, 1.0, 4.0]
     ties = [1.0, 2.0, 2.0, 3.0]
     assert spearman(ties, [1, 2, 3, 4]) == pytest.approx(
-        np.corrcoef([1, 2.5, 2.5, 4], [1, 2, 3, 4])[0, 1])
+        np.corrcoef([1, 2.5, 2.5, 4], [1, 2, 3, 4])[0, 1]
+    )
     assert math.isnan(pearson([1, 1, 1], [1, 2, 3])) and math.isnan(spearman([1, 2], [5, 5]))
     assert math.isnan(pearson([1.0], [2.0]))
     with pytest.raises(ValueError):
@@ -244,8 +254,9 @@ def make_participants(sizes, seed=0):
 
 def make_module(seed=0):
     torch.manual_seed(seed)
-    return ClassifierModule(MLP((1, 6), 2, hidden=(8,)),
-                            functools.partial(torch.optim.SGD, lr=0.2, momentum=0.9))
+    return ClassifierModule(
+        MLP((1, 6), 2, hidden=(8,)), functools.partial(torch.optim.SGD, lr=0.2, momentum=0.9)
+    )
 
 
 _g = torch.Generator().manual_seed(5)
@@ -305,8 +316,9 @@ def test_lineage_replays_resume_from_shared_states_bit_for_bit():
     hop = LightningHop(batch_size=8)
     lineage = [(0, 1), (1, 2), (2, 1), (3, 3), (4, 0), (5, 2)]
     cached = LineageCoalitionValue(hop, make_module(), lineage, parts, seed=4, test=TEST)
-    plain = LineageCoalitionValue(hop, make_module(), lineage, parts, seed=4, test=TEST,
-                                  cache_bytes=0)
+    plain = LineageCoalitionValue(
+        hop, make_module(), lineage, parts, seed=4, test=TEST, cache_bytes=0
+    )
     coalitions = [frozenset(c) for k in range(5) for c in itertools.combinations(range(4), k)]
     for i in np.random.default_rng(0).permutation(len(coalitions)):
         a, b = cached.replay(coalitions[i]), plain.replay(coalitions[i])
@@ -332,8 +344,9 @@ def test_relay_coalitions():
         assert value(()) == evaluate(make_module(), TEST)[1]
         res = shapley_values(value.players, value)
         assert res.method == "exact"
-        assert sum(res.values.values()) == pytest.approx(res.full_value - res.empty_value,
-                                                         abs=1e-12)
+        assert sum(res.values.values()) == pytest.approx(
+            res.full_value - res.empty_value, abs=1e-12
+        )
         assert res.values[3] == 0.0
     # a singleton coalition is the participant's own hops, with its own streams
     runner = RelayRunner(LightningHop(batch_size=8), RingSchedule(), rounds=2, seed=1)
@@ -361,8 +374,9 @@ def test_federated_coalitions_keep_each_clients_stream():
     assert value({0, 1, 2, 3}) == original.metrics["test_acc"]
     rec.seen.clear()
     value({1, 3})
-    assert rec.seen == [(p, torch_generator(2, "hop", rnd, p).initial_seed())
-                        for rnd in (1, 2) for p in (1, 3)]
+    assert rec.seen == [
+        (p, torch_generator(2, "hop", rnd, p).initial_seed()) for rnd in (1, 2) for p in (1, 3)
+    ]
     res = shapley_values(value.players, value)
     assert sum(res.values.values()) == pytest.approx(res.full_value - res.empty_value, abs=1e-12)
     assert value.clients_per_round(3) == 3
@@ -372,18 +386,26 @@ def test_federated_coalitions_keep_each_clients_stream():
     assert frac.clients_per_round(3) == 2
 
 
-@pytest.mark.parametrize("algorithm", [["algorithm=relay", "algorithm.rounds=1"],
-                                       ["algorithm=fedavg", "algorithm.clients_per_round=2"]])
+@pytest.mark.parametrize(
+    "algorithm",
+    [
+        ["algorithm=relay", "algorithm.rounds=1"],
+        ["algorithm=fedavg", "algorithm.clients_per_round=2"],
+    ],
+)
 def test_relay_and_fl_runs_report_participants_shapley_values(make_cfg, tmp_path, algorithm):
     import json
 
     from derelayl.app.pipeline import run_experiment
 
     out = tmp_path / "run"
-    metrics = run_experiment(make_cfg(*algorithm, "num_participants=4", "tracking=none",
-                                      "shapley.enabled=true"), out)
+    metrics = run_experiment(
+        make_cfg(*algorithm, "num_participants=4", "tracking=none", "shapley.enabled=true"), out
+    )
     assert metrics["shapley_method"] == "exact" and metrics["shapley_players"] == 4
     saved = json.loads((out / "shapley.json").read_text())
     # efficiency: the values add up to U(all) - U(none), U(all) being the run's own accuracy
-    assert sum(saved["values"].values()) == pytest.approx(saved["full_value"] - saved["empty_value"])
+    assert sum(saved["values"].values()) == pytest.approx(
+        saved["full_value"] - saved["empty_value"]
+    )
     assert saved["full_value"] == pytest.approx(metrics["test_acc"])

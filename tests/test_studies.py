@@ -36,8 +36,11 @@ OUTSIDE_A_JOB = ["paths.root_dir=/study"]
 
 def _compose(*overrides: str, hydra: bool = True):
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="train", overrides=OUTSIDE_A_JOB + list(overrides),
-                       return_hydra_config=hydra)
+        return compose(
+            config_name="train",
+            overrides=OUTSIDE_A_JOB + list(overrides),
+            return_hydra_config=hydra,
+        )
 
 
 def _jobs(study: str) -> list[list[str]]:
@@ -100,10 +103,20 @@ def test_efficacy_is_methods_x_partitions_x_seeds_at_about_equal_computation():
             assert algo["rounds"] is None and algo["budget_epochs"] == 30
             assert algo["sample_budget"] is None
         assert not cfg["shapley"]["enabled"]
-    methods = ("derelayl", "relay", "fedavg", "fedprox", "scaffold", "fednova", "fedadam",
-               "local", "centralized")
-    assert seen == set(itertools.product(methods, ("iid", "dirichlet_0.5", "dirichlet_0.1",
-                                                   "shards_2")))
+    methods = (
+        "derelayl",
+        "relay",
+        "fedavg",
+        "fedprox",
+        "scaffold",
+        "fednova",
+        "fedadam",
+        "local",
+        "centralized",
+    )
+    assert seen == set(
+        itertools.product(methods, ("iid", "dirichlet_0.5", "dirichlet_0.1", "shards_2"))
+    )
 
 
 def test_sustainability_is_every_scheme_under_derelayl_and_fedavg():
@@ -135,8 +148,9 @@ def test_robustness_is_each_adversary_at_30_percent_against_each_defence():
     for study, key in (("robustness", "local_epochs"), ("robustness_fedavg", "aggregator")):
         for _job, chosen, cfg in _job_configs(study):
             behaviour = cfg["participants"]["behaviour"]
-            seen[(chosen["algorithm"], cfg["algorithm"][key], chosen["adversary"])] = \
-                {k: v for k, v in behaviour.items() if v}
+            seen[(chosen["algorithm"], cfg["algorithm"][key], chosen["adversary"])] = {
+                k: v for k, v in behaviour.items() if v
+            }
             assert chosen["incentive"] == "derelayl" and cfg["partition"]["alpha"] == 0.5
             if study == "robustness_fedavg":  # a robust rule needs several clients a round
                 assert cfg["algorithm"]["client_fraction"] == 0.5
@@ -160,8 +174,14 @@ def test_economy_jobs_are_the_authors_presets():
 
 def _sweep(cwd, *args: str) -> str:
     cmd = [sys.executable, "-m", "derelayl.cli.train", *args, "progress_every=100"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=600,
-                          env=dict(os.environ, HYDRA_FULL_ERROR="0"))
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+        env=dict(os.environ, HYDRA_FULL_ERROR="0"),
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log
     assert "raised" not in log  # no callback failed
@@ -178,53 +198,105 @@ def test_tiny_studies_run_end_to_end_into_the_docs_tables(tmp_path):
     from derelayl.cli.report import main as report_main
 
     tiny = ["seed=0", "num_participants=10", "knobs.rounds=1"]
-    log = _sweep(tmp_path, "study=robustness", "adversary=none,free_rider",
-                 "algorithm.local_epochs=1", *tiny)
+    log = _sweep(
+        tmp_path, "study=robustness", "adversary=none,free_rider", "algorithm.local_epochs=1", *tiny
+    )
     assert "sweep progress: 2/2 jobs done" in log
-    _sweep(tmp_path, "study=robustness_fedavg", "adversary=noise", "algorithm.aggregator=median",
-           *tiny)
+    _sweep(
+        tmp_path, "study=robustness_fedavg", "adversary=noise", "algorithm.aggregator=median", *tiny
+    )
     _sweep(tmp_path, "study=efficacy", "algorithm=relay,fedavg", "partition=dirichlet_0.1", *tiny)
     _sweep(tmp_path, "study=economy", "derelayl.rounds=3", "num_participants=16")
-    _sweep(tmp_path, "study=fairness", "incentive=uniform", "seed=0", "num_participants=8",
-           "derelayl.rounds=2")
-    _sweep(tmp_path, "study=sustainability", "algorithm=fedavg", "incentive=uniform", "seed=0",
-           "num_participants=6", "algorithm.rounds=1", "shapley.permutations=2")
+    _sweep(
+        tmp_path,
+        "study=fairness",
+        "incentive=uniform",
+        "seed=0",
+        "num_participants=8",
+        "derelayl.rounds=2",
+    )
+    _sweep(
+        tmp_path,
+        "study=sustainability",
+        "algorithm=fedavg",
+        "incentive=uniform",
+        "seed=0",
+        "num_participants=6",
+        "algorithm.rounds=1",
+        "shapley.permutations=2",
+    )
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("paper_robustness").experiment_id])
     parents = [r for r in runs if r.data.tags.get("derelayl.sweep") == "parent"]
     assert len(parents) == 2 and len(runs) == 5
     assert {p.data.tags["adversary"] for p in parents} == {"none,free_rider", "noise"}
-    tagged = {(r.data.tags["algorithm"], r.data.tags["adversary"]) for r in runs
-              if r not in parents}
+    tagged = {
+        (r.data.tags["algorithm"], r.data.tags["adversary"]) for r in runs if r not in parents
+    }
     assert tagged == {("derelayl", "none"), ("derelayl", "free_rider"), ("fedavg", "noise")}
     assert (tmp_path / "outputs/paper/robustness/derelayl/1/metrics.json").is_file()
     assert (tmp_path / "outputs/paper/economy/0/coins_per_participant.png").is_file()
     assert (tmp_path / "outputs/paper/economy/1/version_shares.png").is_file()
 
     docs = tmp_path / "docs" / "results"
-    report_main(["--experiment", "paper_robustness", "--tracking-uri",
-                 f"sqlite:///{tmp_path}/mlflow.db", "--out", str(tmp_path / "report"),
-                 "--metrics", "test_acc", "adversary_coin_share",
-                 "--table", str(docs / "robustness.md")])
+    report_main(
+        [
+            "--experiment",
+            "paper_robustness",
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/mlflow.db",
+            "--out",
+            str(tmp_path / "report"),
+            "--metrics",
+            "test_acc",
+            "adversary_coin_share",
+            "--table",
+            str(docs / "robustness.md"),
+        ]
+    )
     table = (docs / "robustness.md").read_text()
     assert table.startswith("<!-- generated by derelayl-report")
     assert "| group | runs | seeds | test_acc | adversary_coin_share |" in table
     assert "| derelayl, adversary=free_rider, algorithm.aggregator=-" not in table
-    for group in ("derelayl, adversary=free_rider", "derelayl, adversary=none",
-                  "fedavg, adversary=noise"):
+    for group in (
+        "derelayl, adversary=free_rider",
+        "derelayl, adversary=none",
+        "fedavg, adversary=noise",
+    ):
         assert f"| {group}" in table, table
     assert (tmp_path / "report" / "figures" / "robustness.png").is_file()
 
     # the run folders serve as well as MLflow: the groups come from each folder's choices.json
-    report_main(["--runs", str(tmp_path / "outputs/paper/efficacy"), "--out",
-                 str(tmp_path / "eff"), "--group-by", "algorithm", "partition", "--metrics",
-                 "test_acc", "bytes", "--table", str(docs / "efficacy.md")])
+    report_main(
+        [
+            "--runs",
+            str(tmp_path / "outputs/paper/efficacy"),
+            "--out",
+            str(tmp_path / "eff"),
+            "--group-by",
+            "algorithm",
+            "partition",
+            "--metrics",
+            "test_acc",
+            "bytes",
+            "--table",
+            str(docs / "efficacy.md"),
+        ]
+    )
     table = (docs / "efficacy.md").read_text()
     assert "| fedavg, partition=dirichlet_0.1 | 1 | 0 |" in table
     assert "| relay, partition=dirichlet_0.1 | 1 | 0 |" in table
 
     with pytest.raises(SystemExit) as exc:  # a metric no run reports: one line, nothing written
-        report_main(["--runs", str(tmp_path / "outputs/paper/efficacy"), "--out",
-                     str(tmp_path / "nothing"), "--metrics", "no_such_metric"])
+        report_main(
+            [
+                "--runs",
+                str(tmp_path / "outputs/paper/efficacy"),
+                "--out",
+                str(tmp_path / "nothing"),
+                "--metrics",
+                "no_such_metric",
+            ]
+        )
     assert exc.value.code == 2 and not (tmp_path / "nothing").exists()

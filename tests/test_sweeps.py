@@ -18,25 +18,47 @@ def installed(module: str) -> bool:
 
 
 def needs(module: str, extra: str):
-    return pytest.mark.skipif(not installed(module),
-                              reason=f"{module} not installed (pip install 'derelayl[{extra}]')")
+    return pytest.mark.skipif(
+        not installed(module), reason=f"{module} not installed (pip install 'derelayl[{extra}]')"
+    )
 
 
-@pytest.mark.parametrize("override, target, keys", [
-    pytest.param("hydra/launcher=parallel", "hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
-                 {"n_jobs": -1, "backend": "loky"}, marks=needs("hydra_plugins.hydra_joblib_launcher", "test")),
-    pytest.param("hydra/launcher=slurm", "hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
-                 {"cpus_per_task": 1, "timeout_min": 120, "array_parallelism": 64},
-                 marks=needs("hydra_plugins.hydra_submitit_launcher", "cluster")),
-    # derelayl's own Ray launcher: composes whether or not ray is installed
-    pytest.param("hydra/launcher=ray_cluster", "derelayl_ray_launcher.ray_launcher.RayLauncher",
-                 {"ray": {"init": {"address": "auto"},
-                          "remote": {"num_cpus": 1, "num_gpus": 0, "max_retries": 1},
-                          "env_vars": ["MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME",
-                                       "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
-                                       "MLFLOW_TRACKING_INSECURE_TLS",
-                                       "MLFLOW_TRACKING_SERVER_CERT_PATH"]}}),
-])
+@pytest.mark.parametrize(
+    "override, target, keys",
+    [
+        pytest.param(
+            "hydra/launcher=parallel",
+            "hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+            {"n_jobs": -1, "backend": "loky"},
+            marks=needs("hydra_plugins.hydra_joblib_launcher", "test"),
+        ),
+        pytest.param(
+            "hydra/launcher=slurm",
+            "hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+            {"cpus_per_task": 1, "timeout_min": 120, "array_parallelism": 64},
+            marks=needs("hydra_plugins.hydra_submitit_launcher", "cluster"),
+        ),
+        # derelayl's own Ray launcher: composes whether or not ray is installed
+        pytest.param(
+            "hydra/launcher=ray_cluster",
+            "derelayl_ray_launcher.ray_launcher.RayLauncher",
+            {
+                "ray": {
+                    "init": {"address": "auto"},
+                    "remote": {"num_cpus": 1, "num_gpus": 0, "max_retries": 1},
+                    "env_vars": [
+                        "MLFLOW_TRACKING_URI",
+                        "MLFLOW_TRACKING_USERNAME",
+                        "MLFLOW_TRACKING_PASSWORD",
+                        "MLFLOW_TRACKING_TOKEN",
+                        "MLFLOW_TRACKING_INSECURE_TLS",
+                        "MLFLOW_TRACKING_SERVER_CERT_PATH",
+                    ],
+                }
+            },
+        ),
+    ],
+)
 def test_launcher_presets_compose(cli, tmp_path, override, target, keys):
     proc = cli(override, "--cfg=all", "--resolve")
     assert proc.returncode == 0, proc.stderr
@@ -49,9 +71,15 @@ def test_launcher_presets_compose(cli, tmp_path, override, target, keys):
 @needs("hydra_plugins.hydra_optuna_sweeper", "cluster")
 def test_optuna_preset_composes_and_tunes_relay(cli, tmp_path):
     sweep = tmp_path / "optuna"
-    proc = cli("hparams_search=optuna_relay", "hydra.sweeper.n_trials=2", "num_participants=5",
-               "algorithm.rounds=1", "progress_every=100", "tracking.experiment=tune",
-               f"hydra.sweep.dir={sweep}")
+    proc = cli(
+        "hparams_search=optuna_relay",
+        "hydra.sweeper.n_trials=2",
+        "num_participants=5",
+        "algorithm.rounds=1",
+        "progress_every=100",
+        "tracking.experiment=tune",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert proc.returncode == 0, proc.stderr
     sweeper = yaml.safe_load((sweep / "0/.hydra/hydra.yaml").read_text())["hydra"]["sweeper"]
     assert sweeper["_target_"].endswith("OptunaSweeper") and sweeper["direction"] == "maximize"
@@ -73,9 +101,16 @@ def test_optuna_preset_composes_and_tunes_relay(cli, tmp_path):
 
 def test_interrupted_sweep_resumes_without_redoing_finished_jobs(cli, tmp_path):
     sweep = tmp_path / "sweep"
-    args = ("-m", "algorithm=relay", "seed=0,1", "num_participants=5", "algorithm.rounds=1",
-            "progress_every=100",
-            "tracking.experiment=resume", f"hydra.sweep.dir={sweep}")
+    args = (
+        "-m",
+        "algorithm=relay",
+        "seed=0,1",
+        "num_participants=5",
+        "algorithm.rounds=1",
+        "progress_every=100",
+        "tracking.experiment=resume",
+        f"hydra.sweep.dir={sweep}",
+    )
     first = cli(*args)
     assert first.returncode == 0, first.stderr
     assert "sweep progress: 2/2 jobs done" in first.stdout + first.stderr

@@ -52,9 +52,16 @@ class RelayRunner:
     run.
     """
 
-    def __init__(self, hop_trainer: HopTrainer, schedule: Schedule, rounds: int, seed: int,
-                 eval_every: int = 1, observers: list[Observer] | tuple = (),
-                 devices: Devices | None = None):
+    def __init__(
+        self,
+        hop_trainer: HopTrainer,
+        schedule: Schedule,
+        rounds: int,
+        seed: int,
+        eval_every: int = 1,
+        observers: list[Observer] | tuple = (),
+        devices: Devices | None = None,
+    ):
         if rounds < 1:
             raise ConfigError(f"algorithm.rounds must be >= 1 (got {rounds})")
         if eval_every < 1:
@@ -74,22 +81,33 @@ class RelayRunner:
         live = self._live
         if live is None:
             raise RuntimeError("state_dict() is available once a round has finished")
-        return {"round": live["round"], "hop": live["hop"], "samples_seen": live["samples_seen"],
-                "bytes": live["bytes"], "sim_time_s": live["sim"],
-                "model": {k: v.detach().clone() for k, v in live["model"].state_dict().items()},
-                "history": [dataclasses.asdict(r) for r in live["history"]]}
+        return {
+            "round": live["round"],
+            "hop": live["hop"],
+            "samples_seen": live["samples_seen"],
+            "bytes": live["bytes"],
+            "sim_time_s": live["sim"],
+            "model": {k: v.detach().clone() for k, v in live["model"].state_dict().items()},
+            "history": [dataclasses.asdict(r) for r in live["history"]],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Continue the next :meth:`run` after the round ``state`` was taken at."""
         self._resume = state
 
-    def run(self, model: torch.nn.Module, participants: list[ParticipantData],
-            validation: EvalSet, test: EvalSet) -> RelayResult:
+    def run(
+        self,
+        model: torch.nn.Module,
+        participants: list[ParticipantData],
+        validation: EvalSet,
+        test: EvalSet,
+    ) -> RelayResult:
         model = copy.deepcopy(model)
         sizes = [len(p) for p in participants]
         total_hops = self.rounds * len(participants)
-        self.observers.on_run_start({"total_hops": total_hops, "rounds": self.rounds,
-                                     "participants": len(participants)})
+        self.observers.on_run_start(
+            {"total_hops": total_hops, "rounds": self.rounds, "participants": len(participants)}
+        )
         history: list[HopRecord] = []
         hop, samples_seen = 0, 0
         per_hop_bytes = model_bytes(model)
@@ -106,8 +124,9 @@ class RelayRunner:
             for pid in order:
                 hop += 1
                 before = [t.detach().clone() for t in model.state_dict().values()]
-                stats = self.hop_trainer(model, participants[pid],
-                                         torch_generator(self.seed, "hop", rnd, pid))
+                stats = self.hop_trainer(
+                    model, participants[pid], torch_generator(self.seed, "hop", rnd, pid)
+                )
                 failed = not weights_finite(model)
                 if failed:  # a diverged hop is discarded: the baton keeps its previous weights
                     with torch.no_grad():
@@ -120,26 +139,55 @@ class RelayRunner:
                 test_loss = test_acc = None
                 if hop % self.eval_every == 0 or hop == total_hops:
                     test_loss, test_acc = evaluate(model, test)
-                record = HopRecord(hop=hop, round=rnd, participant=pid, samples=stats.samples,
-                                   steps=stats.steps, samples_seen=samples_seen,
-                                   train_loss=stats.train_loss, val_loss=val_loss,
-                                   val_acc=val_acc, test_loss=test_loss, test_acc=test_acc,
-                                   bytes=meter.bytes, sim_time_s=meter.sim_time_s,
-                                   failed=failed)
+                record = HopRecord(
+                    hop=hop,
+                    round=rnd,
+                    participant=pid,
+                    samples=stats.samples,
+                    steps=stats.steps,
+                    samples_seen=samples_seen,
+                    train_loss=stats.train_loss,
+                    val_loss=val_loss,
+                    val_acc=val_acc,
+                    test_loss=test_loss,
+                    test_acc=test_acc,
+                    bytes=meter.bytes,
+                    sim_time_s=meter.sim_time_s,
+                    failed=failed,
+                )
                 history.append(record)
                 self.observers.on_hop(record)
-            self._live = {"round": rnd, "hop": hop, "samples_seen": samples_seen,
-                          "bytes": meter.bytes, "sim": meter.sim_time_s, "model": model,
-                          "history": history}
+            self._live = {
+                "round": rnd,
+                "hop": hop,
+                "samples_seen": samples_seen,
+                "bytes": meter.bytes,
+                "sim": meter.sim_time_s,
+                "model": model,
+                "history": history,
+            }
             self.observers.on_round(RoundRecord(round=rnd, hops=hop, samples_seen=samples_seen))
+        result = self._result(model, history, samples_seen, meter)
+        self.observers.on_run_end(result)
+        return result
+
+    def _result(
+        self, model: torch.nn.Module, history: list[HopRecord], samples_seen: int, meter: Meter
+    ) -> RelayResult:
         last = history[-1]
         # the last hop (hop == total_hops: a schedule orders every participant once a round)
         # is always evaluated on the test split
         assert last.test_loss is not None and last.test_acc is not None
-        result = RelayResult(model=model, history=tuple(history), hops=hop, rounds=self.rounds,
-                             samples_seen=samples_seen, val_loss=last.val_loss,
-                             val_acc=last.val_acc, test_loss=last.test_loss,
-                             test_acc=last.test_acc, bytes=meter.bytes,
-                             sim_time_s=meter.sim_time_s)
-        self.observers.on_run_end(result)
-        return result
+        return RelayResult(
+            model=model,
+            history=tuple(history),
+            hops=last.hop,
+            rounds=self.rounds,
+            samples_seen=samples_seen,
+            val_loss=last.val_loss,
+            val_acc=last.val_acc,
+            test_loss=last.test_loss,
+            test_acc=last.test_acc,
+            bytes=meter.bytes,
+            sim_time_s=meter.sim_time_s,
+        )

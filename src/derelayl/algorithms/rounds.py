@@ -41,8 +41,10 @@ class RoundsResult:
 
 def check_schedule(rounds: int | None, sample_budget: int | None, eval_every: int) -> None:
     if rounds is None and sample_budget is None:
-        raise ConfigError("set algorithm.rounds or a sample budget (algorithm.sample_budget / "
-                          "algorithm.budget_epochs)")
+        raise ConfigError(
+            "set algorithm.rounds or a sample budget (algorithm.sample_budget / "
+            "algorithm.budget_epochs)"
+        )
     if rounds is not None and rounds < 1:
         raise ConfigError(f"algorithm.rounds must be >= 1 or null (got {rounds})")
     if rounds is None and sample_budget is not None and sample_budget < 1:
@@ -51,8 +53,9 @@ def check_schedule(rounds: int | None, sample_budget: int | None, eval_every: in
         raise ConfigError(f"algorithm.eval_every must be >= 1 (got {eval_every})")
 
 
-def finished(rnd: int, samples_seen: int, rounds: int | None, sample_budget: int | None,
-             round_samples: int) -> bool:
+def finished(
+    rnd: int, samples_seen: int, rounds: int | None, sample_budget: int | None, round_samples: int
+) -> bool:
     """Fixed rounds, or stop where the total is nearest the sample budget.
 
     With a budget the run stops after this round if one more round like it would end further
@@ -80,8 +83,9 @@ def estimate_rounds(rounds: int | None, sample_budget: int | None, per_round: fl
     return max(math.ceil(sample_budget / max(per_round, 1e-9)), 1)
 
 
-def evaluate_model(model: torch.nn.Module, validation: EvalSet, test: EvalSet,
-                   with_test: bool) -> dict[str, float]:
+def evaluate_model(
+    model: torch.nn.Module, validation: EvalSet, test: EvalSet, with_test: bool
+) -> dict[str, float]:
     val_loss, val_acc = evaluate(model, validation)
     out = {"val_loss": val_loss, "val_acc": val_acc}
     if with_test:
@@ -89,8 +93,14 @@ def evaluate_model(model: torch.nn.Module, validation: EvalSet, test: EvalSet,
     return out
 
 
-def make_round_record(rnd: int, hops: int, samples_seen: int, nbytes: int, sim: float | None,
-                      metrics: dict[str, float]) -> RoundRecord:
+def make_round_record(
+    rnd: int,
+    hops: int,
+    samples_seen: int,
+    nbytes: int,
+    sim: float | None,
+    metrics: dict[str, float],
+) -> RoundRecord:
     """A round's record; metric names match the relay's per-hop metrics."""
     full = {**metrics, "samples_seen": samples_seen, "bytes": nbytes}
     if sim is not None:

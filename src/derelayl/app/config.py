@@ -64,16 +64,26 @@ def _fields_of(target: Any, include: tuple[str, ...] | None, exclude: tuple[str,
     """(name, type, default) of a callable's keyword parameters or of a dataclass's fields."""
     if dataclasses.is_dataclass(target):
         hints = typing.get_type_hints(target)
-        items = [(f.name, hints.get(f.name, Any),
-                  f.default if f.default is not dataclasses.MISSING else dataclasses.MISSING)
-                 for f in dataclasses.fields(target)]
+        items = [
+            (
+                f.name,
+                hints.get(f.name, Any),
+                f.default if f.default is not dataclasses.MISSING else dataclasses.MISSING,
+            )
+            for f in dataclasses.fields(target)
+        ]
     else:
         init = target.__init__ if inspect.isclass(target) else target
         hints = typing.get_type_hints(init)
-        items = [(p.name, hints.get(p.name, Any),
-                  p.default if p.default is not inspect.Parameter.empty else dataclasses.MISSING)
-                 for p in inspect.signature(target).parameters.values()
-                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        items = [
+            (
+                p.name,
+                hints.get(p.name, Any),
+                p.default if p.default is not inspect.Parameter.empty else dataclasses.MISSING,
+            )
+            for p in inspect.signature(target).parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
     for name, hint, default in items:
         if name in exclude or (include is not None and name not in include):
             continue
@@ -84,8 +94,14 @@ def _path(target: Any) -> str:
     return f"{target.__module__}.{target.__qualname__}"
 
 
-def component(target: Any, *, partial: bool = False, exclude: tuple[str, ...] = (),
-              include: tuple[str, ...] | None = None, name: str | None = None) -> type:
+def component(
+    target: Any,
+    *,
+    partial: bool = False,
+    exclude: tuple[str, ...] = (),
+    include: tuple[str, ...] | None = None,
+    name: str | None = None,
+) -> type:
     """A schema for ``instantiate``: ``_target_`` (and ``_partial_``), then the target's
     parameters with the types and defaults of its signature. Parameters that come at run time
     (``exclude``: a network's input shape, the seed) stay out; with ``partial`` the object is
@@ -99,12 +115,18 @@ def component(target: Any, *, partial: bool = False, exclude: tuple[str, ...] = 
     return dataclasses.make_dataclass(name or f"{target.__name__}Config", specs)
 
 
-def mirror(record: Any, *, exclude: tuple[str, ...] = (), name: str | None = None,
-           extra: tuple[tuple[str, Any, Any], ...] = ()) -> type:
+def mirror(
+    record: Any,
+    *,
+    exclude: tuple[str, ...] = (),
+    name: str | None = None,
+    extra: tuple[tuple[str, Any, Any], ...] = (),
+) -> type:
     """A mutable schema with a core parameter record's fields, types and defaults (the record
     itself is frozen, and OmegaConf makes a frozen dataclass read-only), plus ``extra``."""
-    specs: list[Any] = [(key, hint, _default(default))
-                        for key, hint, default in _fields_of(record, None, exclude)]
+    specs: list[Any] = [
+        (key, hint, _default(default)) for key, hint, default in _fields_of(record, None, exclude)
+    ]
     specs += [(key, hint, _default(default)) for key, hint, default in extra]
     return dataclasses.make_dataclass(name or f"{record.__name__}Config", specs)
 
@@ -214,13 +236,22 @@ class CentralizedAlgorithmConfig(BudgetAlgorithmConfig):
 
 
 def _strategy(target: str, **keys: str):
-    return field(default_factory=lambda: {"_target_": f"derelayl.algorithms.fl.strategies.{target}",
-                                          **FEDAVG_STRATEGY_KEYS, **keys})
+    return field(
+        default_factory=lambda: {
+            "_target_": f"derelayl.algorithms.fl.strategies.{target}",
+            **FEDAVG_STRATEGY_KEYS,
+            **keys,
+        }
+    )
 
 
 # the strategy reads the algorithm's own keys (one place to set them: algorithm.server_lr, ...)
-FEDAVG_STRATEGY_KEYS = {"server_lr": "${..server_lr}", "aggregator": "${..aggregator}",
-                        "trim_fraction": "${..trim_fraction}", "krum_f": "${..krum_f}"}
+FEDAVG_STRATEGY_KEYS = {
+    "server_lr": "${..server_lr}",
+    "aggregator": "${..aggregator}",
+    "trim_fraction": "${..trim_fraction}",
+    "krum_f": "${..krum_f}",
+}
 
 
 @dataclass
@@ -258,8 +289,7 @@ class FedAdamAlgorithmConfig(FedAvgAlgorithmConfig):
     beta1: float = 0.9
     beta2: float = 0.99
     tau: float = 0.001
-    strategy: Any = _strategy("FedAdam", beta1="${..beta1}", beta2="${..beta2}",
-                              tau="${..tau}")
+    strategy: Any = _strategy("FedAdam", beta1="${..beta1}", beta2="${..beta2}", tau="${..tau}")
 
 
 @dataclass
@@ -291,30 +321,44 @@ def _schemas() -> dict[str, dict[str, Any]]:
 
     loader: dict[str, Any] = {"exclude": ("seed",), "partial": True}
     return {
-        "dataset": {"digits": component(datasets.digits, **loader),
-                    "mnist1d": component(datasets.mnist1d, **loader),
-                    "mnist": component(datasets.mnist, **loader),
-                    "fashion_mnist": component(datasets.fashion_mnist, **loader),
-                    "cifar10": component(datasets.cifar10, **loader)},
-        "partition": {"iid": component(partition.IIDPartitioner),
-                      "dirichlet": component(partition.DirichletPartitioner),
-                      "shards": component(partition.ShardsPartitioner),
-                      "quantity": component(partition.QuantitySkewPartitioner),
-                      "feature_noise": component(partition.FeatureNoisePartitioner)},
-        "schedule": {"ring": component(schedules.RingSchedule),
-                     "random": component(schedules.RandomSchedule),
-                     "largest_first": component(schedules.LargestFirstSchedule)},
-        "incentive": {"derelayl": component(incentives.DeRelayLRoyalty),
-                      "derelayl_bounded": component(incentives.BoundedRoyalty),
-                      "uniform": component(incentives.UniformReward),
-                      "data_size": component(incentives.DataSizeReward),
-                      "marginal_gain": component(incentives.MarginalGainReward)},
+        "dataset": {
+            "digits": component(datasets.digits, **loader),
+            "mnist1d": component(datasets.mnist1d, **loader),
+            "mnist": component(datasets.mnist, **loader),
+            "fashion_mnist": component(datasets.fashion_mnist, **loader),
+            "cifar10": component(datasets.cifar10, **loader),
+        },
+        "partition": {
+            "iid": component(partition.IIDPartitioner),
+            "dirichlet": component(partition.DirichletPartitioner),
+            "shards": component(partition.ShardsPartitioner),
+            "quantity": component(partition.QuantitySkewPartitioner),
+            "feature_noise": component(partition.FeatureNoisePartitioner),
+        },
+        "schedule": {
+            "ring": component(schedules.RingSchedule),
+            "random": component(schedules.RandomSchedule),
+            "largest_first": component(schedules.LargestFirstSchedule),
+        },
+        "incentive": {
+            "derelayl": component(incentives.DeRelayLRoyalty),
+            "derelayl_bounded": component(incentives.BoundedRoyalty),
+            "uniform": component(incentives.UniformReward),
+            "data_size": component(incentives.DataSizeReward),
+            "marginal_gain": component(incentives.MarginalGainReward),
+        },
         "model": {"mlp": _model_schema(nets.MLP), "cnn": _model_schema(nets.CNN)},
-        "algorithm": {"derelayl": DeRelayLAlgorithmConfig, "relay": RelayAlgorithmConfig,
-                      "fedavg": FedAvgAlgorithmConfig, "fedprox": FedProxAlgorithmConfig,
-                      "scaffold": ScaffoldAlgorithmConfig, "fednova": FedNovaAlgorithmConfig,
-                      "fedadam": FedAdamAlgorithmConfig, "local": LocalAlgorithmConfig,
-                      "centralized": CentralizedAlgorithmConfig},
+        "algorithm": {
+            "derelayl": DeRelayLAlgorithmConfig,
+            "relay": RelayAlgorithmConfig,
+            "fedavg": FedAvgAlgorithmConfig,
+            "fedprox": FedProxAlgorithmConfig,
+            "scaffold": ScaffoldAlgorithmConfig,
+            "fednova": FedNovaAlgorithmConfig,
+            "fedadam": FedAdamAlgorithmConfig,
+            "local": LocalAlgorithmConfig,
+            "centralized": CentralizedAlgorithmConfig,
+        },
         "derelayl": {"default": _protocol_schema()},
         "participants": {"mobile": _participants_schema()},
         "tracking": {"mlflow": TrackingConfig},
@@ -326,13 +370,23 @@ def _schemas() -> dict[str, dict[str, Any]]:
 
 def _model_schema(net: type) -> type:
     """``model/<net>``: the LightningModule around ``net`` (built later, with the data's shape)."""
-    return dataclasses.make_dataclass(f"{net.__name__}ModelConfig", [
-        # the module, by name: importing Lightning takes seconds, a model is built later
-        ("_target_", str, field(default="derelayl.models.lit.ClassifierModule")),
-        ("_partial_", bool, field(default=True)),
-        ("net", Any, field(default_factory=lambda: component(
-            net, partial=True, exclude=("input_shape", "num_classes"))())),
-    ])
+    return dataclasses.make_dataclass(
+        f"{net.__name__}ModelConfig",
+        [
+            # the module, by name: importing Lightning takes seconds, a model is built later
+            ("_target_", str, field(default="derelayl.models.lit.ClassifierModule")),
+            ("_partial_", bool, field(default=True)),
+            (
+                "net",
+                Any,
+                field(
+                    default_factory=lambda: component(
+                        net, partial=True, exclude=("input_shape", "num_classes")
+                    )()
+                ),
+            ),
+        ],
+    )
 
 
 def _protocol_schema() -> type:
@@ -340,54 +394,81 @@ def _protocol_schema() -> type:
     from derelayl.protocol.params import DeRelayLParams
     from derelayl.protocol.quality import RandomWalkPerformance
 
-    random_walk = mirror(RandomWalkPerformance, name="RandomWalkConfig",
-                         exclude=("num_participants", "genesis", "hashing", "samples"),
-                         extra=(("samples_per_hop", float, 64.0),))
-    return mirror(DeRelayLParams, name="DeRelayLConfig",
-                  exclude=("num_participants", "initial_active"), extra=(
-                      # random_walk: the authors' abstraction; trained: real models
-                      ("performance", str, "trained"),
-                      ("random_walk", random_walk, field(default_factory=random_walk)),
-                      ("ledger", bool, True),
-                      ("checkpoint_every", int, 1)))
+    random_walk = mirror(
+        RandomWalkPerformance,
+        name="RandomWalkConfig",
+        exclude=("num_participants", "genesis", "hashing", "samples"),
+        extra=(("samples_per_hop", float, 64.0),),
+    )
+    return mirror(
+        DeRelayLParams,
+        name="DeRelayLConfig",
+        exclude=("num_participants", "initial_active"),
+        extra=(
+            # random_walk: the authors' abstraction; trained: real models
+            ("performance", str, "trained"),
+            ("random_walk", random_walk, field(default_factory=random_walk)),
+            ("ledger", bool, True),
+            ("checkpoint_every", int, 1),
+        ),
+    )
 
 
 def _participants_schema() -> type:
     from derelayl.protocol.population import EconomicsParams
     from derelayl.sim.devices import DeviceProfile
 
-    return dataclasses.make_dataclass("ParticipantsConfig", [
-        ("devices", Any, field(default_factory=lambda: component(DeviceProfile)())),
-        ("economics", Any, field(default_factory=lambda: mirror(EconomicsParams)())),
-        ("behaviour", BehaviourConfig, field(default_factory=BehaviourConfig)),
-        ("noise_std", float, 1.0),
-    ])
+    return dataclasses.make_dataclass(
+        "ParticipantsConfig",
+        [
+            ("devices", Any, field(default_factory=lambda: component(DeviceProfile)())),
+            ("economics", Any, field(default_factory=lambda: mirror(EconomicsParams)())),
+            ("behaviour", BehaviourConfig, field(default_factory=BehaviourConfig)),
+            ("noise_std", float, 1.0),
+        ],
+    )
 
 
 def _train_schema() -> type:
     """The primary config's own keys (``train.yaml``)."""
     from derelayl.protocol.population import ChurnParams
 
-    return dataclasses.make_dataclass("TrainConfig", [
-        ("seed", int, 0),
-        ("num_participants", int, 20),
-        # CPU results are bit-identical only for a fixed number of torch threads
-        ("torch_threads", int, 1),
-        # where data, models and evaluation live: auto (a GPU when torch sees one) | cpu |
-        # cuda | cuda:<index>
-        ("device", str, "auto"),
-        ("churn", Any, field(default_factory=lambda: mirror(ChurnParams)())),
-        ("shapley", ShapleyConfig, field(default_factory=ShapleyConfig)),
-        ("optimized_metric", str, "val_acc"),
-        ("target_acc", Optional[float], 0.8),
-        ("progress_every", int, 1),
-        ("prepared_data", Optional[str], None),
-        ("skip_finished", bool, True),
-        # the groups (typed by their own options' schemas); the last four are optional
-        *[(group, Any, None) for group in (
-            "paths", "dataset", "partition", "model", "algorithm", "participants",
-            "tracking", "schedule", "incentive", "derelayl", "knobs")],
-    ])
+    return dataclasses.make_dataclass(
+        "TrainConfig",
+        [
+            ("seed", int, 0),
+            ("num_participants", int, 20),
+            # CPU results are bit-identical only for a fixed number of torch threads
+            ("torch_threads", int, 1),
+            # where data, models and evaluation live: auto (a GPU when torch sees one) | cpu |
+            # cuda | cuda:<index>
+            ("device", str, "auto"),
+            ("churn", Any, field(default_factory=lambda: mirror(ChurnParams)())),
+            ("shapley", ShapleyConfig, field(default_factory=ShapleyConfig)),
+            ("optimized_metric", str, "val_acc"),
+            ("target_acc", Optional[float], 0.8),
+            ("progress_every", int, 1),
+            ("prepared_data", Optional[str], None),
+            ("skip_finished", bool, True),
+            # the groups (typed by their own options' schemas); the last four are optional
+            *[
+                (group, Any, None)
+                for group in (
+                    "paths",
+                    "dataset",
+                    "partition",
+                    "model",
+                    "algorithm",
+                    "participants",
+                    "tracking",
+                    "schedule",
+                    "incentive",
+                    "derelayl",
+                    "knobs",
+                )
+            ],
+        ],
+    )
 
 
 _REGISTERED = False

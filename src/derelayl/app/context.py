@@ -71,8 +71,10 @@ def runner_of(cfg: DictConfig) -> Runner:
     """The algorithm's runner, built from ``algorithm.runner``."""
     node = cfg.algorithm.get("runner")
     if node is None:
-        raise ConfigError("algorithm.runner is missing: every algorithm names its runner "
-                          "(_target_, e.g. derelayl.app.runners.fl.Federated)")
+        raise ConfigError(
+            "algorithm.runner is missing: every algorithm names its runner "
+            "(_target_, e.g. derelayl.app.runners.fl.Federated)"
+        )
     return build(node)
 
 
@@ -103,10 +105,11 @@ class ExperimentContext:
         if self.cfg.get("prepared_data"):  # splits materialised by the DVC prepare stage
             from derelayl.data.prepared import load_splits, split_dir
 
-            return load_splits(split_dir(self.cfg.prepared_data, self.cfg.seed),
-                               dataset_cfg=cast(dict[str, Any],
-                                                OmegaConf.to_container(ds, resolve=True)),
-                               seed=self.cfg.seed)
+            return load_splits(
+                split_dir(self.cfg.prepared_data, self.cfg.seed),
+                dataset_cfg=cast(dict[str, Any], OmegaConf.to_container(ds, resolve=True)),
+                seed=self.cfg.seed,
+            )
         return build(ds)(seed=int(self.cfg.seed))
 
     @cached_property
@@ -126,8 +129,9 @@ class ExperimentContext:
         if self.cfg.get("prepared_data"):  # index sets materialised by the DVC partition stage
             from derelayl.data.prepared import load_partition, partition_dir
 
-            return load_partition(partition_dir(self.cfg.prepared_data, self.cfg.seed),
-                                  key=self.partition_key())
+            return load_partition(
+                partition_dir(self.cfg.prepared_data, self.cfg.seed), key=self.partition_key()
+            )
         return self.compute_partition()
 
     def partition_key(self) -> dict[str, Any]:
@@ -137,22 +141,29 @@ class ExperimentContext:
         return partition_key(
             cast(dict[str, Any], OmegaConf.to_container(self.cfg.dataset, resolve=True)),
             cast(dict[str, Any], OmegaConf.to_container(self.cfg.partition, resolve=True)),
-            self.cfg.seed, self.cfg.num_participants)
+            self.cfg.seed,
+            self.cfg.num_participants,
+        )
 
     def compute_partition(self) -> Partition:
         partitioner = build(self.cfg.partition)
-        return partitioner.split(self.data.train_y.cpu().numpy(), self.population_size,
-                                 numpy_rng(self.cfg.seed, "partition"))
+        return partitioner.split(
+            self.data.train_y.cpu().numpy(),
+            self.population_size,
+            numpy_rng(self.cfg.seed, "partition"),
+        )
 
     @cached_property
     def label_histogram(self) -> np.ndarray:
-        return self.partition.label_histogram(self.data.train_y.cpu().numpy(),
-                                              self.data.num_classes)
+        return self.partition.label_histogram(
+            self.data.train_y.cpu().numpy(), self.data.num_classes
+        )
 
     @cached_property
     def participants(self) -> list[ParticipantData]:
-        return build_participants(self.data.train_x, self.data.train_y, self.partition,
-                                  self.cfg.seed)
+        return build_participants(
+            self.data.train_x, self.data.train_y, self.partition, self.cfg.seed
+        )
 
     @cached_property
     def devices(self) -> Devices | None:
@@ -170,8 +181,9 @@ class ExperimentContext:
 
         torch.manual_seed(derive_seed(self.cfg.seed, stream))
         model = self.cfg.model  # the module (_partial_) around its network (_partial_)
-        net = build(model.net)(input_shape=list(self.data.input_shape),
-                               num_classes=self.data.num_classes)
+        net = build(model.net)(
+            input_shape=list(self.data.input_shape), num_classes=self.data.num_classes
+        )
         module = build(model, _recursive_=False)  # its net: the one just built
         module = module(net=net, optimizer=build(self.cfg.algorithm.optimizer)).to(self.device)
         return check_hop_module(module)
@@ -181,8 +193,11 @@ class ExperimentContext:
         from derelayl.learning.hop import LightningHop
 
         algo = self.cfg.algorithm
-        return LightningHop(batch_size=algo.batch_size, local_epochs=algo.local_epochs,
-                            local_steps=algo.get("local_steps"))
+        return LightningHop(
+            batch_size=algo.batch_size,
+            local_epochs=algo.local_epochs,
+            local_steps=algo.get("local_steps"),
+        )
 
     @cached_property
     def batched_hop(self) -> BatchedHop | None:
@@ -193,9 +208,14 @@ class ExperimentContext:
         algo = self.cfg.algorithm
         with torch.random.fork_rng(devices=[]):  # a probe model: leave torch's RNG as it was
             probe = self.new_model()
-        return batched_hop(str(algo.get("execution", "auto")), probe, self.device,
-                           batch_size=algo.batch_size, local_epochs=algo.local_epochs,
-                           local_steps=algo.get("local_steps"))
+        return batched_hop(
+            str(algo.get("execution", "auto")),
+            probe,
+            self.device,
+            batch_size=algo.batch_size,
+            local_epochs=algo.local_epochs,
+            local_steps=algo.get("local_steps"),
+        )
 
 
 @dataclass
@@ -216,9 +236,10 @@ def round_checkpoint(ctx: ExperimentContext):
     from derelayl.io.checkpoint import CHECKPOINT_FILE, RoundCheckpoint
     from derelayl.io.run_folder import fingerprint
 
-    checkpoint = RoundCheckpoint(ctx.output_dir / CHECKPOINT_FILE,
-                                 fingerprint(cast(dict[str, Any],
-                                                  OmegaConf.to_container(ctx.cfg, resolve=True))))
+    checkpoint = RoundCheckpoint(
+        ctx.output_dir / CHECKPOINT_FILE,
+        fingerprint(cast(dict[str, Any], OmegaConf.to_container(ctx.cfg, resolve=True))),
+    )
     ctx.observers.append(checkpoint)
     return checkpoint
 
@@ -235,8 +256,9 @@ def resume(ctx: ExperimentContext, checkpoint, runner) -> None:
     if state is None:
         return
     runner.load_state_dict(state)
-    logging.getLogger("derelayl").info("resuming %s after %d settled rounds", ctx.output_dir,
-                                       state["round"])
+    logging.getLogger("derelayl").info(
+        "resuming %s after %d settled rounds", ctx.output_dir, state["round"]
+    )
     observers = [o for o in ctx.observers if o is not checkpoint]
     if "hop" in state:  # the relay: hops, and a round record after each round's last hop
         rows = [HopRecord(**row) for row in state["history"]]
@@ -245,8 +267,11 @@ def resume(ctx: ExperimentContext, checkpoint, runner) -> None:
                 o.on_hop(record)
             if i + 1 == len(rows) or rows[i + 1].round != record.round:
                 for o in observers:
-                    o.on_round(RoundRecord(round=record.round, hops=record.hop,
-                                           samples_seen=record.samples_seen))
+                    o.on_round(
+                        RoundRecord(
+                            round=record.round, hops=record.hop, samples_seen=record.samples_seen
+                        )
+                    )
         return
     for row in state["history"]:
         round_record = RoundRecord(**row)

@@ -20,16 +20,32 @@ MAX_NAME = 240  # MLflow keeps run names up to 250 characters
 DEFAULT_DATASET = "digits"
 # override keys that never enter a name: shown otherwise (the seed, the algorithm, the data) or
 # bookkeeping; and key prefixes likewise
-SKIPPED = ("seed", "algorithm", "dataset", "partition", "progress_every",
-           "skip_finished", "prepared_data", "optimized_metric", "study", "knobs",
-           "derelayl.performance", "partition.alpha", "partition.classes_per_participant",
-           "partition.distribution", "partition.sigma")
+SKIPPED = (
+    "seed",
+    "algorithm",
+    "dataset",
+    "partition",
+    "progress_every",
+    "skip_finished",
+    "prepared_data",
+    "optimized_metric",
+    "study",
+    "knobs",
+    "derelayl.performance",
+    "partition.alpha",
+    "partition.classes_per_participant",
+    "partition.distribution",
+    "partition.sigma",
+)
 SKIPPED_PREFIXES = ("tracking", "hydra", "paths")
 # a partitioner's short name and the parameter it is known by (from its _target_ class)
-PARTITIONERS = {"IIDPartitioner": ("iid", ()), "DirichletPartitioner": ("dirichlet", ("alpha",)),
-                "ShardsPartitioner": ("shards", ("classes_per_participant",)),
-                "QuantitySkewPartitioner": ("quantity", ("distribution",)),
-                "FeatureNoisePartitioner": ("feature_noise", ("sigma",))}
+PARTITIONERS = {
+    "IIDPartitioner": ("iid", ()),
+    "DirichletPartitioner": ("dirichlet", ("alpha",)),
+    "ShardsPartitioner": ("shards", ("classes_per_participant",)),
+    "QuantitySkewPartitioner": ("quantity", ("distribution",)),
+    "FeatureNoisePartitioner": ("feature_noise", ("sigma",)),
+}
 # config groups whose choice is a tag of every run (and of a sweep parent)
 GROUP_TAGS = ("algorithm", "dataset", "partition", "model", "incentive", "adversary")
 # groups an algorithm composes for itself (DeRelayL: incentive)
@@ -49,8 +65,11 @@ def group_choices(found: Any) -> dict[str, str]:
     ``knobs/algorithm@_global_``): the top-level groups that have an option."""
     if not found:
         return {}
-    return {str(k): str(v) for k, v in found.items()
-            if v is not None and "/" not in str(k) and "@" not in str(k) and k != "hydra"}
+    return {
+        str(k): str(v)
+        for k, v in found.items()
+        if v is not None and "/" not in str(k) and "@" not in str(k) and k != "hydra"
+    }
 
 
 def _key(override: str) -> tuple[str, str]:
@@ -59,8 +78,9 @@ def _key(override: str) -> tuple[str, str]:
 
 
 def _skipped(key: str) -> bool:
-    return key in SKIPPED or any(key == p or key.startswith((p + ".", p + "/"))
-                                 for p in SKIPPED_PREFIXES)
+    return key in SKIPPED or any(
+        key == p or key.startswith((p + ".", p + "/")) for p in SKIPPED_PREFIXES
+    )
 
 
 def _get(cfg: Any, dotted: str) -> Any:
@@ -97,9 +117,12 @@ def uses_data(cfg: Any) -> bool:
     return _get(cfg, "derelayl.performance") != "random_walk"
 
 
-def varied(overrides: Sequence[str], cfg: Any,
-           base: Callable[[Sequence[str]], Any] | None = None,
-           groups: Sequence[str] = ()) -> list[str]:
+def varied(
+    overrides: Sequence[str],
+    cfg: Any,
+    base: Callable[[Sequence[str]], Any] | None = None,
+    groups: Sequence[str] = (),
+) -> list[str]:
     """The overrides worth naming: not bookkeeping, not shown otherwise, and (when ``base`` can
     compose the config of the group choices alone) different from their default there."""
     kept = [o for o in overrides if "=" in o and not _skipped(_key(o)[0])]
@@ -120,8 +143,9 @@ def varied(overrides: Sequence[str], cfg: Any,
     return out
 
 
-def run_name(cfg: Any, overrides: Sequence[str] = (), chosen: Mapping[str, str] | None = None
-             ) -> str:
+def run_name(
+    cfg: Any, overrides: Sequence[str] = (), chosen: Mapping[str, str] | None = None
+) -> str:
     """``<algorithm> [<data>] <varied keys> seed=<s>``."""
     chosen = choices(cfg) if chosen is None else chosen
     parts = [algorithm_label(cfg, chosen)]
@@ -130,7 +154,7 @@ def run_name(cfg: Any, overrides: Sequence[str] = (), chosen: Mapping[str, str] 
     parts += [f"{_key(o)[0]}={_key(o)[1]}" for o in overrides]
     parts.append(f"seed={cfg.get('seed')}")
     name = " ".join(parts)
-    return name if len(name) <= MAX_NAME else name[:MAX_NAME - 3] + "..."
+    return name if len(name) <= MAX_NAME else name[: MAX_NAME - 3] + "..."
 
 
 # -- sweeps ---------------------------------------------------------------------------------------
@@ -154,8 +178,9 @@ def sweep_axes(params: Mapping[str, Any], task_overrides: Sequence[str]) -> dict
     return axes
 
 
-def sweep_name(study: str | None, axes: Mapping[str, str], total: int | None,
-               optuna: bool = False) -> str:
+def sweep_name(
+    study: str | None, axes: Mapping[str, str], total: int | None, optuna: bool = False
+) -> str:
     """``<study>: key=values x key=values (n jobs)``; Optuna: ``optuna <study>: keys (n
     trials)``."""
     unit = "trials" if optuna else "jobs"
@@ -166,7 +191,7 @@ def sweep_name(study: str | None, axes: Mapping[str, str], total: int | None,
         what = " x ".join(f"{k}={v}" for k, v in axes.items())
         head = study or "sweep"
     name = f"{head}: {what or 'no sweep keys'}" + (f" ({total} {unit})" if total else "")
-    return name if len(name) <= MAX_NAME else name[:MAX_NAME - 3] + "..."
+    return name if len(name) <= MAX_NAME else name[: MAX_NAME - 3] + "..."
 
 
 def sweep_tags(chosen: Mapping[str, str], axes: Mapping[str, str]) -> dict[str, str]:

@@ -36,9 +36,11 @@ SUMMARY_KEYS = ("test_acc", "test_loss", "best_quality", "coins_gini", "version_
 def summary_text(metrics: dict[str, Any]) -> str:
     """``test_acc 0.9370, test_loss 0.1977, ...``: the summary metrics a run has (a random-walk
     DeRelayL run has no test accuracy, but a best quality)."""
-    return ", ".join(f"{k} {metrics[k]:.4f}" for k in SUMMARY_KEYS
-                     if isinstance(metrics.get(k), (int, float))
-                     and not isinstance(metrics[k], bool))
+    return ", ".join(
+        f"{k} {metrics[k]:.4f}"
+        for k in SUMMARY_KEYS
+        if isinstance(metrics.get(k), (int, float)) and not isinstance(metrics[k], bool)
+    )
 
 
 def flatten(cfg: DictConfig) -> dict[str, Any]:
@@ -58,8 +60,16 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=5, cwd=Path(__file__).parent).stdout.strip() or "unknown"
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                cwd=Path(__file__).parent,
+            ).stdout.strip()
+            or "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -73,34 +83,48 @@ def validate_common(cfg: DictConfig) -> None:
 
 def reach_target(history: list[dict[str, Any]], target: float) -> dict[str, Any]:
     """Simulated time, samples and bytes at the first evaluation with test_acc >= target."""
-    out: dict[str, Any] = {"target_acc": target, "sim_time_to_target_s": None,
-                           "samples_to_target": None, "bytes_to_target": None}
+    out: dict[str, Any] = {
+        "target_acc": target,
+        "sim_time_to_target_s": None,
+        "samples_to_target": None,
+        "bytes_to_target": None,
+    }
     for row in history:
         acc = row.get("test_acc")
         if acc is not None and acc >= target:
-            out.update(sim_time_to_target_s=row.get("sim_time_s"),
-                       samples_to_target=row.get("samples_seen"),
-                       bytes_to_target=row.get("bytes"))
+            out.update(
+                sim_time_to_target_s=row.get("sim_time_s"),
+                samples_to_target=row.get("samples_seen"),
+                bytes_to_target=row.get("bytes"),
+            )
             break
     return out
 
 
-def _make_tracker(cfg: DictConfig, chosen: dict[str, str], run_name: str | None = None,
-                  writer=None, stale=()):
+def _make_tracker(
+    cfg: DictConfig, chosen: dict[str, str], run_name: str | None = None, writer=None, stale=()
+):
     if not cfg.tracking.enabled:
         return None
     from derelayl.io.mlflow import MlflowTracker
 
     # what the run is: the group options it was composed from (Hydra's runtime choices)
-    tags = {"git_commit": git_commit(), "seed": str(cfg.seed),
-            **{g: chosen[g] for g in naming.GROUP_TAGS if g in chosen}}
-    tracker = MlflowTracker(writer, cfg.tracking.experiment, stale=stale,
-                            artifact_location=cfg.tracking.artifact_location,
-                            run_name=cfg.tracking.get("run_name") or run_name
-                            or naming.run_name(cfg, chosen=chosen), tags=tags,
-                            parent_run_id=cfg.tracking.get("parent_run_id"),
-                            flush_every_s=cfg.tracking.get("flush_every_s", 1.0),
-                            max_points=cfg.tracking.get("max_points", 1000))
+    tags = {
+        "git_commit": git_commit(),
+        "seed": str(cfg.seed),
+        **{g: chosen[g] for g in naming.GROUP_TAGS if g in chosen},
+    }
+    tracker = MlflowTracker(
+        writer,
+        cfg.tracking.experiment,
+        stale=stale,
+        artifact_location=cfg.tracking.artifact_location,
+        run_name=cfg.tracking.get("run_name") or run_name or naming.run_name(cfg, chosen=chosen),
+        tags=tags,
+        parent_run_id=cfg.tracking.get("parent_run_id"),
+        flush_every_s=cfg.tracking.get("flush_every_s", 1.0),
+        max_points=cfg.tracking.get("max_points", 1000),
+    )
     tracker.log_params(flatten(cfg))
     return tracker
 
@@ -141,8 +165,9 @@ def finished_metrics(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None
     return done if _comparable(before) == _comparable(now) else None
 
 
-def _without_hydra(cfg: DictConfig, choices: dict[str, str] | None
-                   ) -> tuple[DictConfig, dict[str, str]]:
+def _without_hydra(
+    cfg: DictConfig, choices: dict[str, str] | None
+) -> tuple[DictConfig, dict[str, str]]:
     """The job's config without a ``hydra`` node, and the group choices (see run_experiment)."""
     chosen = naming.group_choices(choices) if choices is not None else naming.choices(cfg)
     if "hydra" in cfg:
@@ -160,8 +185,11 @@ def _prepare(cfg: DictConfig, output_dir: Path):
     if cfg.get("skip_finished"):
         done = finished_metrics(cfg, output_dir)
         if done is not None:  # a re-run sweep: this job finished before, with this very config
-            log.info("skipped: %s already holds a finished run of this config (%s)",
-                     output_dir, summary_text(done) or "no summary metrics")
+            log.info(
+                "skipped: %s already holds a finished run of this config (%s)",
+                output_dir,
+                summary_text(done) or "no summary metrics",
+            )
             return done, None, None, None
     validate_common(cfg)
     runner = runner_of(cfg)
@@ -196,8 +224,11 @@ def _prepare_run(cfg: DictConfig, output_dir: Path, runner, writer):
     ctx = ExperimentContext(cfg, output_dir, observers=[progress, history])
     ctx.runner = runner
     if runner.uses_data(cfg):
-        log.info("loading dataset %s and partitioning it (%s) ...",  # the loader names it
-                 str(cfg.dataset.get("_target_", "?")).rsplit(".", 1)[-1], naming.data_label(cfg))
+        log.info(
+            "loading dataset %s and partitioning it (%s) ...",  # the loader names it
+            str(cfg.dataset.get("_target_", "?")).rsplit(".", 1)[-1],
+            naming.data_label(cfg),
+        )
         # build (and so validate) the data and partition before anything is written, and how the
         # hops run: algorithm.execution=batched may refuse the model
         _ = ctx.partition
@@ -209,10 +240,13 @@ def _prepare_run(cfg: DictConfig, output_dir: Path, runner, writer):
     return None, runner, ctx, history
 
 
-def run_experiment(cfg: DictConfig, output_dir: str | Path,
-                   hydra_record: HydraRecord | None = None,
-                   run_name: str | None = None,
-                   choices: dict[str, str] | None = None) -> dict[str, Any]:
+def run_experiment(
+    cfg: DictConfig,
+    output_dir: str | Path,
+    hydra_record: HydraRecord | None = None,
+    run_name: str | None = None,
+    choices: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Run the configured experiment, write its files to ``output_dir``; return metrics.json.
 
     ``run_name`` names the MLflow run (default: ``tracking.run_name``, else a name built from
@@ -241,9 +275,12 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path,
     try:
         folder.accept(hydra_record)
         if folder.state != "fresh":
-            log.info("%s holds an unfinished run of this config: resuming it" if folder.state
-                     == "resume" else "%s holds a finished run of this config: re-entering it",
-                     output_dir)
+            log.info(
+                "%s holds an unfinished run of this config: resuming it"
+                if folder.state == "resume"
+                else "%s holds a finished run of this config: re-entering it",
+                output_dir,
+            )
         files = _write_inputs(cfg, output_dir, chosen, runner, ctx)
         if cfg.tracking.enabled:
             log.info("opening an MLflow run in %s ...", cfg.tracking.uri)
@@ -254,17 +291,13 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path,
             ctx.observers.append(tracker)
             ctx.tracker = tracker
         outcome = runner(ctx)
-        metrics = _write_outcome(cfg, output_dir, chosen, ctx, outcome, files, started=started,
-                                 tracker=tracker)
+        metrics = _write_outcome(
+            cfg, output_dir, chosen, ctx, outcome, files, started=started, tracker=tracker
+        )
         status = "FINISHED"
         if tracker is not None:
             _log_final(cfg, tracker, metrics, files)
-        log.info("done: %s after %s hops (%s rounds) in %.1fs", summary_text(metrics),
-                 metrics.get("hops"),
-                 metrics.get("rounds"), metrics["wall_time_s"])
-        log.info("results: %s%s", output_dir,
-                 f" | MLflow run {tracker.run_id} in {cfg.tracking.uri} (see: mlflow ui)"
-                 if tracker else "")
+        _say_done(cfg, output_dir, metrics, tracker)
         return metrics
     except (RunInterrupted, KeyboardInterrupt) as stop:
         status = "KILLED"
@@ -278,39 +311,74 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path,
         folder.release()
 
 
+def _say_done(cfg: DictConfig, output_dir: Path, metrics: dict[str, Any], tracker) -> None:
+    log.info(
+        "done: %s after %s hops (%s rounds) in %.1fs",
+        summary_text(metrics),
+        metrics.get("hops"),
+        metrics.get("rounds"),
+        metrics["wall_time_s"],
+    )
+    log.info(
+        "results: %s%s",
+        output_dir,
+        f" | MLflow run {tracker.run_id} in {cfg.tracking.uri} (see: mlflow ui)" if tracker else "",
+    )
+
+
 def _claim(cfg: DictConfig, output_dir: Path, ctx: ExperimentContext) -> RunFolder:
     """The run folder, claimed for this config (the MLflow writer goes if it is refused)."""
     try:
-        return RunFolder.claim(output_dir,
-                               cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)),
-                               checkpoints=(CHECKPOINT_FILE,))
+        return RunFolder.claim(
+            output_dir,
+            cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)),
+            checkpoints=(CHECKPOINT_FILE,),
+        )
     except BaseException:
         if ctx.writer is not None:
             ctx.writer.close()
         raise
 
 
-def _write_inputs(cfg: DictConfig, output_dir: Path, chosen: dict[str, str], runner: Any,
-                  ctx: ExperimentContext) -> list[Path]:
+def _write_inputs(
+    cfg: DictConfig, output_dir: Path, chosen: dict[str, str], runner: Any, ctx: ExperimentContext
+) -> list[Path]:
     """config.yaml, choices.json and (for a run with data) partition.json; their paths."""
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     write_json(output_dir / CHOICES_FILE, chosen)
     files = [output_dir / "config.yaml", output_dir / CHOICES_FILE]
     if runner.uses_data(cfg):
         sizes = ctx.partition.sizes
-        write_json(output_dir / "partition.json", {
-            "sizes": sizes.tolist(), "label_histogram": ctx.label_histogram.tolist()})
+        write_json(
+            output_dir / "partition.json",
+            {"sizes": sizes.tolist(), "label_histogram": ctx.label_histogram.tolist()},
+        )
         files.append(output_dir / "partition.json")
-        log.info("dataset %s: %d train / %d val / %d test samples, %d participants (%s), "
-                 "sizes %d-%d", ctx.data.name, len(ctx.data.train_y), len(ctx.data.val),
-                 len(ctx.data.test), len(sizes), naming.data_label(cfg, chosen), sizes.min(),
-                 sizes.max())
+        log.info(
+            "dataset %s: %d train / %d val / %d test samples, %d participants (%s), sizes %d-%d",
+            ctx.data.name,
+            len(ctx.data.train_y),
+            len(ctx.data.val),
+            len(ctx.data.test),
+            len(sizes),
+            naming.data_label(cfg, chosen),
+            sizes.min(),
+            sizes.max(),
+        )
     return files
 
 
-def _write_outcome(cfg: DictConfig, output_dir: Path, chosen: dict[str, str],
-                   ctx: ExperimentContext, outcome: Any, files: list[Path], *, started: float,
-                   tracker: Any) -> dict[str, Any]:
+def _write_outcome(
+    cfg: DictConfig,
+    output_dir: Path,
+    chosen: dict[str, str],
+    ctx: ExperimentContext,
+    outcome: Any,
+    files: list[Path],
+    *,
+    started: float,
+    tracker: Any,
+) -> dict[str, Any]:
     """The run's metrics, model.pt and accuracy figure (added to ``files``), and metrics.json
     last: its presence marks a finished run."""
     metrics = dict(outcome.metrics)
@@ -325,24 +393,33 @@ def _write_outcome(cfg: DictConfig, output_dir: Path, chosen: dict[str, str],
     if outcome.history:
         from derelayl.reporting.plots import plot_accuracy  # matplotlib: only now
 
-        files.append(plot_accuracy(
-            outcome.history, output_dir / f"accuracy_vs_{outcome.step}s.png", outcome.step,
-            title=f"{naming.algorithm_label(cfg, chosen)} on {ctx.data.name}, "
-                  f"{naming.data_label(cfg, chosen).split(' ')[-1]} split, "
-                  f"{cfg.num_participants} participants"))
+        files.append(
+            plot_accuracy(
+                outcome.history,
+                output_dir / f"accuracy_vs_{outcome.step}s.png",
+                outcome.step,
+                title=f"{naming.algorithm_label(cfg, chosen)} on {ctx.data.name}, "
+                f"{naming.data_label(cfg, chosen).split(' ')[-1]} split, "
+                f"{cfg.num_participants} participants",
+            )
+        )
     write_json(output_dir / METRICS_FILE, metrics)  # last: its presence marks a finished run
     return metrics
 
 
-def _log_final(cfg: DictConfig, tracker: Any, metrics: dict[str, Any],
-               files: list[Path]) -> None:
+def _log_final(cfg: DictConfig, tracker: Any, metrics: dict[str, Any], files: list[Path]) -> None:
     """The summary metrics (``final/<key>``) and the run's files, up to
     tracking.max_artifact_mb each, to MLflow."""
     last = max(int(metrics.get("hops") or 0), int(metrics.get("rounds") or 0))
-    tracker.log_metrics({f"final/{k}": v for k, v in metrics.items()
-                         if isinstance(v, (int, float)) and not isinstance(v, bool)},
-                        step=last)
-    limit = cfg.tracking.get("max_artifact_mb", 50) * 2 ** 20
+    tracker.log_metrics(
+        {
+            f"final/{k}": v
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        },
+        step=last,
+    )
+    limit = cfg.tracking.get("max_artifact_mb", 50) * 2**20
     large = [f for f in files if f.exists() and f.stat().st_size > limit]
     for f in large:
         log.info("not copied to MLflow (over tracking.max_artifact_mb): %s", f)
@@ -353,5 +430,9 @@ def _end_tracker(tracker: Any, status: str) -> None:
     try:
         tracker.end(status)
     except Exception as err:  # never hide why the run stopped behind a tracking error
-        log.warning("could not close MLflow run %s as %s: %s", tracker.run_id, status,
-                    str(err).splitlines()[0] if str(err) else type(err).__name__)
+        log.warning(
+            "could not close MLflow run %s as %s: %s",
+            tracker.run_id,
+            status,
+            str(err).splitlines()[0] if str(err) else type(err).__name__,
+        )

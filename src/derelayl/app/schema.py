@@ -38,10 +38,20 @@ class Number:
     optional: bool = False
 
     def bounds(self) -> str:
-        lo = (f">= {_num(self.ge)}" if self.ge is not None
-              else f"> {_num(self.gt)}" if self.gt is not None else None)
-        hi = (f"<= {_num(self.le)}" if self.le is not None
-              else f"< {_num(self.lt)}" if self.lt is not None else None)
+        lo = (
+            f">= {_num(self.ge)}"
+            if self.ge is not None
+            else f"> {_num(self.gt)}"
+            if self.gt is not None
+            else None
+        )
+        hi = (
+            f"<= {_num(self.le)}"
+            if self.le is not None
+            else f"< {_num(self.lt)}"
+            if self.lt is not None
+            else None
+        )
         if lo and hi:
             left = "[" if self.ge is not None else "("
             right = "]" if self.le is not None else ")"
@@ -65,11 +75,16 @@ class Number:
             ok_type = ok_type or (isinstance(value, float) and math.isfinite(value))
         if not ok_type:
             raise ConfigError(f"{label} must be {self.kind()} (got {_show(value)})")
-        if ((self.ge is not None and not value >= self.ge) or (self.gt is not None
-                and not value > self.gt) or (self.le is not None and not value <= self.le)
-                or (self.lt is not None and not value < self.lt)):
-            raise ConfigError(f"{label} must be {self.bounds()}"
-                              f"{' or null' if self.optional else ''} (got {_show(value)})")
+        if (
+            (self.ge is not None and not value >= self.ge)
+            or (self.gt is not None and not value > self.gt)
+            or (self.le is not None and not value <= self.le)
+            or (self.lt is not None and not value < self.lt)
+        ):
+            raise ConfigError(
+                f"{label} must be {self.bounds()}"
+                f"{' or null' if self.optional else ''} (got {_show(value)})"
+            )
 
 
 @dataclass(frozen=True)
@@ -81,8 +96,11 @@ class Flag:
     def check(self, label: str, value: Any) -> None:
         if isinstance(value, bool) or value in self.also:
             return
-        allowed = ", ".join(("true", "false", *self.also)[:-1]) + " or " + \
-            ("true", "false", *self.also)[-1]
+        allowed = (
+            ", ".join(("true", "false", *self.also)[:-1])
+            + " or "
+            + ("true", "false", *self.also)[-1]
+        )
         raise ConfigError(f"{label} must be {allowed} (got {_show(value)})")
 
 
@@ -98,8 +116,9 @@ class Text:
             return
         if not isinstance(value, str) or (self.nonempty and not value.strip()):
             what = "a non-empty string" if self.nonempty else "a string"
-            raise ConfigError(f"{label} must be {what}{' or null' if self.optional else ''} "
-                              f"(got {_show(value)})")
+            raise ConfigError(
+                f"{label} must be {what}{' or null' if self.optional else ''} (got {_show(value)})"
+            )
 
 
 @dataclass(frozen=True)
@@ -117,10 +136,12 @@ class DeviceName:
 
     def check(self, label: str, value: Any) -> None:
         ok = value in ("auto", "cpu", "cuda") or (
-            isinstance(value, str) and value.startswith("cuda:") and value[5:].isdigit())
+            isinstance(value, str) and value.startswith("cuda:") and value[5:].isdigit()
+        )
         if not ok:
-            raise ConfigError(f"unknown {label} {_show(value)}; allowed: auto, cpu, cuda, "
-                              f"cuda:<index>")
+            raise ConfigError(
+                f"unknown {label} {_show(value)}; allowed: auto, cpu, cuda, cuda:<index>"
+            )
 
 
 @dataclass(frozen=True)
@@ -129,15 +150,16 @@ class Sizes:
 
     def check(self, label: str, value: Any) -> None:
         items = value if isinstance(value, list) else [value]
-        if not items or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
-                                for v in items):
-            raise ConfigError(f"{label} must be a positive integer or a list of them "
-                              f"(got {_show(value)})")
+        if not items or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in items
+        ):
+            raise ConfigError(
+                f"{label} must be a positive integer or a list of them (got {_show(value)})"
+            )
 
 
 # URI schemes MLflow can track to (a database via SQLAlchemy, a server, Databricks, a file store)
-TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks",
-                    "file")
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "file")
 
 
 @dataclass(frozen=True)
@@ -147,9 +169,11 @@ class TrackingUri:
         parsed = urlparse(value)
         scheme = parsed.scheme.split("+")[0]
         if scheme not in TRACKING_SCHEMES:
-            raise ConfigError(f"{label} {value!r} is not a tracking URI; allowed: "
-                              f"sqlite:///<file>, http(s)://<host>:<port>, postgresql://..., "
-                              f"mysql://..., mssql://..., databricks, file:<folder>")
+            raise ConfigError(
+                f"{label} {value!r} is not a tracking URI; allowed: "
+                f"sqlite:///<file>, http(s)://<host>:<port>, postgresql://..., "
+                f"mysql://..., mssql://..., databricks, file:<folder>"
+            )
         if scheme == "sqlite" and not value.startswith("sqlite:///"):
             raise ConfigError(f"{label} {value!r}: a SQLite store is sqlite:///<path to a file>")
         if scheme in ("http", "https") and not parsed.hostname:
@@ -280,9 +304,18 @@ RULES: dict[str, Any] = {
 }
 
 # keys every run needs (Hydra can delete a key: ``~seed``)
-REQUIRED = ("seed", "num_participants", "torch_threads", "dataset._target_",
-            "partition._target_", "model._target_", "algorithm.runner", "tracking.enabled",
-            "tracking.uri", "tracking.experiment")
+REQUIRED = (
+    "seed",
+    "num_participants",
+    "torch_threads",
+    "dataset._target_",
+    "partition._target_",
+    "model._target_",
+    "algorithm.runner",
+    "tracking.enabled",
+    "tracking.uri",
+    "tracking.experiment",
+)
 
 # how a few keys are named in messages (the symbol the protocol's description uses)
 LABELS = {
@@ -334,8 +367,9 @@ def check_values(values: Mapping[str, Any]) -> None:
         for part in key.split("."):
             node = node.get(part, _MISSING) if isinstance(node, Mapping) else _MISSING
         if node is _MISSING:
-            raise ConfigError(f"{key} is missing: every run needs it (do not delete it with "
-                              f"~{key})")
+            raise ConfigError(
+                f"{key} is missing: every run needs it (do not delete it with ~{key})"
+            )
     for key, value in _leaves(values):
         rule = rule_for(key)
         if rule is not None:

@@ -45,6 +45,7 @@ def _refusing(method):
             return method(self, *args, **kwargs)
         except Exception as err:
             raise Refused(err) from None
+
     wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
     return wrapper
 
@@ -85,8 +86,9 @@ def describe(err: BaseException) -> str:
             message = _wrong_type(candidate)
             if message:
                 return message
-        if isinstance(candidate, (ConfigKeyError, ConfigAttributeError)) and \
-                _unknown_key(candidate):
+        if isinstance(candidate, (ConfigKeyError, ConfigAttributeError)) and _unknown_key(
+            candidate
+        ):
             key = getattr(candidate, "full_key", None) or "?"
             parent = getattr(candidate, "parent_node", None)
             allowed = ""
@@ -99,17 +101,24 @@ def describe(err: BaseException) -> str:
             hint = ""
             if key == "algorithm.rounds":
                 hint = "; DeRelayL's rounds are derelayl.rounds"
-            return (f"unknown key {key}" + (f"; allowed under {where}: {allowed}" if allowed
-                                            else "") + hint + f" (to add a new key: +{key}=...)")
+            return (
+                f"unknown key {key}"
+                + (f"; allowed under {where}: {allowed}" if allowed else "")
+                + hint
+                + f" (to add a new key: +{key}=...)"
+            )
     text = str(err).strip()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     first = lines[0] if lines else type(err).__name__
     if type(err).__name__ == "OverrideParseException":
-        return f"bad override: {first} (syntax: key=value; see " \
-               f"https://hydra.cc/docs/advanced/override_grammar/basic)"
+        return (
+            f"bad override: {first} (syntax: key=value; see "
+            f"https://hydra.cc/docs/advanced/override_grammar/basic)"
+        )
     if type(err).__name__ == "MissingConfigException":
-        options = [ln for ln in lines[1:] if not ln.startswith(("Available", "Config search",
-                                                                "provider="))]
+        options = [
+            ln for ln in lines[1:] if not ln.startswith(("Available", "Config search", "provider="))
+        ]
         return first + (f"; allowed: {', '.join(options)}" if options else "")
     if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
         return f"{first}: {str(cause).strip().splitlines()[0]}"
@@ -129,17 +138,23 @@ def one_line_errors(prog: str) -> Iterator[None]:
         try:
             yield
         except Refused as refused:  # from a callback: re-raise what it refused with (its
-            error = refused.error     # cause kept: describe() words a type error by it)
+            error = refused.error  # cause kept: describe() words a type error by it)
             raise error from error.__cause__
     except (ConfigError, DataError) as err:
         _fail(prog, str(err), 2)
     except (HydraException, OmegaConfBaseException) as err:
         _fail(prog, describe(err), 2)
     except RunInterrupted as stop:
-        where = f"; rerun the same command with hydra.run.dir={stop.run_dir} to resume it" \
-            if stop.run_dir else ""
-        _fail(prog, f"interrupted by {stop.name}: the MLflow run (if any) is closed as "
-                    f"KILLED{where}", 128 + stop.signum)
+        where = (
+            f"; rerun the same command with hydra.run.dir={stop.run_dir} to resume it"
+            if stop.run_dir
+            else ""
+        )
+        _fail(
+            prog,
+            f"interrupted by {stop.name}: the MLflow run (if any) is closed as KILLED{where}",
+            128 + stop.signum,
+        )
     except KeyboardInterrupt:
         _fail(prog, "interrupted", 130)
     finally:
@@ -205,8 +220,11 @@ def sweep_jobs(config: Any) -> list[list[str]] | None:
     # value by value: every value of every swept key once, the others at their first value
     firsts = []
     for ov in overrides:
-        values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else \
-            [ov.get_value_element_as_str()]
+        values = (
+            list(ov.sweep_string_iterator())
+            if ov.is_sweep_override()
+            else [ov.get_value_element_as_str()]
+        )
         firsts.append((ov, values))
     jobs = []
     for i, (ov, values) in enumerate(firsts):
@@ -235,8 +253,9 @@ def check_sweep(config: Any) -> None:
     if len(jobs) > 20:
         import logging
 
-        logging.getLogger("derelayl").info("checking the config of every sweep job (%d) before "
-                                           "the first starts", len(jobs))
+        logging.getLogger("derelayl").info(
+            "checking the config of every sweep job (%d) before the first starts", len(jobs)
+        )
     try:
         for job in jobs:
             job_cfg = loader.load_sweep_config(config, job)
@@ -261,7 +280,10 @@ def _swept_keys(config: Any) -> set[str]:
     args = [f"{k}={v}" for k, v in params.items()]
     args += cast(list[str], OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
     try:
-        return {ov.get_key_element() for ov in OverridesParser.create().parse_overrides(args)
-                if ov.is_sweep_override()}
+        return {
+            ov.get_key_element()
+            for ov in OverridesParser.create().parse_overrides(args)
+            if ov.is_sweep_override()
+        }
     except Exception:  # only used to shorten a message
         return set()

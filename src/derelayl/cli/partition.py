@@ -30,15 +30,19 @@ def partition(root: str, seeds: list[int] | None, overrides: list[str]) -> list:
     for seed in seeds or [int(cfg.seed)]:
         cfg.seed = seed
         ctx = ExperimentContext(cfg, partition_dir(root, seed))
-        ctx.data = load_splits(split_dir(root, seed), seed=seed,
-                               dataset_cfg=cast(dict[str, Any],
-                                                OmegaConf.to_container(cfg.dataset, resolve=True)))
+        ctx.data = load_splits(
+            split_dir(root, seed),
+            seed=seed,
+            dataset_cfg=cast(dict[str, Any], OmegaConf.to_container(cfg.dataset, resolve=True)),
+        )
         part = ctx.compute_partition()
         hist = part.label_histogram(ctx.data.train_y.cpu().numpy(), ctx.data.num_classes)
         folder = save_partition(part, hist, partition_dir(root, seed), key=ctx.partition_key())
         sizes = part.sizes
-        print(f"{PROG}: {data_label(cfg, {})} seed {seed}: {len(sizes)} participants, "
-              f"sizes {sizes.min()}-{sizes.max()} -> {folder}")
+        print(
+            f"{PROG}: {data_label(cfg, {})} seed {seed}: {len(sizes)} participants, "
+            f"sizes {sizes.min()}-{sizes.max()} -> {folder}"
+        )
         written.append(folder)
     return written
 

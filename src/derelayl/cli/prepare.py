@@ -20,11 +20,17 @@ log = logging.getLogger("derelayl")
 
 
 def parse(argv=None, prog=PROG, doc=__doc__):
-    parser = argparse.ArgumentParser(prog=prog, description=doc,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--root", default="data", help="folder of the materialised data (data)")
-    parser.add_argument("--seed", type=int, action="append", dest="seeds",
-                        help="seed of the split (repeatable; default: the config's seed)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        action="append",
+        dest="seeds",
+        help="seed of the split (repeatable; default: the config's seed)",
+    )
     return parser.parse_known_args(argv)
 
 
@@ -38,11 +44,16 @@ def prepare(root: str, seeds: list[int] | None, overrides: list[str]) -> list:
     for seed in seeds or [int(cfg.seed)]:
         cfg.seed = seed
         ctx = ExperimentContext(cfg, split_dir(root, seed))
-        folder = save_splits(ctx.data, split_dir(root, seed), seed=seed,
-                             dataset_cfg=cast(dict[str, Any],
-                                              OmegaConf.to_container(cfg.dataset, resolve=True)))
-        print(f"{PROG}: {ctx.data.name} seed {seed}: {len(ctx.data.train_y)} train / "
-              f"{len(ctx.data.val)} val / {len(ctx.data.test)} test -> {folder}")
+        folder = save_splits(
+            ctx.data,
+            split_dir(root, seed),
+            seed=seed,
+            dataset_cfg=cast(dict[str, Any], OmegaConf.to_container(cfg.dataset, resolve=True)),
+        )
+        print(
+            f"{PROG}: {ctx.data.name} seed {seed}: {len(ctx.data.train_y)} train / "
+            f"{len(ctx.data.val)} val / {len(ctx.data.test)} test -> {folder}"
+        )
         written.append(folder)
     return written
 

@@ -57,8 +57,10 @@ def check_arguments(args, error) -> None:
     if args.table is not None:
         table = Path(args.table)
         if table.is_dir():
-            error(f"--table {args.table} is a folder; give a file name (e.g. "
-                  f"docs/results/paper_efficacy.md)")
+            error(
+                f"--table {args.table} is a folder; give a file name (e.g. "
+                f"docs/results/paper_efficacy.md)"
+            )
         probe = table.parent
         while not probe.exists() and probe.parent != probe:
             probe = probe.parent
@@ -87,8 +89,9 @@ def study_folders(roots: list[str], params_file: str) -> list[str]:
         params = yaml.safe_load(Path(params_file).read_text()) or {}
         methods, seeds = list(params["methods"]), list(params["seeds"])
     except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
-        raise ReportError(f"--params {params_file}: needs `methods` and `seeds` lists "
-                          f"({err})") from err
+        raise ReportError(
+            f"--params {params_file}: needs `methods` and `seeds` lists ({err})"
+        ) from err
     folders = [Path(r) / str(m) / f"seed{s}" for r in roots for m in methods for s in seeds]
     return [str(f) for f in folders if f.is_dir()]
 
@@ -128,8 +131,16 @@ def check_run_folders(paths) -> None:
                         for key, value in row.items():
                             if key is None or value in (None, "") or key == "failed":
                                 continue
-                            if key in ("round", "hop", "test_acc", "val_acc", "best_test_acc",
-                                       "samples_seen", "bytes", "sim_time_s"):
+                            if key in (
+                                "round",
+                                "hop",
+                                "test_acc",
+                                "val_acc",
+                                "best_test_acc",
+                                "samples_seen",
+                                "bytes",
+                                "sim_time_s",
+                            ):
                                 float(value)
         except (OSError, ValueError, UnicodeDecodeError, yaml.YAMLError, csv.Error) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -137,34 +148,61 @@ def check_run_folders(paths) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=__doc__,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--experiment", help="MLflow experiment (study) name")
     src.add_argument("--runs", nargs="+", help="run folders, or folders holding run folders")
-    parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db, the "
-                             "project store; or $MLFLOW_TRACKING_URI)")
-    parser.add_argument("--parent-run", default=None,
-                        help="only the child runs of this sweep's parent run")
-    parser.add_argument("--group-by", nargs="+", default=None,
-                        help="tags/params that define a group (default: algorithm plus all "
-                             "that differ between runs, except the seed)")
-    parser.add_argument("--where", nargs="+", default=None, metavar="KEY=VALUE",
-                        help="only the runs whose tag or param KEY is VALUE (all must hold), "
-                             "e.g. --where partition=dirichlet partition.alpha=0.1")
-    parser.add_argument("--params", default=None, metavar="PARAMS_YAML",
-                        help="with --runs DIR: only the run folders DIR/<method>/seed<seed> of "
-                             "the `methods` and `seeds` in this file (a DVC study's "
-                             "params.yaml), so folders of methods or seeds dropped from the "
-                             "study are not reported")
-    parser.add_argument("--metrics", nargs="+", default=None, metavar="KEY",
-                        help="the columns of the final-numbers table, in this order (any key of "
-                             "metrics.json; default: test_acc, test_loss, best_val_acc, rounds, "
-                             "... where reported)")
-    parser.add_argument("--table", default=None, metavar="FILE.md",
-                        help="also write the final-numbers table alone (a caption line and a "
-                             "Markdown table) to this file, e.g. docs/results/paper_efficacy.md")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db, the "
+        "project store; or $MLFLOW_TRACKING_URI)",
+    )
+    parser.add_argument(
+        "--parent-run", default=None, help="only the child runs of this sweep's parent run"
+    )
+    parser.add_argument(
+        "--group-by",
+        nargs="+",
+        default=None,
+        help="tags/params that define a group (default: algorithm plus all "
+        "that differ between runs, except the seed)",
+    )
+    parser.add_argument(
+        "--where",
+        nargs="+",
+        default=None,
+        metavar="KEY=VALUE",
+        help="only the runs whose tag or param KEY is VALUE (all must hold), "
+        "e.g. --where partition=dirichlet partition.alpha=0.1",
+    )
+    parser.add_argument(
+        "--params",
+        default=None,
+        metavar="PARAMS_YAML",
+        help="with --runs DIR: only the run folders DIR/<method>/seed<seed> of "
+        "the `methods` and `seeds` in this file (a DVC study's "
+        "params.yaml), so folders of methods or seeds dropped from the "
+        "study are not reported",
+    )
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        default=None,
+        metavar="KEY",
+        help="the columns of the final-numbers table, in this order (any key of "
+        "metrics.json; default: test_acc, test_loss, best_val_acc, rounds, "
+        "... where reported)",
+    )
+    parser.add_argument(
+        "--table",
+        default=None,
+        metavar="FILE.md",
+        help="also write the final-numbers table alone (a caption line and a "
+        "Markdown table) to this file, e.g. docs/results/paper_efficacy.md",
+    )
     parser.add_argument("--out", default=None, help="output folder")
     parser.add_argument("--title", default=None)
     return parser
@@ -177,14 +215,20 @@ def _load(args: argparse.Namespace) -> tuple[list, str, str]:
     from derelayl.reporting.study import ReportError, load_mlflow_runs, load_run_dirs
 
     if args.experiment:
-        uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") \
+        uri = (
+            args.tracking_uri
+            or os.environ.get("MLFLOW_TRACKING_URI")
             or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+        )
         from derelayl.io.mlflow_store import open_client
 
         open_client(uri, create=False)  # exists and answers: never create a store to read it
         runs = load_mlflow_runs(uri, args.experiment, args.parent_run)
-        return (runs, f"MLflow experiment {args.experiment!r} at {uri}",
-                args.out or f"outputs/report/{args.experiment}")
+        return (
+            runs,
+            f"MLflow experiment {args.experiment!r} at {uri}",
+            args.out or f"outputs/report/{args.experiment}",
+        )
     missing = [p for p in args.runs if not Path(p).exists()]
     if missing:
         raise ReportError(f"no such run folder: {', '.join(missing)}")
@@ -208,24 +252,34 @@ def main(argv=None) -> None:
             total = len(runs)
             runs = filter_runs(runs, args.where)
             if not runs:
-                raise ReportError(f"none of the {total} runs in {source} has "
-                                  f"{' and '.join(args.where)}")
+                raise ReportError(
+                    f"none of the {total} runs in {source} has {' and '.join(args.where)}"
+                )
             source += " where " + " and ".join(args.where)
-        report = write_report(runs, out, title=args.title or f"Study report: "
-                              f"{args.experiment or ', '.join(args.runs)}", source=source,
-                              group_by=args.group_by, subset=", ".join(args.where or []),
-                              metrics=args.metrics, table=args.table,
-                              command=" ".join([PROG, *(sys.argv[1:] if argv is None
-                                                        else list(argv))]))
+        report = write_report(
+            runs,
+            out,
+            title=args.title or f"Study report: {args.experiment or ', '.join(args.runs)}",
+            source=source,
+            group_by=args.group_by,
+            subset=", ".join(args.where or []),
+            metrics=args.metrics,
+            table=args.table,
+            command=" ".join([PROG, *(sys.argv[1:] if argv is None else list(argv))]),
+        )
     except (ReportError, ConfigError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     except OSError as err:
-        print(f"{PROG}: error: cannot write the report to {out}: {err.strerror or err}",
-              file=sys.stderr)
+        print(
+            f"{PROG}: error: cannot write the report to {out}: {err.strerror or err}",
+            file=sys.stderr,
+        )
         raise SystemExit(2) from None
-    print(f"{PROG}: {len(runs)} runs -> {report.html} ({len(report.figures)} figures), "
-          f"{report.markdown}" + (f", {report.table}" if report.table else ""))
+    print(
+        f"{PROG}: {len(runs)} runs -> {report.html} ({len(report.figures)} figures), "
+        f"{report.markdown}" + (f", {report.table}" if report.table else "")
+    )
     for note in report.notes:
         print(f"{PROG}: note: {note}")
 

@@ -67,11 +67,14 @@ def hydra_record(cfg: DictConfig):
 
     # the whole composed config (typed as its `hydra` node, HydraConf, which it holds)
     hydra_cfg = cast(DictConfig, HydraConfig.instance().cfg)
-    return HydraRecord(documents={
-        "config.yaml": OmegaConf.to_yaml(cfg),
-        "hydra.yaml": OmegaConf.to_yaml(hydra_cfg),
-        "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task),
-    }, log_file=f"{HydraConfig.get().job.name}.log")
+    return HydraRecord(
+        documents={
+            "config.yaml": OmegaConf.to_yaml(cfg),
+            "hydra.yaml": OmegaConf.to_yaml(hydra_cfg),
+            "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task),
+        },
+        log_file=f"{HydraConfig.get().job.name}.log",
+    )
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
@@ -83,8 +86,13 @@ def hydra_main(cfg: DictConfig) -> float | None:
     # the group options this run was composed from: what it is (tags, report groups)
     chosen = group_choices(HydraConfig.get().runtime.choices)
     # before any check: nothing here may fail on a missing or bad key (check_values says which)
-    log.info("%s: %s on %s, seed %s; loading PyTorch ...", PROG, chosen.get("algorithm", "?"),
-             chosen.get("dataset", "?"), OmegaConf.select(cfg, "seed", default="?"))
+    log.info(
+        "%s: %s on %s, seed %s; loading PyTorch ...",
+        PROG,
+        chosen.get("algorithm", "?"),
+        chosen.get("dataset", "?"),
+        OmegaConf.select(cfg, "seed", default="?"),
+    )
     from derelayl.sim.errors import DataError
 
     output_dir = HydraConfig.get().runtime.output_dir
@@ -102,8 +110,13 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
     try:
         with stop_on_signals():
-            metrics = run_experiment(cfg, output_dir, hydra_record=hydra_record(cfg),
-                                     run_name=launch_name(cfg, chosen), choices=chosen)
+            metrics = run_experiment(
+                cfg,
+                output_dir,
+                hydra_record=hydra_record(cfg),
+                run_name=launch_name(cfg, chosen),
+                choices=chosen,
+            )
     except (ConfigError, DataError) as err:
         fail(str(err))
     return optimized_value(cfg, metrics)
@@ -120,9 +133,16 @@ def launch_name(cfg: DictConfig, chosen: dict[str, str]) -> str | None:
     try:
         overrides = list(HydraConfig.get().overrides.task)
         groups = sorted(p.name for p in config_dir().iterdir() if p.is_dir())
-        return naming.run_name(cfg, naming.varied(
-            overrides, cfg, lambda choices: compose(config_name="train", overrides=list(choices)),
-            groups), chosen=chosen)
+        return naming.run_name(
+            cfg,
+            naming.varied(
+                overrides,
+                cfg,
+                lambda choices: compose(config_name="train", overrides=list(choices)),
+                groups,
+            ),
+            chosen=chosen,
+        )
     except Exception as err:  # a name must never fail a run: fall back to the config's own
         log.debug("run name from the command line failed (%s)", err)
         return None
@@ -144,9 +164,12 @@ def optimized_value(cfg: DictConfig, metrics: dict) -> float | None:
     key = cfg.get("optimized_metric") or "val_acc"
     value = metrics.get(key)
     if value is None and _in_sweep():  # (a single run has no sweeper to tell)
-        log.warning("optimized_metric %r is not reported by this run (metrics.json has: %s); "
-                    "a sweeper gets None", key, ", ".join(sorted(k for k, v in metrics.items()
-                                                                 if isinstance(v, (int, float)))))
+        log.warning(
+            "optimized_metric %r is not reported by this run (metrics.json has: %s); "
+            "a sweeper gets None",
+            key,
+            ", ".join(sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))),
+        )
     return value
 
 

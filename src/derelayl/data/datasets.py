@@ -34,9 +34,12 @@ class DatasetSplits:
         if self.train_x.device == torch.device(device):
             return self
         return dataclasses.replace(
-            self, train_x=self.train_x.to(device), train_y=self.train_y.to(device),
+            self,
+            train_x=self.train_x.to(device),
+            train_y=self.train_y.to(device),
             val=EvalSet(self.val.x.to(device), self.val.y.to(device)),
-            test=EvalSet(self.test.x.to(device), self.test.y.to(device)))
+            test=EvalSet(self.test.x.to(device), self.test.y.to(device)),
+        )
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
@@ -97,8 +100,9 @@ def _standardize(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return ((x - mean) / std).astype(np.float32)
 
 
-def _split_embedded(name: str, x: np.ndarray, y: np.ndarray, seed: int, val_fraction: float,
-                    test_fraction: float) -> DatasetSplits:
+def _split_embedded(
+    name: str, x: np.ndarray, y: np.ndarray, seed: int, val_fraction: float, test_fraction: float
+) -> DatasetSplits:
     if not 0 < val_fraction < 1:
         raise ConfigError(f"dataset.val_fraction must be in (0, 1) (got {val_fraction})")
     if not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
@@ -109,9 +113,10 @@ def _split_embedded(name: str, x: np.ndarray, y: np.ndarray, seed: int, val_frac
     perm = numpy_rng(seed, "data_split").permutation(len(y))
     n_test = int(round(test_fraction * len(y)))
     n_val = int(round(val_fraction * len(y)))
-    test_ix, val_ix, train_ix = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
-    return _splits(name, (x[train_ix], y[train_ix]), (x[val_ix], y[val_ix]),
-                   (x[test_ix], y[test_ix]))
+    test_ix, val_ix, train_ix = perm[:n_test], perm[n_test : n_test + n_val], perm[n_test + n_val :]
+    return _splits(
+        name, (x[train_ix], y[train_ix]), (x[val_ix], y[val_ix]), (x[test_ix], y[test_ix])
+    )
 
 
 def _splits(name: str, train, val, test, max_train_samples: int | None = None) -> DatasetSplits:
@@ -123,7 +128,9 @@ def _splits(name: str, train, val, test, max_train_samples: int | None = None) -
     tr_x, va_x, te_x = (_standardize(a, ref) for a in (tr_x, va_x, te_x))
     t = torch.from_numpy
     return DatasetSplits(
-        name=name, train_x=t(np.ascontiguousarray(tr_x)), train_y=t(np.ascontiguousarray(tr_y)),
+        name=name,
+        train_x=t(np.ascontiguousarray(tr_x)),
+        train_y=t(np.ascontiguousarray(tr_y)),
         val=EvalSet(t(np.ascontiguousarray(va_x)), t(np.ascontiguousarray(va_y))),
         test=EvalSet(t(np.ascontiguousarray(te_x)), t(np.ascontiguousarray(te_y))),
         num_classes=num_classes,
@@ -138,8 +145,13 @@ def digits(seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15) -
     return _split_embedded("digits", x, y, seed, val_fraction, test_fraction)
 
 
-def mnist1d(seed: int, num_samples: int = 5000, generator_seed: int = 42,
-            val_fraction: float = 0.15, test_fraction: float = 0.15) -> DatasetSplits:
+def mnist1d(
+    seed: int,
+    num_samples: int = 5000,
+    generator_seed: int = 42,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+) -> DatasetSplits:
     """MNIST-1D made by the mnist1d package's generator (``generator_seed``), never downloaded."""
     if num_samples < 100:
         raise ConfigError(f"dataset.num_samples must be >= 100 (got {num_samples})")
@@ -147,8 +159,14 @@ def mnist1d(seed: int, num_samples: int = 5000, generator_seed: int = 42,
     return _split_embedded("mnist1d", x, y, seed, val_fraction, test_fraction)
 
 
-def _torchvision_splits(name: str, seed: int, root: str | Path, download: bool,
-                        val_fraction: float, max_train_samples: int | None) -> DatasetSplits:
+def _torchvision_splits(
+    name: str,
+    seed: int,
+    root: str | Path,
+    download: bool,
+    val_fraction: float,
+    max_train_samples: int | None,
+) -> DatasetSplits:
     if not 0 < val_fraction < 1:
         raise ConfigError(f"dataset.val_fraction must be in (0, 1) (got {val_fraction})")
     (x, y), test = _torchvision(name, Path(root), download)
@@ -158,28 +176,48 @@ def _torchvision_splits(name: str, seed: int, root: str | Path, download: bool,
     return _splits(name, train, val, test, max_train_samples)
 
 
-def mnist(seed: int, root: str, download: bool = False, val_fraction: float = 0.1,
-          max_train_samples: int | None = None) -> DatasetSplits:
+def mnist(
+    seed: int,
+    root: str,
+    download: bool = False,
+    val_fraction: float = 0.1,
+    max_train_samples: int | None = None,
+) -> DatasetSplits:
     """torchvision MNIST (60k/10k 28x28 grey), read from ``root``."""
     return _torchvision_splits("mnist", seed, root, download, val_fraction, max_train_samples)
 
 
-def fashion_mnist(seed: int, root: str, download: bool = False, val_fraction: float = 0.1,
-                  max_train_samples: int | None = None) -> DatasetSplits:
+def fashion_mnist(
+    seed: int,
+    root: str,
+    download: bool = False,
+    val_fraction: float = 0.1,
+    max_train_samples: int | None = None,
+) -> DatasetSplits:
     """torchvision Fashion-MNIST (60k/10k 28x28 grey), read from ``root``."""
-    return _torchvision_splits("fashion_mnist", seed, root, download, val_fraction,
-                               max_train_samples)
+    return _torchvision_splits(
+        "fashion_mnist", seed, root, download, val_fraction, max_train_samples
+    )
 
 
-def cifar10(seed: int, root: str, download: bool = False, val_fraction: float = 0.1,
-            max_train_samples: int | None = None) -> DatasetSplits:
+def cifar10(
+    seed: int,
+    root: str,
+    download: bool = False,
+    val_fraction: float = 0.1,
+    max_train_samples: int | None = None,
+) -> DatasetSplits:
     """torchvision CIFAR-10 (50k/10k 32x32 colour), read from ``root``."""
     return _torchvision_splits("cifar10", seed, root, download, val_fraction, max_train_samples)
 
 
 LOADERS: dict[str, Callable[..., DatasetSplits]] = {
-    "digits": digits, "mnist1d": mnist1d, "mnist": mnist, "fashion_mnist": fashion_mnist,
-    "cifar10": cifar10}
+    "digits": digits,
+    "mnist1d": mnist1d,
+    "mnist": mnist,
+    "fashion_mnist": fashion_mnist,
+    "cifar10": cifar10,
+}
 DATASETS = tuple(LOADERS)
 
 

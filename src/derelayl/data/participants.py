@@ -20,8 +20,9 @@ class ParticipantData:
         return len(self.y)
 
 
-def build_participants(x: torch.Tensor, y: torch.Tensor, partition: Partition,
-                       seed: int) -> list[ParticipantData]:
+def build_participants(
+    x: torch.Tensor, y: torch.Tensor, partition: Partition, seed: int
+) -> list[ParticipantData]:
     """Slice the training tensors; feature-noise skew is added once, from the seed."""
     out = []
     for pid, idx in enumerate(partition.indices):

@@ -53,8 +53,9 @@ def _sorted(parts: list[np.ndarray]) -> tuple[np.ndarray, ...]:
 class IIDPartitioner:
     """Uniformly random split into (almost) equal sizes."""
 
-    def split(self, labels: np.ndarray, num_participants: int,
-              rng: np.random.Generator) -> Partition:
+    def split(
+        self, labels: np.ndarray, num_participants: int, rng: np.random.Generator
+    ) -> Partition:
         _check_feasible(len(labels), num_participants)
         perm = rng.permutation(len(labels))
         return Partition(_sorted(np.array_split(perm, num_participants)))
@@ -76,8 +77,9 @@ class DirichletPartitioner:
         self.min_samples = int(min_samples)
         self.max_attempts = int(max_attempts)
 
-    def split(self, labels: np.ndarray, num_participants: int,
-              rng: np.random.Generator) -> Partition:
+    def split(
+        self, labels: np.ndarray, num_participants: int, rng: np.random.Generator
+    ) -> Partition:
         n, big_n = len(labels), num_participants
         _check_feasible(n, big_n, self.min_samples)
         classes = np.unique(labels)
@@ -119,8 +121,9 @@ class ShardsPartitioner:
             )
         self.k = int(classes_per_participant)
 
-    def split(self, labels: np.ndarray, num_participants: int,
-              rng: np.random.Generator) -> Partition:
+    def split(
+        self, labels: np.ndarray, num_participants: int, rng: np.random.Generator
+    ) -> Partition:
         classes = np.unique(labels)
         num_classes = len(classes)
         if self.k > num_classes:
@@ -171,8 +174,13 @@ class QuantitySkewPartitioner:
     proportions, so the draw never has to be repeated.
     """
 
-    def __init__(self, distribution: str = "dirichlet", beta: float = 0.5, sigma: float = 1.0,
-                 min_samples: int = 10):
+    def __init__(
+        self,
+        distribution: str = "dirichlet",
+        beta: float = 0.5,
+        sigma: float = 1.0,
+        min_samples: int = 10,
+    ):
         if distribution not in ("dirichlet", "lognormal"):
             raise ConfigError(
                 f"partition.distribution must be one of dirichlet, lognormal (got {distribution!r})"
@@ -186,8 +194,9 @@ class QuantitySkewPartitioner:
         self.distribution, self.beta, self.sigma = distribution, float(beta), float(sigma)
         self.min_samples = int(min_samples)
 
-    def split(self, labels: np.ndarray, num_participants: int,
-              rng: np.random.Generator) -> Partition:
+    def split(
+        self, labels: np.ndarray, num_participants: int, rng: np.random.Generator
+    ) -> Partition:
         n, big_n = len(labels), num_participants
         _check_feasible(n, big_n, self.min_samples)
         if self.distribution == "dirichlet":
@@ -213,10 +222,10 @@ class FeatureNoisePartitioner:
             raise ConfigError(f"partition.sigma must be >= 0 (got {sigma})")
         self.sigma = float(sigma)
 
-    def split(self, labels: np.ndarray, num_participants: int,
-              rng: np.random.Generator) -> Partition:
+    def split(
+        self, labels: np.ndarray, num_participants: int, rng: np.random.Generator
+    ) -> Partition:
         base = IIDPartitioner().split(labels, num_participants, rng)
         denom = max(num_participants - 1, 1)
         stds = tuple(self.sigma * i / denom for i in range(num_participants))
         return Partition(base.indices, noise_std=stds)
-

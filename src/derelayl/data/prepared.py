@@ -49,27 +49,46 @@ def _write_json(path: Path, payload: Any) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def save_splits(splits: DatasetSplits, folder: Path, *, dataset_cfg: dict[str, Any],
-                seed: int) -> Path:
+def save_splits(
+    splits: DatasetSplits, folder: Path, *, dataset_cfg: dict[str, Any], seed: int
+) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {"train_x": splits.train_x, "train_y": splits.train_y, "val_x": splits.val.x,
-              "val_y": splits.val.y, "test_x": splits.test.x, "test_y": splits.test.y}
+    arrays = {
+        "train_x": splits.train_x,
+        "train_y": splits.train_y,
+        "val_x": splits.val.x,
+        "val_y": splits.val.y,
+        "test_x": splits.test.x,
+        "test_y": splits.test.y,
+    }
     for name, tensor in arrays.items():
         np.save(folder / f"{name}.npy", tensor.cpu().numpy())
-    _write_json(folder / "manifest.json", {
-        "dataset": dataset_key(dataset_cfg), "seed": int(seed), "name": splits.name,
-        "num_classes": splits.num_classes, "input_shape": list(splits.input_shape),
-        "sizes": {"train": len(splits.train_y), "val": len(splits.val), "test": len(splits.test)},
-    })
+    _write_json(
+        folder / "manifest.json",
+        {
+            "dataset": dataset_key(dataset_cfg),
+            "seed": int(seed),
+            "name": splits.name,
+            "num_classes": splits.num_classes,
+            "input_shape": list(splits.input_shape),
+            "sizes": {
+                "train": len(splits.train_y),
+                "val": len(splits.val),
+                "test": len(splits.test),
+            },
+        },
+    )
     return folder
 
 
 def _manifest(folder: Path, what: str, stage: str) -> dict[str, Any]:
     path = folder / "manifest.json"
     if not path.is_file():
-        raise ConfigError(f"prepared_data: no {what} at {folder}; run `dvc repro {stage}` "
-                          f"(or python -m derelayl.cli.{stage}) first")
+        raise ConfigError(
+            f"prepared_data: no {what} at {folder}; run `dvc repro {stage}` "
+            f"(or python -m derelayl.cli.{stage}) first"
+        )
     return json.loads(path.read_text())
 
 
@@ -79,24 +98,36 @@ def load_splits(folder: Path, *, dataset_cfg: dict[str, Any], seed: int) -> Data
     expected = {"dataset": dataset_key(dataset_cfg), "seed": int(seed)}
     found = {"dataset": manifest["dataset"], "seed": manifest["seed"]}
     if found != expected:
-        raise ConfigError(f"prepared_data: {folder} was prepared for {found}, this run needs "
-                          f"{expected}; rerun the prepare stage")
+        raise ConfigError(
+            f"prepared_data: {folder} was prepared for {found}, this run needs "
+            f"{expected}; rerun the prepare stage"
+        )
     a = {name: torch.from_numpy(np.load(folder / f"{name}.npy")) for name in SPLIT_ARRAYS}
-    return DatasetSplits(name=manifest["name"], train_x=a["train_x"], train_y=a["train_y"],
-                         val=EvalSet(a["val_x"], a["val_y"]),
-                         test=EvalSet(a["test_x"], a["test_y"]),
-                         num_classes=int(manifest["num_classes"]),
-                         input_shape=tuple(manifest["input_shape"]))
+    return DatasetSplits(
+        name=manifest["name"],
+        train_x=a["train_x"],
+        train_y=a["train_y"],
+        val=EvalSet(a["val_x"], a["val_y"]),
+        test=EvalSet(a["test_x"], a["test_y"]),
+        num_classes=int(manifest["num_classes"]),
+        input_shape=tuple(manifest["input_shape"]),
+    )
 
 
-def partition_key(dataset_cfg: dict[str, Any], partition_cfg: dict[str, Any], seed: int,
-                  num_participants: int) -> dict[str, Any]:
-    return {"dataset": dataset_key(dataset_cfg), "partition": dict(sorted(partition_cfg.items())),
-            "seed": int(seed), "num_participants": int(num_participants)}
+def partition_key(
+    dataset_cfg: dict[str, Any], partition_cfg: dict[str, Any], seed: int, num_participants: int
+) -> dict[str, Any]:
+    return {
+        "dataset": dataset_key(dataset_cfg),
+        "partition": dict(sorted(partition_cfg.items())),
+        "seed": int(seed),
+        "num_participants": int(num_participants),
+    }
 
 
-def save_partition(partition: Partition, label_histogram: np.ndarray, folder: Path, *,
-                   key: dict[str, Any]) -> Path:
+def save_partition(
+    partition: Partition, label_histogram: np.ndarray, folder: Path, *, key: dict[str, Any]
+) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sizes = partition.sizes
@@ -104,12 +135,16 @@ def save_partition(partition: Partition, label_histogram: np.ndarray, folder: Pa
     np.save(folder / "offsets.npy", np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
     if partition.noise_std is not None:
         np.save(folder / "noise_std.npy", np.asarray(partition.noise_std, dtype=np.float64))
-    _write_json(folder / "partition.json", {"sizes": sizes.tolist(),
-                                            "label_histogram": label_histogram.tolist()})
+    _write_json(
+        folder / "partition.json",
+        {"sizes": sizes.tolist(), "label_histogram": label_histogram.tolist()},
+    )
     classes = label_histogram.shape[1]
     rows = ["participant,samples," + ",".join(f"class_{c}" for c in range(classes))]
-    rows += [f"{i},{sizes[i]}," + ",".join(str(int(v)) for v in label_histogram[i])
-             for i in range(len(sizes))]
+    rows += [
+        f"{i},{sizes[i]}," + ",".join(str(int(v)) for v in label_histogram[i])
+        for i in range(len(sizes))
+    ]
     (folder / "label_histogram.csv").write_text("\n".join(rows) + "\n")
     _write_json(folder / "manifest.json", key)
     return folder
@@ -119,10 +154,12 @@ def load_partition(folder: Path, *, key: dict[str, Any]) -> Partition:
     folder = Path(folder)
     manifest = _manifest(folder, "partition", "partition")
     if manifest != key:
-        raise ConfigError(f"prepared_data: {folder} holds a partition made for another config "
-                          f"({manifest}); this run needs {key}; rerun the partition stage")
+        raise ConfigError(
+            f"prepared_data: {folder} holds a partition made for another config "
+            f"({manifest}); this run needs {key}; rerun the partition stage"
+        )
     indices = np.load(folder / "indices.npy")
     offsets = np.load(folder / "offsets.npy")
-    parts = tuple(indices[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1))
+    parts = tuple(indices[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1))
     noise = folder / "noise_std.npy"
     return Partition(parts, noise_std=tuple(np.load(noise).tolist()) if noise.exists() else None)

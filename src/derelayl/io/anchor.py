@@ -54,8 +54,9 @@ class LedgerAnchor(EconomyObserver):
         self.tracker = tracker
 
     def log(self, round_: int, head: str, length: int) -> None:
-        self.tracker.log_metrics({HEAD_METRIC: float(head_code(head)),
-                                  BLOCKS_METRIC: float(length)}, step=round_)
+        self.tracker.log_metrics(
+            {HEAD_METRIC: float(head_code(head)), BLOCKS_METRIC: float(length)}, step=round_
+        )
         self.tracker.set_tags({HEAD_TAG: f"{round_}:{head}"})
 
     def replay(self, blocks: list[dict[str, Any]], rounds: int) -> None:

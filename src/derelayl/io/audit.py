@@ -78,16 +78,20 @@ class Audit:
         if not d.is_dir():
             raise NotARun(f"{d} is not a directory")
         if not (d / LEDGER_FILE).is_file():
-            raise NotARun(f"no {LEDGER_FILE} in {d} (not a DeRelayL run directory, or "
-                          f"derelayl.ledger=false)")
+            raise NotARun(
+                f"no {LEDGER_FILE} in {d} (not a DeRelayL run directory, or derelayl.ledger=false)"
+            )
         if (d / LEGACY_PICKLE).exists():
-            self.notes.append(f"{LEGACY_PICKLE} (an old pickled checkpoint) was not read: "
-                              f"unpickling can run code")
+            self.notes.append(
+                f"{LEGACY_PICKLE} (an old pickled checkpoint) was not read: unpickling can run code"
+            )
         self.config = _read_yaml(d / "config.yaml")
         self.blocks = read_blocks(d / LEDGER_FILE)
         if not self.blocks and self.config is None and not (d / ROUNDS_FILE).is_file():
-            raise NotARun(f"{d / LEDGER_FILE} is empty and {d} holds no run (no config.yaml, "
-                          f"no {ROUNDS_FILE})")
+            raise NotARun(
+                f"{d / LEDGER_FILE} is empty and {d} holds no run (no config.yaml, "
+                f"no {ROUNDS_FILE})"
+            )
         verdict = verify_chain(self.blocks)
         if not verdict.ok:
             raise Tampered(f"block {verdict.bad_index}: {verdict.reason}")
@@ -121,8 +125,9 @@ class Audit:
                 if b["kind"] == "deposit":
                     ids += [d[0] for d in b["payload"]["deposits"]]
                     ids += [d[2] for d in b["payload"]["deposits"]]
-            self.notes.append("no readable config.yaml: the number of participants is inferred "
-                              "from the ledger")
+            self.notes.append(
+                "no readable config.yaml: the number of participants is inferred from the ledger"
+            )
             return max(ids, default=0) + 1
 
     def _settled_rounds(self) -> int:
@@ -143,28 +148,39 @@ class Audit:
             return
         raw = np.fromfile(path, dtype=np.float64)
         if raw.size != self.rounds * self.n:
-            raise Tampered(f"{COINS_FILE} holds {raw.size} balances, {self.rounds} rounds x "
-                           f"{self.n} participants expected")
+            raise Tampered(
+                f"{COINS_FILE} holds {raw.size} balances, {self.rounds} rounds x "
+                f"{self.n} participants expected"
+            )
         matrix = raw.reshape(self.rounds, self.n)
         for k in range(1, self.rounds + 1):
             replayed = self.replay[k]["coins"]
             if not np.allclose(matrix[k - 1], replayed, rtol=RTOL, atol=ATOL):
                 i = int(np.argmax(np.abs(matrix[k - 1] - replayed)))
-                raise Tampered(f"{COINS_FILE}, round {k}: participant {i} holds "
-                               f"{float(matrix[k - 1][i])!r}, the ledger says "
-                               f"{float(replayed[i])!r}")
+                raise Tampered(
+                    f"{COINS_FILE}, round {k}: participant {i} holds "
+                    f"{float(matrix[k - 1][i])!r}, the ledger says "
+                    f"{float(replayed[i])!r}"
+                )
         self.checked.append(f"{COINS_FILE} ({self.rounds} rounds)")
 
     def _round_values(self, k: int) -> dict[str, float]:
         r = self.replay[k]
-        out = {"coins_minted": r["minted_round"], "coins_burned": r["burned_round"],
-               "coins_total": float(r["coins"].sum()), "coins_issued_total": r["minted"],
-               "coins_burned_total": r["burned"], "num_matched": r["matched"],
-               "num_trained": r["trained"], "num_winners": r["winners"]}
+        out = {
+            "coins_minted": r["minted_round"],
+            "coins_burned": r["burned_round"],
+            "coins_total": float(r["coins"].sum()),
+            "coins_issued_total": r["minted"],
+            "coins_burned_total": r["burned"],
+            "num_matched": r["matched"],
+            "num_trained": r["trained"],
+            "num_winners": r["winners"],
+        }
         if not (self.config or {}).get("churn", {}).get("enabled"):
             coins = r["coins"]
-            out.update(coins_gini=gini(coins), coins_max=float(coins.max()),
-                       coins_mean=float(coins.mean()))
+            out.update(
+                coins_gini=gini(coins), coins_max=float(coins.max()), coins_mean=float(coins.mean())
+            )
         return out
 
     def _compare_row(self, where: str, row: dict[str, Any], k: int) -> None:
@@ -174,11 +190,13 @@ class Audit:
             try:
                 have = float(row[key])
             except (TypeError, ValueError):
-                raise Tampered(f"{where}, round {k}: {key} is not a number ({row[key]!r})") \
-                    from None
+                raise Tampered(
+                    f"{where}, round {k}: {key} is not a number ({row[key]!r})"
+                ) from None
             if not math.isclose(have, expected, rel_tol=RTOL, abs_tol=ATOL):
-                raise Tampered(f"{where}, round {k}: {key} is {have!r}, the ledger says "
-                               f"{float(expected)!r}")
+                raise Tampered(
+                    f"{where}, round {k}: {key} is {have!r}, the ledger says {float(expected)!r}"
+                )
 
     def _rounds_file(self) -> None:
         rows = getattr(self, "round_rows", None)
@@ -224,15 +242,17 @@ class Audit:
                 i = int(row["participant"])
                 if not 0 <= i < self.n:
                     raise Tampered(f"participants.csv: participant {i} does not exist")
-                checks = {"coins": float(final["coins"][i]),
-                          "matches": float(final["matches"][i])}
+                checks = {"coins": float(final["coins"][i]), "matches": float(final["matches"][i])}
                 if final["wins"] is not None:
                     checks["wins"] = float(final["wins"][i])
                 for key, expected in checks.items():
-                    if key in row and not math.isclose(float(row[key]), expected,
-                                                       rel_tol=RTOL, abs_tol=ATOL):
-                        raise Tampered(f"participants.csv: participant {i} has {key} "
-                                       f"{row[key]}, the ledger says {expected!r}")
+                    if key in row and not math.isclose(
+                        float(row[key]), expected, rel_tol=RTOL, abs_tol=ATOL
+                    ):
+                        raise Tampered(
+                            f"participants.csv: participant {i} has {key} "
+                            f"{row[key]}, the ledger says {expected!r}"
+                        )
         except (KeyError, ValueError, TypeError, csv.Error, UnicodeDecodeError) as err:
             raise Tampered(f"participants.csv cannot be read ({err})") from None
         self.checked.append("participants.csv")
@@ -251,19 +271,24 @@ class Audit:
             raise Tampered(f"metrics.json cannot be read ({err})") from None
         self.metrics = metrics
         final = self.replay[self.rounds] if self.rounds else None
-        expected = {"rounds": float(self.rounds),
-                    "hops": float(sum(self.replay[k]["trained"] for k in self.replay))}
+        expected = {
+            "rounds": float(self.rounds),
+            "hops": float(sum(self.replay[k]["trained"] for k in self.replay)),
+        }
         if final is not None:
-            expected.update(coins_total=float(final["coins"].sum()),
-                            coins_minted=final["minted"], coins_burned=final["burned"])
+            expected.update(
+                coins_total=float(final["coins"].sum()),
+                coins_minted=final["minted"],
+                coins_burned=final["burned"],
+            )
         for key, value in expected.items():
             have = metrics.get(key)
             if have is None:
                 continue
             if not isinstance(have, (int, float)) or not math.isclose(
-                    float(have), value, rel_tol=RTOL, abs_tol=ATOL):
-                raise Tampered(f"metrics.json: {key} is {have!r}, the ledger says "
-                               f"{float(value)!r}")
+                float(have), value, rel_tol=RTOL, abs_tol=ATOL
+            ):
+                raise Tampered(f"metrics.json: {key} is {have!r}, the ledger says {float(value)!r}")
         self.checked.append("metrics.json")
 
     def _checkpoint(self) -> None:
@@ -278,25 +303,30 @@ class Audit:
             raise Tampered(str(err)) from None
         state = ckpt["state"]
         if state.round > self.rounds:
-            raise Tampered(f"the checkpoint is at round {state.round}, the ledger at "
-                           f"{self.rounds}")
+            raise Tampered(f"the checkpoint is at round {state.round}, the ledger at {self.rounds}")
         replay = self.replay.get(state.round) if state.round else None
         coins = replay["coins"] if replay else np.zeros(self.n)
         if not np.allclose(coins, state.coins, rtol=RTOL, atol=ATOL):
             worst = int(np.argmax(np.abs(coins - state.coins)))
-            raise Tampered(f"balances replayed from the ledger differ from the checkpoint's "
-                           f"(participant {worst}: ledger {float(coins[worst])!r}, checkpoint "
-                           f"{float(state.coins[worst])!r})")
+            raise Tampered(
+                f"balances replayed from the ledger differ from the checkpoint's "
+                f"(participant {worst}: ledger {float(coins[worst])!r}, checkpoint "
+                f"{float(state.coins[worst])!r})"
+            )
         minted, burned = (replay["minted"], replay["burned"]) if replay else (0.0, 0.0)
-        if not (math.isclose(minted, state.minted, rel_tol=RTOL, abs_tol=ATOL)
-                and math.isclose(burned, state.burned, rel_tol=RTOL, abs_tol=ATOL)):
+        if not (
+            math.isclose(minted, state.minted, rel_tol=RTOL, abs_tol=ATOL)
+            and math.isclose(burned, state.burned, rel_tol=RTOL, abs_tol=ATOL)
+        ):
             raise Tampered("minted/burned totals in the ledger differ from the checkpoint's")
         if ckpt["ledger"] is not None:
             head, length = heads_by_round(self.blocks, max(state.round, 1)).get(
-                state.round, (GENESIS_HASH, 0))
+                state.round, (GENESIS_HASH, 0)
+            )
             if [head, length] != list(ckpt["ledger"]):
-                raise Tampered(f"the checkpoint's ledger head (round {state.round}) is not the "
-                               f"ledger's")
+                raise Tampered(
+                    f"the checkpoint's ledger head (round {state.round}) is not the ledger's"
+                )
         self.ckpt = ckpt
         self.checked.append(f"{CHECKPOINT_FILE} (round {state.round})")
 
@@ -318,23 +348,25 @@ class Audit:
         def load(path: Path):
             try:
                 state = torch.load(path, weights_only=True, map_location="cpu")
-                if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
-                                                           for v in state.values()):
+                if not isinstance(state, dict) or not all(
+                    isinstance(v, torch.Tensor) for v in state.values()
+                ):
                     raise ValueError("not a state_dict of tensors")
                 return state_hash(state)
             except Exception as err:  # weights_only refuses anything that is not plain data
-                first = str(err).strip().splitlines()[0] if str(err).strip() else \
-                    type(err).__name__
-                raise Tampered(f"{path.relative_to(self.run_dir)} is not a weights file "
-                               f"({first[:200]})") from None
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise Tampered(
+                    f"{path.relative_to(self.run_dir)} is not a weights file ({first[:200]})"
+                ) from None
 
         stored = sorted(folder.glob("*.pt")) if folder.is_dir() else []
         for path in stored:
             if load(path) != path.stem:
                 raise Tampered(f"model {path.stem[:16]}... does not match its hash (altered)")
             if len(committed) > 1 and path.stem not in committed:
-                raise Tampered(f"model {path.stem[:16]}... in {MODELS_DIR}/ was never committed "
-                               f"in the ledger")
+                raise Tampered(
+                    f"model {path.stem[:16]}... in {MODELS_DIR}/ was never committed in the ledger"
+                )
         for key in live:
             if not (folder / f"{key}.pt").is_file():
                 raise Tampered(f"model {key[:16]}... is missing from {MODELS_DIR}/")
@@ -347,8 +379,9 @@ class Audit:
             if self.ckpt is not None and self.ckpt["perf"].get("global_best"):
                 expected = self.ckpt["perf"]["global_best"][0]
             if expected is not None and key != expected:
-                raise Tampered("model.pt is not the run's best model (its hash differs from the "
-                               "checkpoint's)")
+                raise Tampered(
+                    "model.pt is not the run's best model (its hash differs from the checkpoint's)"
+                )
             if expected is None and len(committed) > 1 and key not in committed:
                 raise Tampered("model.pt was never committed in the ledger")
             self.checked.append("model.pt")
@@ -360,8 +393,9 @@ class Audit:
             return [{"run_id": r, "tracking_uri": uri} for r in self.run_ids if uri]
         runs = read_tracked_runs(self.run_dir)
         known = {r["run_id"] for r in runs}
-        final = (self.metrics or {}).get("mlflow_run_id") if getattr(self, "metrics", None) \
-            else None
+        final = (
+            (self.metrics or {}).get("mlflow_run_id") if getattr(self, "metrics", None) else None
+        )
         if isinstance(final, str) and final not in known and _config_uri(self.config):
             runs.append({"run_id": final, "tracking_uri": _config_uri(self.config)})
         if self.tracking_uri:
@@ -374,9 +408,11 @@ class Audit:
 
         anchors = self._anchors()
         if not anchors:
-            self.notes.append("not checked against an anchor: the run was not tracked in MLflow "
-                              "(tracking=none), or its folder names no MLflow run; pass "
-                              "--run-id to check against one")
+            self.notes.append(
+                "not checked against an anchor: the run was not tracked in MLflow "
+                "(tracking=none), or its folder names no MLflow run; pass "
+                "--run-id to check against one"
+            )
             return
         heads = heads_by_round(self.blocks, self.rounds)
         final_id = (self.metrics or {}).get("mlflow_run_id") if self.metrics else None
@@ -387,21 +423,25 @@ class Audit:
                 client = open_client(uri, create=False)
                 codes, tag, status = read_anchor(client, run_id)
             except Exception as err:
-                first = str(err).strip().splitlines()[0] if str(err).strip() else \
-                    type(err).__name__
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 if self.run_ids:  # asked for on the command line: not checking it is an error
-                    raise NotARun(f"cannot check the anchor in MLflow run {run_id}: "
-                                  f"{first[:200]}") from None
+                    raise NotARun(
+                        f"cannot check the anchor in MLflow run {run_id}: {first[:200]}"
+                    ) from None
                 self.notes.append(f"not checked against MLflow run {run_id}: {first[:200]}")
                 continue
             for k, code in sorted(codes.items()):
                 if k not in heads:
-                    raise Tampered(f"MLflow run {run_id} anchored round {k}, the ledger ends at "
-                                   f"round {self.rounds} (rounds were removed)")
+                    raise Tampered(
+                        f"MLflow run {run_id} anchored round {k}, the ledger ends at "
+                        f"round {self.rounds} (rounds were removed)"
+                    )
                 if head_code(heads[k][0]) != code:
-                    raise Tampered(f"the ledger's head after round {k} differs from its anchor in "
-                                   f"MLflow run {run_id} (the ledger was altered after it was "
-                                   f"recorded)")
+                    raise Tampered(
+                        f"the ledger's head after round {k} differs from its anchor in "
+                        f"MLflow run {run_id} (the ledger was altered after it was "
+                        f"recorded)"
+                    )
             if tag:
                 try:
                     k_text, full = tag.split(":", 1)
@@ -409,31 +449,43 @@ class Audit:
                 except ValueError:
                     k, full = -1, ""
                 if k not in heads or heads[k][0] != full:
-                    raise Tampered(f"the ledger's head after round {k} differs from the full head "
-                                   f"anchored in MLflow run {run_id}")
+                    raise Tampered(
+                        f"the ledger's head after round {k} differs from the full head "
+                        f"anchored in MLflow run {run_id}"
+                    )
             covered = max(covered, max(codes, default=0))
             if run_id == final_id:
                 self._final_run(client, run_id, codes, status)
             self.anchored = True
             self.checked.append(f"anchor: MLflow run {run_id} ({len(codes)} rounds)")
         if self.anchored and covered < self.rounds:
-            self.notes.append(f"rounds {covered + 1}..{self.rounds} are not anchored (the run "
-                              f"stopped before they were recorded in MLflow)")
+            self.notes.append(
+                f"rounds {covered + 1}..{self.rounds} are not anchored (the run "
+                f"stopped before they were recorded in MLflow)"
+            )
 
     def _final_run(self, client, run_id: str, codes: dict[int, int], status: str) -> None:
         """The MLflow run that finished the run: it must anchor every round and agree with
         metrics.json and config.yaml."""
         if status == "FINISHED" and max(codes, default=0) < self.rounds:
-            raise Tampered(f"MLflow run {run_id} finished after anchoring {max(codes, default=0)}"
-                           f" rounds, the ledger has {self.rounds} (rounds were added)")
+            raise Tampered(
+                f"MLflow run {run_id} finished after anchoring {max(codes, default=0)}"
+                f" rounds, the ledger has {self.rounds} (rounds were added)"
+            )
         run = client.get_run(run_id)
-        final = {k[len("final/"):]: v for k, v in run.data.metrics.items()
-                 if k.startswith("final/")}
+        final = {
+            k[len("final/") :]: v for k, v in run.data.metrics.items() if k.startswith("final/")
+        }
         for key, value in (self.metrics or {}).items():
-            if (key in final and isinstance(value, (int, float)) and not isinstance(value, bool)
-                    and not math.isclose(float(value), final[key], rel_tol=RTOL, abs_tol=ATOL)):
-                raise Tampered(f"metrics.json: {key} is {value!r}, MLflow run {run_id} "
-                               f"recorded {final[key]!r}")
+            if (
+                key in final
+                and isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and not math.isclose(float(value), final[key], rel_tol=RTOL, abs_tol=ATOL)
+            ):
+                raise Tampered(
+                    f"metrics.json: {key} is {value!r}, MLflow run {run_id} recorded {final[key]!r}"
+                )
         if self.config is not None:
             from derelayl.io.run_folder import comparable
 
@@ -441,8 +493,10 @@ class Audit:
             for key, value in comparable(self.config).items():
                 recorded = params.get(key)
                 if recorded is not None and len(recorded) < 6000 and recorded != str(value):
-                    raise Tampered(f"config.yaml: {key} is {value!r}, MLflow run {run_id} "
-                                   f"recorded {recorded!r}")
+                    raise Tampered(
+                        f"config.yaml: {key} is {value!r}, MLflow run {run_id} "
+                        f"recorded {recorded!r}"
+                    )
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -464,10 +518,15 @@ def read_blocks(path: Path) -> list[dict[str, Any]]:
     except UnicodeDecodeError:
         raise Tampered(f"{path.name} is not UTF-8 text") from None
     for i, b in enumerate(blocks):
-        for key, kind, what in (("index", int, "an integer"), ("round", int, "an integer"),
-                                ("writer", int, "an integer"), ("kind", str, "a string"),
-                                ("prev_hash", str, "a string"), ("hash", str, "a string"),
-                                ("payload", dict, "an object")):
+        for key, kind, what in (
+            ("index", int, "an integer"),
+            ("round", int, "an integer"),
+            ("writer", int, "an integer"),
+            ("kind", str, "a string"),
+            ("prev_hash", str, "a string"),
+            ("hash", str, "a string"),
+            ("payload", dict, "an object"),
+        ):
             if key in b and (not isinstance(b[key], kind) or isinstance(b[key], bool)):
                 raise Tampered(f"block {i}: {key} is not {what}")
         if "round" in b and b["round"] < 0:
@@ -500,22 +559,38 @@ def check_payloads(blocks: list[dict[str, Any]], n: int) -> None:
         ok = True
         if kind == "deposit":
             ok = isinstance(p.get("deposits"), list) and all(
-                isinstance(d, list) and len(d) == 4 and _pid(d[0], n) and _num(d[1])
-                and _pid(d[2], n) and _num(d[3]) for d in p["deposits"])
+                isinstance(d, list)
+                and len(d) == 4
+                and _pid(d[0], n)
+                and _num(d[1])
+                and _pid(d[2], n)
+                and _num(d[3])
+                for d in p["deposits"]
+            )
         elif kind == "commitment":
             ok = isinstance(p.get("models"), list) and all(
-                isinstance(m, list) and len(m) == 5 and isinstance(m[0], str)
-                and isinstance(m[1], str) and _pid(m[2], n) and _pid(m[3], n)
-                and isinstance(m[4], int) for m in p["models"])
+                isinstance(m, list)
+                and len(m) == 5
+                and isinstance(m[0], str)
+                and isinstance(m[1], str)
+                and _pid(m[2], n)
+                and _pid(m[3], n)
+                and isinstance(m[4], int)
+                for m in p["models"]
+            )
         elif kind == "testing":
             ok = isinstance(p.get("cases_digest"), str) and isinstance(p.get("num_cases"), int)
         elif kind == "settlement":
             credits = p.get("credits")
-            ok = (isinstance(p.get("ranking"), list) and isinstance(p.get("winners"), list)
-                  and all(isinstance(w, str) for w in p["winners"])
-                  and isinstance(credits, dict)
-                  and all(k.isdigit() and int(k) < n and _num(v) for k, v in credits.items())
-                  and _num(p.get("royalties_minted")) and _num(p.get("forfeited")))
+            ok = (
+                isinstance(p.get("ranking"), list)
+                and isinstance(p.get("winners"), list)
+                and all(isinstance(w, str) for w in p["winners"])
+                and isinstance(credits, dict)
+                and all(k.isdigit() and int(k) < n and _num(v) for k, v in credits.items())
+                and _num(p.get("royalties_minted"))
+                and _num(p.get("forfeited"))
+            )
         if not ok:
             raise Tampered(f"block {i}: the {kind} payload is malformed")
 
@@ -558,10 +633,18 @@ def replay_by_round(blocks: list[dict[str, Any]], n: int, rounds: int) -> dict[i
                         wins[next(iter(who))] += 1
                     else:
                         wins_known = False
-        out[k] = {"coins": coins.copy(), "minted": minted, "burned": burned,
-                  "minted_round": m, "burned_round": b_, "matched": matched,
-                  "trained": trained, "winners": won, "matches": matches.copy(),
-                  "wins": wins.copy() if wins_known else None}
+        out[k] = {
+            "coins": coins.copy(),
+            "minted": minted,
+            "burned": burned,
+            "minted_round": m,
+            "burned_round": b_,
+            "matched": matched,
+            "trained": trained,
+            "winners": won,
+            "matches": matches.copy(),
+            "wins": wins.copy() if wins_known else None,
+        }
     return out
 
 

@@ -56,6 +56,7 @@ def _encode(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
         return {"__array__": key}
     try:
         import torch
+
         tensor: type[torch.Tensor] | None = torch.Tensor
     except ImportError:  # pragma: no cover - torch is a dependency
         tensor = None
@@ -81,7 +82,7 @@ def _decode(obj: Any, arrays) -> Any:
     if not isinstance(obj, dict):
         return obj
     if len(obj) == 1:
-        (tag, value), = obj.items()
+        ((tag, value),) = obj.items()
         if tag == "__float__":
             if value not in ("nan", "inf", "-inf"):
                 raise ValueError(f"bad float {value!r}")
@@ -130,8 +131,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         if not isinstance(state, dict):
             raise ValueError("no state")
         return state
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError,
-            TypeError) as err:
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        EOFError,
+        zipfile.BadZipFile,
+        UnicodeDecodeError,
+        TypeError,
+    ) as err:
         why = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(f"{path} is not a valid checkpoint ({why})") from None
 
@@ -143,7 +151,8 @@ def refuse_legacy(run_dir: str | Path) -> None:
         raise CheckpointError(
             f"{legacy} is a pickled checkpoint from an older version; it is not read (unpickling "
             f"a file can run code). Start a new run folder (hydra.run.dir=...), or delete it to "
-            f"verify only the ledger")
+            f"verify only the ledger"
+        )
 
 
 class RoundCheckpoint:
@@ -171,8 +180,9 @@ class RoundCheckpoint:
             from derelayl.io.signals import critical
 
             with critical():
-                save_checkpoint(self.path, {"fingerprint": self.fingerprint,
-                                            "runner": self.runner.state_dict()})
+                save_checkpoint(
+                    self.path, {"fingerprint": self.fingerprint, "runner": self.runner.state_dict()}
+                )
 
     def load(self) -> dict[str, Any] | None:
         """The saved runner state, or None for a fresh run; a one-line error if unusable."""
@@ -184,5 +194,6 @@ class RoundCheckpoint:
             raise CheckpointError(
                 f"{self.path.parent} holds a run with a different config (its checkpoint does "
                 f"not match); use a new output directory (hydra.run.dir=...) or the same config "
-                f"to resume it")
+                f"to resume it"
+            )
         return ckpt["runner"]

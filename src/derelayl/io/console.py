@@ -8,8 +8,15 @@ import time
 from derelayl.sim.events import HopRecord, Observer, RoundRecord
 
 log = logging.getLogger("derelayl")
-ROUND_KEYS = ("best_test_acc", "val_acc", "val_loss", "test_acc", "best_quality", "coins_gini",
-              "version_share_latest")
+ROUND_KEYS = (
+    "best_test_acc",
+    "val_acc",
+    "val_loss",
+    "test_acc",
+    "best_quality",
+    "coins_gini",
+    "version_share_latest",
+)
 
 
 class ConsoleProgress(Observer):
@@ -41,9 +48,18 @@ class ConsoleProgress(Observer):
         if record.hop % self.every and record.hop != self.total_hops:
             return
         test = "" if record.test_acc is None else f" test_acc {record.test_acc:.4f}"
-        log.info("round %d/%d hop %d/%d participant %d: val_acc %.4f val_loss %.4f%s (%.1fs)",
-                 record.round, self.rounds, record.hop, self.total_hops, record.participant,
-                 record.val_acc, record.val_loss, test, time.perf_counter() - self.started)
+        log.info(
+            "round %d/%d hop %d/%d participant %d: val_acc %.4f val_loss %.4f%s (%.1fs)",
+            record.round,
+            self.rounds,
+            record.hop,
+            self.total_hops,
+            record.participant,
+            record.val_acc,
+            record.val_loss,
+            test,
+            time.perf_counter() - self.started,
+        )
 
     def on_round(self, record: RoundRecord):
         """Round-based algorithms (DeRelayL, FL) report their round metrics (round 1..R)."""

@@ -30,8 +30,14 @@ class HistoryCsv(Observer):
 
     def on_round(self, record: RoundRecord):
         if self.level == "round":
-            self._write({"round": record.round, "hops": record.hops,
-                         "samples_seen": record.samples_seen, **record.metrics})
+            self._write(
+                {
+                    "round": record.round,
+                    "hops": record.hops,
+                    "samples_seen": record.samples_seen,
+                    **record.metrics,
+                }
+            )
 
     def _write(self, row: dict[str, Any]) -> None:
         if self._writer is None:
@@ -53,6 +59,7 @@ class HistoryCsv(Observer):
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON atomically (a killed process never leaves half a file)."""
+
     def clean(v):
         if isinstance(v, float) and not math.isfinite(v):
             return None

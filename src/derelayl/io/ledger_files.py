@@ -65,10 +65,11 @@ class FileModelStore:
                 if not isinstance(state, dict):
                     raise ValueError("not a state_dict")
             except Exception as err:
-                first = str(err).strip().splitlines()[0] if str(err).strip() else \
-                    type(err).__name__
-                raise ConfigError(f"{path} cannot be read as model weights ({first[:200]}); run "
-                                  f"`derelayl-ledger verify {self.dir.parent}`") from None
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ConfigError(
+                    f"{path} cannot be read as model weights ({first[:200]}); run "
+                    f"`derelayl-ledger verify {self.dir.parent}`"
+                ) from None
             self.cache[key] = state
         return self.cache[key]
 
@@ -99,9 +100,15 @@ def read_ledger(path: Path) -> list[dict[str, Any]]:
 
 
 class EconomyFiles(EconomyObserver):
-    def __init__(self, output_dir: Path, num_participants: int, fingerprint: str,
-                 checkpoint_every: int = 1, total_rounds: int | None = None,
-                 store: FileModelStore | None = None):
+    def __init__(
+        self,
+        output_dir: Path,
+        num_participants: int,
+        fingerprint: str,
+        checkpoint_every: int = 1,
+        total_rounds: int | None = None,
+        store: FileModelStore | None = None,
+    ):
         if checkpoint_every < 1:
             raise ConfigError(f"derelayl.checkpoint_every must be >= 1 (got {checkpoint_every})")
         self.dir = Path(output_dir)
@@ -127,20 +134,25 @@ class EconomyFiles(EconomyObserver):
         if ckpt["fingerprint"] != self.fingerprint:
             raise ConfigError(
                 f"{self.dir} holds a DeRelayL run with a different config; use a new output "
-                f"directory (hydra.run.dir=...) or the same config to resume it")
+                f"directory (hydra.run.dir=...) or the same config to resume it"
+            )
         settled = ckpt["state"].round
         try:
             blocks = [b for b in read_ledger(self.ledger_path) if b["round"] < settled]
             history = read_ledger(self.rounds_path)[:settled]  # same torn-line tolerant JSONL
         except (ValueError, TypeError, KeyError, UnicodeDecodeError) as err:
-            raise ConfigError(f"{self.dir}: the ledger or rounds.jsonl cannot be read ({err}); "
-                              f"run `derelayl-ledger verify {self.dir}`") from None
+            raise ConfigError(
+                f"{self.dir}: the ledger or rounds.jsonl cannot be read ({err}); "
+                f"run `derelayl-ledger verify {self.dir}`"
+            ) from None
         with open(self.ledger_path, "w") as fh:
             fh.writelines(canonical_json(b) + "\n" for b in blocks)
         head = blocks[-1]["hash"] if blocks else GENESIS_HASH
         if ckpt["ledger"] is not None and tuple(ckpt["ledger"]) != (head, len(blocks)):
-            raise ConfigError(f"{self.ledger_path} does not match the checkpoint; run "
-                              f"`derelayl-ledger verify {self.dir}`")
+            raise ConfigError(
+                f"{self.ledger_path} does not match the checkpoint; run "
+                f"`derelayl-ledger verify {self.dir}`"
+            )
         if self.store is not None:
             self.store.pinned = set(ckpt["perf"].get("live_keys", ()))
         with open(self.coins_path, "r+b" if self.coins_path.exists() else "wb") as fh:
@@ -169,27 +181,59 @@ class EconomyFiles(EconomyObserver):
             self.save(state, perf_state, ledger)
 
     def save(self, state, perf_state, ledger):
-        save_checkpoint(self.checkpoint_path, {
-            "fingerprint": self.fingerprint,
-            "state": {f.name: (state.royalties.state_dict() if f.name == "royalties"
-                               else getattr(state, f.name)) for f in dataclasses.fields(state)},
-            "perf": perf_state,
-            "ledger": None if ledger is None else [ledger.head, ledger.length]})
+        save_checkpoint(
+            self.checkpoint_path,
+            {
+                "fingerprint": self.fingerprint,
+                "state": {
+                    f.name: (
+                        state.royalties.state_dict()
+                        if f.name == "royalties"
+                        else getattr(state, f.name)
+                    )
+                    for f in dataclasses.fields(state)
+                },
+                "perf": perf_state,
+                "ledger": None if ledger is None else [ledger.head, ledger.length],
+            },
+        )
         if self.store is not None:
             self.store.pinned = set(perf_state.get("live_keys", ()))
 
     def coins_matrix(self) -> np.ndarray:
         """(rounds x participants) balances after every settled round."""
-        raw = (np.fromfile(self.coins_path, dtype=np.float64) if self.coins_path.exists()
-               else np.zeros(0))
+        raw = (
+            np.fromfile(self.coins_path, dtype=np.float64)
+            if self.coins_path.exists()
+            else np.zeros(0)
+        )
         return raw.reshape(-1, self.n)
 
 
 # EconomyState fields that are per-participant vectors, and 2-D fields with N columns
-_VECTORS = ("coins", "gained", "lost", "own_version", "held_version", "own_score", "best_score",
-            "matches", "wins", "hops", "hop_gain", "active", "ever_active", "behaviour",
-            "declared_samples", "cost_per_sample", "cost_per_transfer", "model_value",
-            "reservation", "utility", "active_rounds")
+_VECTORS = (
+    "coins",
+    "gained",
+    "lost",
+    "own_version",
+    "held_version",
+    "own_score",
+    "best_score",
+    "matches",
+    "wins",
+    "hops",
+    "hop_gain",
+    "active",
+    "ever_active",
+    "behaviour",
+    "declared_samples",
+    "cost_per_sample",
+    "cost_per_transfer",
+    "model_value",
+    "reservation",
+    "utility",
+    "active_rounds",
+)
 _MATRICES = ("recent_utility",)
 
 
@@ -201,15 +245,24 @@ def _royalty_book(state: Any, num_participants: int) -> RoyaltyBook:
         raise ValueError(f"state.royalties is not for {num_participants} participants")
     for name in ("trunk", "trunk_decay"):
         value = state.get(name)
-        if name in state and (not isinstance(value, np.ndarray)
-                              or value.shape != (num_participants,)):
+        if name in state and (
+            not isinstance(value, np.ndarray) or value.shape != (num_participants,)
+        ):
             raise ValueError(f"state.royalties.{name} is not a vector of {num_participants}")
     for i in range(state["levels"]):
         for name in (f"mo_{i}", f"parent_{i}"):
             value = state.get(name)
-            if not isinstance(value, np.ndarray) or value.ndim != 1 or (
-                    len(value) and (value.min() < 0 or (name.startswith("mo")
-                                                       and value.max() >= num_participants))):
+            if (
+                not isinstance(value, np.ndarray)
+                or value.ndim != 1
+                or (
+                    len(value)
+                    and (
+                        value.min() < 0
+                        or (name.startswith("mo") and value.max() >= num_participants)
+                    )
+                )
+            ):
                 raise ValueError(f"state.royalties.{name} is not a vector of ids")
     return RoyaltyBook.from_state(state)
 
@@ -230,8 +283,11 @@ def read_checkpoint(path: Path, num_participants: int) -> dict[str, Any]:
         body["royalties"] = _royalty_book(body["royalties"], num_participants)
         for name in _MATRICES:
             value = body[name]
-            if not isinstance(value, np.ndarray) or value.ndim != 2 \
-                    or value.shape[1] != num_participants:
+            if (
+                not isinstance(value, np.ndarray)
+                or value.ndim != 2
+                or value.shape[1] != num_participants
+            ):
                 raise ValueError(f"state.{name} is not a matrix with {num_participants} columns")
         if not isinstance(body["owners"], np.ndarray) or body["owners"].ndim != 1:
             raise ValueError("state.owners is not a vector")
@@ -243,9 +299,12 @@ def read_checkpoint(path: Path, num_participants: int) -> dict[str, Any]:
         if not isinstance(body["extra"], dict):
             raise ValueError("state.extra is not a mapping")
         ledger = ckpt.get("ledger")
-        if ledger is not None and not (isinstance(ledger, list) and len(ledger) == 2
-                                       and isinstance(ledger[0], str)
-                                       and isinstance(ledger[1], int)):
+        if ledger is not None and not (
+            isinstance(ledger, list)
+            and len(ledger) == 2
+            and isinstance(ledger[0], str)
+            and isinstance(ledger[1], int)
+        ):
             raise ValueError("ledger head is not [hash, length]")
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise CheckpointError(f"{path} is not a valid checkpoint ({err})") from None

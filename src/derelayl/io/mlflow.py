@@ -35,8 +35,18 @@ for _name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch
-HOP_KEYS = ("val_acc", "val_loss", "test_acc", "test_loss", "train_loss", "participant",
-            "samples_seen", "round", "bytes", "sim_time_s")
+HOP_KEYS = (
+    "val_acc",
+    "val_loss",
+    "test_acc",
+    "test_loss",
+    "train_loss",
+    "participant",
+    "samples_seen",
+    "round",
+    "bytes",
+    "sim_time_s",
+)
 # Also logged with step = samples seen, so runs of any algorithm overlay at equal work.
 BY_SAMPLES_KEYS = ("val_acc", "test_acc")
 
@@ -52,8 +62,9 @@ def get_or_create_experiment(client, name: str, artifact_location: str | None) -
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location,
-                                        tags=EXPERIMENT_TAGS)
+        return client.create_experiment(
+            name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS
+        )
     except MlflowException:  # created concurrently by another job
         return client.get_experiment_by_name(name).experiment_id
 
@@ -72,9 +83,13 @@ class WriterProcess:
         import sys
 
         self.uri = uri
-        self.proc = subprocess.Popen([sys.executable, "-m", "derelayl.io.mlflow_writer"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     bufsize=1)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "derelayl.io.mlflow_writer"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
         assert self.proc.stdin is not None and self.proc.stdout is not None  # PIPE: both open
         self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
         self.replies: queue.Queue = queue.Queue()
@@ -155,19 +170,35 @@ class MlflowTracker(Observer):
     """One run's MLflow record, written by the writer process: params, metrics (batched, with
     at most ``max_points`` points a curve), tags, artifacts and the final status."""
 
-    def __init__(self, writer: WriterProcess, experiment: str, *,
-                 artifact_location: str | None = None, run_name: str | None = None,
-                 tags: Mapping[str, str] | None = None, parent_run_id: str | None = None,
-                 flush_every_s: float = 1.0, max_points: int = 1000, stale: list | tuple = ()):
+    def __init__(
+        self,
+        writer: WriterProcess,
+        experiment: str,
+        *,
+        artifact_location: str | None = None,
+        run_name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        parent_run_id: str | None = None,
+        flush_every_s: float = 1.0,
+        max_points: int = 1000,
+        stale: list | tuple = (),
+    ):
         self.writer = writer
         self.tracking_uri = writer.uri
         all_tags = dict(tags or {})
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         writer.ready()
-        writer.send({"op": "start", "experiment": experiment,
-                     "artifact_location": artifact_location, "run_name": run_name,
-                     "tags": all_tags, "stale": list(stale)})
+        writer.send(
+            {
+                "op": "start",
+                "experiment": experiment,
+                "artifact_location": artifact_location,
+                "run_name": run_name,
+                "tags": all_tags,
+                "stale": list(stale),
+            }
+        )
         self.run_id = writer.wait_for("run_id")
         self._pending: list = []
         self._tags: dict[str, str] = {}
@@ -179,13 +210,13 @@ class MlflowTracker(Observer):
 
     # -- logging -------------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
-        self.writer.send({"op": "params", "params": {k: str(v)[:6000]
-                                                     for k, v in params.items()}})
+        self.writer.send({"op": "params", "params": {k: str(v)[:6000] for k, v in params.items()}})
 
     def log_metrics(self, metrics: Mapping[str, float | None], step: int) -> None:
         now = int(time.time() * 1000)
-        self._pending.extend([k, float(v), now, int(step)]
-                             for k, v in metrics.items() if v is not None)
+        self._pending.extend(
+            [k, float(v), now, int(step)] for k, v in metrics.items() if v is not None
+        )
         if len(self._pending) >= 20 * MAX_BATCH:
             self.flush()
 
@@ -207,8 +238,9 @@ class MlflowTracker(Observer):
             self.flush()
 
     def log_artifacts(self, paths: list[Path], artifact_path: str | None = None) -> None:
-        self.writer.send({"op": "artifacts", "paths": [str(p) for p in paths],
-                          "artifact_path": artifact_path})
+        self.writer.send(
+            {"op": "artifacts", "paths": [str(p) for p in paths], "artifact_path": artifact_path}
+        )
 
     def end(self, status: str = "FINISHED") -> None:
         """Everything written, the run closed with ``status``: returns when the writer is done."""
@@ -220,8 +252,10 @@ class MlflowTracker(Observer):
 
     # -- observer ------------------------------------------------------------------------------
     def on_run_start(self, info):
-        for unit, steps in (("hop", info.get("total_hops")),
-                            ("round", info.get("rounds") or info.get("expected_rounds"))):
+        for unit, steps in (
+            ("hop", info.get("total_hops")),
+            ("round", info.get("rounds") or info.get("expected_rounds")),
+        ):
             if steps and self.max_points > 0:
                 self.strides[unit] = (max(1, math.ceil(int(steps) / self.max_points)), int(steps))
 
@@ -236,12 +270,15 @@ class MlflowTracker(Observer):
             return
         values = {k: getattr(record, k) for k in HOP_KEYS}
         self.log_metrics(values, step=record.hop)
-        self.log_metrics({f"by_samples/{k}": values[k] for k in BY_SAMPLES_KEYS},
-                         step=record.samples_seen)
+        self.log_metrics(
+            {f"by_samples/{k}": values[k] for k in BY_SAMPLES_KEYS}, step=record.samples_seen
+        )
 
     def on_round(self, record: RoundRecord):
         if record.metrics and self.logged("round", record.round):
             self.log_metrics(record.metrics, step=record.round)
-            self.log_metrics({f"by_samples/{k}": record.metrics.get(k) for k in BY_SAMPLES_KEYS},
-                             step=record.samples_seen)
+            self.log_metrics(
+                {f"by_samples/{k}": record.metrics.get(k) for k in BY_SAMPLES_KEYS},
+                step=record.samples_seen,
+            )
         self.flush_due()

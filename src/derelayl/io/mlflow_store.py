@@ -27,8 +27,11 @@ from derelayl.sim.errors import ConfigError
 
 PROBE_TIMEOUT_S = 5.0
 # bounded HTTP behaviour for a tracking server (the environment wins when it sets them)
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "20", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
 
 
 class StoreError(ConfigError):
@@ -36,7 +39,7 @@ class StoreError(ConfigError):
 
 
 def sqlite_path(uri: str) -> Path | None:
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
 @contextmanager
@@ -68,9 +71,11 @@ def probe_server(uri: str) -> None:
         why = err.strerror or str(err) or type(err).__name__
         if isinstance(err, socket.timeout):
             why = f"no answer within {PROBE_TIMEOUT_S:.0f} s"
-        raise StoreError(f"cannot reach the MLflow tracking server {uri} ({why}); start it "
-                         f"(README, 'MLflow server for teams'), fix tracking.uri, or use "
-                         f"tracking=none") from None
+        raise StoreError(
+            f"cannot reach the MLflow tracking server {uri} ({why}); start it "
+            f"(README, 'MLflow server for teams'), fix tracking.uri, or use "
+            f"tracking=none"
+        ) from None
 
 
 def _first_line(err: BaseException) -> str:
@@ -85,9 +90,11 @@ def _refusal(uri: str, err: BaseException) -> str:
     code = re.search(r"error code (\d{3})", str(err))
     if code and code.group(1) in ("401", "403"):
         why = "not authenticated" if code.group(1) == "401" else "permission denied"
-        return (f"the MLflow tracking server {uri} refused the request (HTTP {code.group(1)}: "
-                f"{why}); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an "
-                f"account on that server")
+        return (
+            f"the MLflow tracking server {uri} refused the request (HTTP {code.group(1)}: "
+            f"{why}); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an "
+            f"account on that server"
+        )
     return f"the MLflow tracking server {uri} refused the request: {_first_line(err)[:200]}"
 
 
@@ -105,8 +112,9 @@ def check_server(uri: str):
     except MlflowException as err:
         raise StoreError(_refusal(uri, err)) from None
     except Exception as err:  # requests' connection errors after the probe
-        raise StoreError(f"the MLflow tracking server {uri} did not answer: "
-                         f"{_first_line(err)}") from None
+        raise StoreError(
+            f"the MLflow tracking server {uri} did not answer: {_first_line(err)}"
+        ) from None
     return client
 
 
@@ -118,8 +126,10 @@ def open_client(uri: str, *, create: bool = True):
     path = sqlite_path(uri)
     if path is not None:
         if not create and not path.is_file():
-            raise StoreError(f"no MLflow store at {path} (tracking URI {uri}); run from the "
-                             f"folder that holds mlflow.db, or pass its URI")
+            raise StoreError(
+                f"no MLflow store at {path} (tracking URI {uri}); run from the "
+                f"folder that holds mlflow.db, or pass its URI"
+            )
         if not path.parent.is_dir():
             raise StoreError(f"tracking.uri {uri}: the folder {path.parent} does not exist")
         if create and not os.access(path.parent, os.W_OK | os.X_OK) and not path.exists():
@@ -129,11 +139,14 @@ def open_client(uri: str, *, create: bool = True):
                 client = MlflowClient(tracking_uri=uri)
                 _ = client._tracking_client.store  # creates (or checks) the schema under the lock
         except MlflowException as err:
-            raise StoreError(f"the MLflow store {uri} cannot be opened: {_first_line(err)}") \
-                from None
+            raise StoreError(
+                f"the MLflow store {uri} cannot be opened: {_first_line(err)}"
+            ) from None
         except Exception as err:  # sqlalchemy errors: a damaged or foreign file
-            raise StoreError(f"the MLflow store {uri} cannot be opened ({type(err).__name__}: "
-                             f"{_first_line(err)})") from None
+            raise StoreError(
+                f"the MLflow store {uri} cannot be opened ({type(err).__name__}: "
+                f"{_first_line(err)})"
+            ) from None
         return client
     if urlparse(uri).scheme in ("http", "https"):
         return check_server(uri)
@@ -175,13 +188,17 @@ def close_stale_runs(tracked: list[dict], tracker) -> list[str]:
         if entry["run_id"] == tracker.run_id:
             continue
         try:
-            client = (tracker.client if entry["tracking_uri"] == tracker.tracking_uri
-                      else open_client(entry["tracking_uri"], create=False))
+            client = (
+                tracker.client
+                if entry["tracking_uri"] == tracker.tracking_uri
+                else open_client(entry["tracking_uri"], create=False)
+            )
             if client.get_run(entry["run_id"]).info.status == "RUNNING":
                 client.set_terminated(entry["run_id"], "KILLED")
                 closed.append(entry["run_id"])
-                log.info("closed MLflow run %s, left RUNNING by a killed run, as KILLED",
-                         entry["run_id"])
+                log.info(
+                    "closed MLflow run %s, left RUNNING by a killed run, as KILLED", entry["run_id"]
+                )
         except Exception as err:  # deleted, or a store that is gone: nothing to close
             log.info("could not check MLflow run %s: %s", entry["run_id"], _first_line(err))
     return closed

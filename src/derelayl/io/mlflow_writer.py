@@ -74,10 +74,8 @@ class Writer:
         if self.client is None:
             assert self.uri is not None  # "open" is the first request
             self.client = open_client(self.uri)
-        exp = get_or_create_experiment(self.client, req["experiment"],
-                                       req.get("artifact_location"))
-        run = self.client.create_run(exp, run_name=req.get("run_name"),
-                                     tags=req.get("tags") or {})
+        exp = get_or_create_experiment(self.client, req["experiment"], req.get("artifact_location"))
+        run = self.client.create_run(exp, run_name=req.get("run_name"), tags=req.get("tags") or {})
         self.run_id = run.info.run_id
         close_stale_runs(req.get("stale") or [], self)
         return {"run_id": self.run_id}
@@ -88,7 +86,7 @@ class Writer:
         params = [Param(k, v) for k, v in (req.get("params") or {}).items()]
         assert self.client is not None  # "start" came first
         for start in range(0, len(params), 100):
-            self.client.log_batch(self.run_id, params=params[start:start + 100])
+            self.client.log_batch(self.run_id, params=params[start : start + 100])
 
     @property
     def tracking_uri(self) -> str | None:  # what close_stale_runs asks of a tracker
@@ -97,8 +95,9 @@ class Writer:
     def log(self, req: dict) -> None:
         from mlflow.entities import Metric, RunTag
 
-        metrics = [Metric(k, float(v), int(ts), int(step))
-                   for k, v, ts, step in req.get("metrics") or []]
+        metrics = [
+            Metric(k, float(v), int(ts), int(step)) for k, v, ts, step in req.get("metrics") or []
+        ]
         tags = [RunTag(k, str(v)) for k, v in (req.get("tags") or {}).items()]
         assert self.client is not None  # "start" came first
         while metrics or tags:

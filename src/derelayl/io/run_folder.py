@@ -95,8 +95,10 @@ class FolderLock:
         """Write who holds the lock (pid, host, start time) into the lock file."""
         if self.fd is None:
             return
-        text = (f"pid {os.getpid()} on {socket.gethostname()} since "
-                f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n").encode()
+        text = (
+            f"pid {os.getpid()} on {socket.gethostname()} since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+        ).encode()
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, text, 0)
 
@@ -122,8 +124,11 @@ def comparable(config: Any) -> dict[str, Any]:
             flat[prefix] = node
 
     walk("", config)
-    return {k: v for k, v in flat.items()
-            if not any(k == v_ or k.startswith(v_ + ".") for v_ in VOLATILE_KEYS)}
+    return {
+        k: v
+        for k, v in flat.items()
+        if not any(k == v_ or k.startswith(v_ + ".") for v_ in VOLATILE_KEYS)
+    }
 
 
 def fingerprint(resolved_config: dict[str, Any]) -> str:
@@ -162,8 +167,9 @@ class RunFolder:
     _handler: logging.Handler | None = None
 
     @classmethod
-    def claim(cls, path: str | Path, resolved_config: dict[str, Any], *,
-              checkpoints: tuple[str, ...] = ()) -> RunFolder:
+    def claim(
+        cls, path: str | Path, resolved_config: dict[str, Any], *, checkpoints: tuple[str, ...] = ()
+    ) -> RunFolder:
         path = Path(path)
         created = _hydra_created(path)
         missing = []
@@ -176,19 +182,25 @@ class RunFolder:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise FolderRefused(f"cannot create the run folder {path}: {err.strerror} "
-                                f"(choose a writable hydra.run.dir)") from None
+            raise FolderRefused(
+                f"cannot create the run folder {path}: {err.strerror} "
+                f"(choose a writable hydra.run.dir)"
+            ) from None
         created += [p for p in missing if p not in created]
         lock = FolderLock(path)
         try:
             acquired = lock.acquire()
         except OSError as err:
             _remove_empty(created)
-            raise FolderRefused(f"cannot lock the run folder {path}: {err.strerror} (choose a "
-                                f"writable hydra.run.dir)") from None
+            raise FolderRefused(
+                f"cannot lock the run folder {path}: {err.strerror} (choose a "
+                f"writable hydra.run.dir)"
+            ) from None
         if not acquired:
-            raise FolderRefused(f"{path} is in use by a running run ({lock.holder()}); one run, "
-                                f"one folder: wait for it, or use another hydra.run.dir")
+            raise FolderRefused(
+                f"{path} is in use by a running run ({lock.holder()}); one run, "
+                f"one folder: wait for it, or use another hydra.run.dir"
+            )
         folder = cls(path, "fresh", lock, created)
         try:
             folder._inspect(resolved_config, checkpoints)
@@ -204,7 +216,8 @@ class RunFolder:
         if (path / LEGACY_PICKLE).exists():
             raise FolderRefused(
                 f"{path / LEGACY_PICKLE} is a pickled checkpoint from an older version; it is "
-                f"not read (unpickling a file can run code): use a new hydra.run.dir")
+                f"not read (unpickling a file can run code): use a new hydra.run.dir"
+            )
         entries = sorted(p.name for p in path.iterdir())
         self.has_checkpoint = any((path / name).is_file() for name in checkpoints)
         config = path / CONFIG_FILE
@@ -215,7 +228,8 @@ class RunFolder:
                 raise FolderRefused(
                     f"{path} holds files ({shown}) but no run config ({CONFIG_FILE}): it is not "
                     f"a run this command can resume, and it will not be overwritten; use a new "
-                    f"or empty hydra.run.dir")
+                    f"or empty hydra.run.dir"
+                )
             return  # fresh
         try:
             before = yaml.safe_load(config.read_text())
@@ -223,19 +237,23 @@ class RunFolder:
                 raise ValueError("not a mapping")
         except (OSError, ValueError, UnicodeDecodeError, yaml.YAMLError) as err:
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise FolderRefused(f"{config} is not a run config ({first}); {path} will not be "
-                                f"overwritten: use a new hydra.run.dir") from None
+            raise FolderRefused(
+                f"{config} is not a run config ({first}); {path} will not be "
+                f"overwritten: use a new hydra.run.dir"
+            ) from None
         a, b = comparable(before), comparable(resolved_config)
         if a != b:
             raise FolderRefused(
                 f"{path} holds a run with a different config ({first_difference(a, b)}); use a "
-                f"new hydra.run.dir, or the same config to resume it")
+                f"new hydra.run.dir, or the same config to resume it"
+            )
         finished = (path / METRICS_FILE).is_file()
         if finished and not self.has_checkpoint:
             raise FolderRefused(
                 f"{path} holds a finished run of this config without a checkpoint to resume "
                 f"from; it will not be overwritten: set skip_finished=true to reuse it, or use a "
-                f"new hydra.run.dir")
+                f"new hydra.run.dir"
+            )
         self.state = "finished" if finished else "resume"
 
     # -- after the decision ------------------------------------------------------------------
@@ -250,8 +268,7 @@ class RunFolder:
             for name, text in record.documents.items():
                 (hydra_dir / name).write_text(text, encoding="utf-8")
         if record.log_file:
-            handler = logging.FileHandler(self.path / record.log_file, mode="a",
-                                          encoding="utf-8")
+            handler = logging.FileHandler(self.path / record.log_file, mode="a", encoding="utf-8")
             handler.setFormatter(logging.Formatter(LOG_FORMAT))
             logging.getLogger().addHandler(handler)
             self._handler = handler
@@ -271,8 +288,13 @@ class RunFolder:
 
     def record_tracking(self, tracking_uri: str, run_id: str) -> None:
         runs = [r for r in self.tracked_runs() if r.get("run_id") != run_id]
-        runs.append({"run_id": run_id, "tracking_uri": tracking_uri,
-                     "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        runs.append(
+            {
+                "run_id": run_id,
+                "tracking_uri": tracking_uri,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+        )
         tmp = self.path / (RUNS_FILE + ".tmp")
         tmp.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
         tmp.replace(self.path / RUNS_FILE)
@@ -287,8 +309,13 @@ def read_tracked_runs(folder: str | Path) -> list[dict[str, Any]]:
         return []
     if not isinstance(runs, list):
         return []
-    return [r for r in runs if isinstance(r, dict) and isinstance(r.get("run_id"), str)
-            and isinstance(r.get("tracking_uri"), str)]
+    return [
+        r
+        for r in runs
+        if isinstance(r, dict)
+        and isinstance(r.get("run_id"), str)
+        and isinstance(r.get("tracking_uri"), str)
+    ]
 
 
 def discard_created(path: str | Path) -> None:
@@ -326,11 +353,14 @@ def writable_target(path: Path) -> list[Path]:
     if not probe.is_dir():
         raise FolderRefused(f"cannot create the run folder {path}: {probe} is not a folder")
     if missing and not os.access(probe, os.W_OK | os.X_OK):
-        raise FolderRefused(f"cannot create the run folder {path}: {probe} is not writable "
-                            f"(choose a writable hydra.run.dir)")
+        raise FolderRefused(
+            f"cannot create the run folder {path}: {probe} is not writable "
+            f"(choose a writable hydra.run.dir)"
+        )
     if not missing and not os.access(probe, os.W_OK | os.X_OK):
-        raise FolderRefused(f"the run folder {path} is not writable (choose a writable "
-                            f"hydra.run.dir)")
+        raise FolderRefused(
+            f"the run folder {path} is not writable (choose a writable hydra.run.dir)"
+        )
     return missing
 
 

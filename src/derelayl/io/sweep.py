@@ -42,8 +42,7 @@ def count_jobs(config: DictConfig) -> int | None:
     args = [f"{k}={v}" for k, v in params.items()]
     args += cast(list[str], OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
     try:
-        by_key = {ov.get_key_element(): ov
-                  for ov in OverridesParser.create().parse_overrides(args)}
+        by_key = {ov.get_key_element(): ov for ov in OverridesParser.create().parse_overrides(args)}
         total = 1
         for ov in by_key.values():
             if ov.is_sweep_override():
@@ -87,22 +86,31 @@ class SweepCallback(Callback):
         state_path = sweep_dir / STATE_FILE
         state = _read_state(state_path)
         state["total_jobs"] = count_jobs(config)
-        state["overrides"] = list(cast(list[str],
-                                       OmegaConf.to_container(config.hydra.overrides.task)))
+        state["overrides"] = list(
+            cast(list[str], OmegaConf.to_container(config.hydra.overrides.task))
+        )
         done = len(list((sweep_dir / DONE_DIR).glob("*"))) if (sweep_dir / DONE_DIR).is_dir() else 0
         if done:
             log.info("sweep %s: resuming, %d job(s) already done", sweep_dir, done)
         tracking = config.get("tracking")
-        if self.parent_run and tracking is not None and tracking.get("enabled") \
-                and not tracking.get("parent_run_id"):
+        if (
+            self.parent_run
+            and tracking is not None
+            and tracking.get("enabled")
+            and not tracking.get("parent_run_id")
+        ):
             self._parent_id = self._start_parent(config, sweep_dir, state)
             state["parent_run_id"] = self._parent_id
             state["tracking_uri"] = str(tracking.uri)
             with read_write(config.hydra.overrides), open_dict(config.hydra.overrides):
                 config.hydra.overrides.hydra.append(f"tracking.parent_run_id={self._parent_id}")
         state_path.write_text(json.dumps(state, indent=2) + "\n")
-        log.info("sweep %s: %s jobs%s", sweep_dir, state["total_jobs"] or "?",
-                 f", MLflow parent run {self._parent_id}" if self._parent_id else "")
+        log.info(
+            "sweep %s: %s jobs%s",
+            sweep_dir,
+            state["total_jobs"] or "?",
+            f", MLflow parent run {self._parent_id}" if self._parent_id else "",
+        )
 
     def _start_parent(self, config: DictConfig, sweep_dir: Path, state: dict[str, Any]) -> str:
         from derelayl.io.mlflow import get_or_create_experiment
@@ -129,26 +137,37 @@ class SweepCallback(Callback):
         sweeper = config.hydra.sweeper
         optuna = "n_trials" in sweeper
         params = sweeper.get("params")
-        axes = naming.sweep_axes(cast(dict[str, Any], OmegaConf.to_container(params))
-                                 if params else {},
-                                 state["overrides"])
+        axes = naming.sweep_axes(
+            cast(dict[str, Any], OmegaConf.to_container(params)) if params else {},
+            state["overrides"],
+        )
         chosen = naming.choices(config)
-        study = (sweeper.get("study_name") if optuna else None) \
-            or chosen.get("study") or chosen.get("experiment")
+        study = (
+            (sweeper.get("study_name") if optuna else None)
+            or chosen.get("study")
+            or chosen.get("experiment")
+        )
         name = naming.sweep_name(str(study) if study else None, axes, state["total_jobs"], optuna)
-        run = client.create_run(exp_id, run_name=name, tags={
-            "derelayl.sweep": "parent", "sweep_dir": str(sweep_dir.resolve()),
-            "sweep_overrides": overrides[:5000], **naming.sweep_tags(chosen, axes),
-            "mlflow.note.content": f"Sweep `{overrides}` in `{sweep_dir}`: "
-                                   f"{state['total_jobs'] or '?'} jobs; its runs are the nested "
-                                   f"child runs.",
-        })
+        run = client.create_run(
+            exp_id,
+            run_name=name,
+            tags={
+                "derelayl.sweep": "parent",
+                "sweep_dir": str(sweep_dir.resolve()),
+                "sweep_overrides": overrides[:5000],
+                **naming.sweep_tags(chosen, axes),
+                "mlflow.note.content": f"Sweep `{overrides}` in `{sweep_dir}`: "
+                f"{state['total_jobs'] or '?'} jobs; its runs are the nested "
+                f"child runs.",
+            },
+        )
         return run.info.run_id
 
     def _children(self, parent: str) -> list:
         exp_id = self._client.get_run(parent).info.experiment_id
-        return self._client.search_runs([exp_id], f"tags.`mlflow.parentRunId` = '{parent}'",
-                                        max_results=10000)
+        return self._client.search_runs(
+            [exp_id], f"tags.`mlflow.parentRunId` = '{parent}'", max_results=10000
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self._client is None or self._parent_id is None:
@@ -156,12 +175,15 @@ class SweepCallback(Callback):
         client, parent = self._client, self._parent_id
         children = [r for r in self._children(parent) if r.info.status != "KILLED"]
         finished = [r for r in children if r.info.status == "FINISHED"]
-        metrics = {"sweep/jobs_finished": len(finished), "sweep/jobs_failed":
-                   sum(r.info.status == "FAILED" for r in children)}
+        metrics = {
+            "sweep/jobs_finished": len(finished),
+            "sweep/jobs_failed": sum(r.info.status == "FAILED" for r in children),
+        }
         # what the sweep optimised (a validation metric), and the test accuracy, reported
         for key in dict.fromkeys([str(config.get("optimized_metric") or "val_acc"), "test_acc"]):
-            vals = [r.data.metrics[f"final/{key}"] for r in finished
-                    if f"final/{key}" in r.data.metrics]
+            vals = [
+                r.data.metrics[f"final/{key}"] for r in finished if f"final/{key}" in r.data.metrics
+            ]
             if vals:
                 metrics.update({f"best/{key}": max(vals), f"mean/{key}": sum(vals) / len(vals)})
         for key, value in metrics.items():
@@ -182,5 +204,9 @@ class SweepCallback(Callback):
         (done_dir / str(config.hydra.job.num)).touch()
         total = _read_state(sweep_dir / STATE_FILE).get("total_jobs")
         done = len(list(done_dir.glob("*")))
-        log.info("sweep progress: %d/%s jobs done (job #%s finished)", done, total or "?",
-                 config.hydra.job.num)
+        log.info(
+            "sweep progress: %d/%s jobs done (job #%s finished)",
+            done,
+            total or "?",
+            config.hydra.job.num,
+        )

@@ -50,8 +50,9 @@ class JobExit:
     job: int
 
 
-def launch(launcher: Any, job_overrides: Sequence[Sequence[str]],
-           initial_job_idx: int) -> list[JobReturn]:
+def launch(
+    launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+) -> list[JobReturn]:
     # every job's progress lines, not "[repeated 3x across cluster]" (read when ray is imported)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     import ray
@@ -65,16 +66,21 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]],
     settings = cast(dict[str, Any], OmegaConf.to_container(launcher.ray, resolve=True))
     init = dict(settings.get("init") or {})
     remote = {k: v for k, v in (settings.get("remote") or {}).items() if v is not None}
-    forwarded = {name: os.environ[name] for name in settings.get("env_vars") or ()
-                 if name in os.environ}
+    forwarded = {
+        name: os.environ[name] for name in settings.get("env_vars") or () if name in os.environ
+    }
     if forwarded:
         runtime_env = dict(init.get("runtime_env") or {})
         runtime_env["env_vars"] = {**forwarded, **(runtime_env.get("env_vars") or {})}
         init["runtime_env"] = runtime_env
     if not ray.is_initialized():
         join(ray, init)
-    log.info("Ray (%s) is launching %d jobs, sweep folder %s", ray.get_runtime_context()
-             .gcs_address, len(job_overrides), sweep_dir)
+    log.info(
+        "Ray (%s) is launching %d jobs, sweep folder %s",
+        ray.get_runtime_context().gcs_address,
+        len(job_overrides),
+        sweep_dir,
+    )
 
     singleton_state = Singleton.get_state()
     task = ray.remote(execute_job).options(**remote)
@@ -83,12 +89,16 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]],
         idx = initial_job_idx + offset
         log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
         sweep_config = launcher.hydra_context.config_loader.load_sweep_config(
-            config, list(overrides))
+            config, list(overrides)
+        )
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
             sweep_config.hydra.job.num = idx
-        refs.append(task.remote(launcher.hydra_context, sweep_config, launcher.task_function,
-                                singleton_state))
+        refs.append(
+            task.remote(
+                launcher.hydra_context, sweep_config, launcher.task_function, singleton_state
+            )
+        )
     results = ray.get(refs)
     exits = [r for r in results if isinstance(r, JobExit)]
     if exits:
@@ -106,8 +116,9 @@ def join(ray: Any, init: dict[str, Any]) -> None:
         try:
             socket.create_connection((host or "127.0.0.1", int(port)), timeout=10).close()
         except (OSError, ValueError):
-            fail(f"no Ray cluster answers at {address} ({where}); start one with "
-                 f"`ray start --head`")
+            fail(
+                f"no Ray cluster answers at {address} ({where}); start one with `ray start --head`"
+            )
     try:
         ray.init(**init)
     except ConnectionError as err:
@@ -119,8 +130,12 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def execute_job(hydra_context: Any, sweep_config: DictConfig, task_function: Any,
-                singleton_state: dict[Any, Any]) -> JobReturn | JobExit:
+def execute_job(
+    hydra_context: Any,
+    sweep_config: DictConfig,
+    task_function: Any,
+    singleton_state: dict[Any, Any],
+) -> JobReturn | JobExit:
     """One job, on whichever node Ray chose: what Hydra's joblib launcher does in a process."""
     from hydra.core.hydra_config import HydraConfig
 
@@ -128,15 +143,21 @@ def execute_job(hydra_context: Any, sweep_config: DictConfig, task_function: Any
     Singleton.set_state(singleton_state)
     cwd = str(sweep_config.hydra.runtime.cwd)
     if not os.path.isdir(cwd):
-        raise RuntimeError(f"the launching folder {cwd} does not exist on node "
-                           f"{socket.gethostname()}: run the sweep from a folder that every "
-                           f"node of the Ray cluster shares")
+        raise RuntimeError(
+            f"the launching folder {cwd} does not exist on node "
+            f"{socket.gethostname()}: run the sweep from a folder that every "
+            f"node of the Ray cluster shares"
+        )
     os.chdir(cwd)
     HydraConfig.instance().set_config(sweep_config)
     try:
-        return run_job(hydra_context=hydra_context, config=sweep_config,
-                       task_function=task_function, job_dir_key="hydra.sweep.dir",
-                       job_subdir_key="hydra.sweep.subdir")
+        return run_job(
+            hydra_context=hydra_context,
+            config=sweep_config,
+            task_function=task_function,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
         return JobExit(code, int(sweep_config.hydra.job.num))

@@ -42,8 +42,13 @@ from derelayl.learning.hop import HopStats
 from derelayl.sim.errors import ConfigError
 
 # optimizers whose update is element-wise: stacking the parameters changes nothing
-ELEMENTWISE_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW,
-                          torch.optim.RMSprop, torch.optim.Adagrad)
+ELEMENTWISE_OPTIMIZERS = (
+    torch.optim.SGD,
+    torch.optim.Adam,
+    torch.optim.AdamW,
+    torch.optim.RMSprop,
+    torch.optim.Adagrad,
+)
 
 BatchedCorrection = Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor]], None]
 
@@ -83,14 +88,16 @@ def batchable(module: nn.Module, optimizer: torch.optim.Optimizer | None = None)
     return None
 
 
-def stack_states(states: Sequence[dict[str, torch.Tensor]], names: Sequence[str],
-                 device: torch.device | str) -> list[torch.Tensor]:
+def stack_states(
+    states: Sequence[dict[str, torch.Tensor]], names: Sequence[str], device: torch.device | str
+) -> list[torch.Tensor]:
     """``[K x ...]`` tensors, one per parameter name, from K state dicts."""
     return [torch.stack([s[n] for s in states]).to(device) for n in names]
 
 
-def unstack_state(stacked: Sequence[torch.Tensor], names: Sequence[str], k: int
-                  ) -> dict[str, torch.Tensor]:
+def unstack_state(
+    stacked: Sequence[torch.Tensor], names: Sequence[str], k: int
+) -> dict[str, torch.Tensor]:
     return {n: t[k].detach().to("cpu", copy=True) for n, t in zip(names, stacked)}
 
 
@@ -114,8 +121,7 @@ class BatchedHop:
     """Trains K models at once, each as ``LightningHop(batch_size, local_epochs, local_steps)``
     would train it alone on its participant's data with its generator."""
 
-    def __init__(self, batch_size: int = 32, local_epochs: int = 1,
-                 local_steps: int | None = None):
+    def __init__(self, batch_size: int = 32, local_epochs: int = 1, local_steps: int | None = None):
         if batch_size < 1:
             raise ConfigError(f"algorithm.batch_size must be >= 1 (got {batch_size})")
         if local_steps is None and local_epochs < 1:
@@ -134,8 +140,9 @@ class BatchedHop:
         per_epoch = -(-n // bs)
         if n == 0:
             return torch.zeros((0, bs), dtype=torch.int64)
-        epochs = (self.local_epochs if self.local_steps is None
-                  else -(-self.local_steps // per_epoch))
+        epochs = (
+            self.local_epochs if self.local_steps is None else -(-self.local_steps // per_epoch)
+        )
         pad = per_epoch * bs - n
         rows = []
         for _ in range(epochs):  # one permutation per epoch, drawn as LightningHop draws it
@@ -144,35 +151,48 @@ class BatchedHop:
                 perm = torch.cat([perm, perm.new_full((pad,), -1)])
             rows.append(perm.view(per_epoch, bs))
         out = torch.cat(rows)
-        return out if self.local_steps is None else out[:self.local_steps]
+        return out if self.local_steps is None else out[: self.local_steps]
 
-    def plan(self, data: StackedData, pids: Sequence[int],
-             generators: Sequence[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    def plan(
+        self, data: StackedData, pids: Sequence[int], generators: Sequence[torch.Generator]
+    ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """Row indices into ``data`` (K, S, B), their mask (K, S, B) and each model's steps."""
         per_model = [self.batches(data.size(p), g) for p, g in zip(pids, generators)]
         steps = [len(b) for b in per_model]
         k, s, bs = len(pids), max(steps, default=0), self.batch_size
         local = torch.full((k, s, bs), -1, dtype=torch.int64)
         for i, b in enumerate(per_model):
-            local[i, :len(b)] = b
+            local[i, : len(b)] = b
         mask = local >= 0
         base = data.offsets[torch.as_tensor(list(pids), dtype=torch.int64)].view(k, 1, 1)
         index = torch.where(mask, local + base, torch.zeros_like(local))
         return index, mask, steps
 
     # -- training ------------------------------------------------------------------------------
-    def __call__(self, module: nn.Module, stacked: list[torch.Tensor], data: StackedData,
-                 pids: Sequence[int], generators: Sequence[torch.Generator],
-                 correction: BatchedCorrection | None = None) -> list[HopStats]:
+    def __call__(
+        self,
+        module: nn.Module,
+        stacked: list[torch.Tensor],
+        data: StackedData,
+        pids: Sequence[int],
+        generators: Sequence[torch.Generator],
+        correction: BatchedCorrection | None = None,
+    ) -> list[HopStats]:
         """Train the K models whose parameters are ``stacked`` (in the order of
         ``module.named_parameters()``, K along dim 0) in place; model k on participant
         ``pids[k]``'s rows of ``data`` with ``generators[k]``."""
         index, mask, steps = self.plan(data, pids, generators)
         return self._train(module, stacked, data, index, mask, steps, correction)
 
-    def same_data(self, module: nn.Module, stacked: list[torch.Tensor], data: StackedData,
-                  pid: int, generator: torch.Generator,
-                  correction: BatchedCorrection | None = None) -> list[HopStats]:
+    def same_data(
+        self,
+        module: nn.Module,
+        stacked: list[torch.Tensor],
+        data: StackedData,
+        pid: int,
+        generator: torch.Generator,
+        correction: BatchedCorrection | None = None,
+    ) -> list[HopStats]:
         """Train all K models on participant ``pid``'s batches drawn from one ``generator``:
         K replays of the same hop from different weights (Shapley's coalitions). The batches
         are gathered once and shared, instead of K times."""
@@ -185,8 +205,9 @@ class BatchedHop:
         optimizer = module.configure_optimizers()
         why = batchable(module, optimizer)
         if why is not None:
-            raise ConfigError(f"algorithm.execution=batched: {why}; use "
-                              f"algorithm.execution=sequential")
+            raise ConfigError(
+                f"algorithm.execution=batched: {why}; use algorithm.execution=sequential"
+            )
         leaves = list(stacked)
         if any(t.requires_grad or not t.is_leaf for t in leaves):
             raise ValueError("BatchedHop trains plain stacked tensors (no autograd history)")
@@ -202,9 +223,12 @@ class BatchedHop:
             if per_sample:  # the module's own per-sample losses of the batch
                 return functional_call(wrapper, dict(zip(keys, params)), (x, y))
             # else its training_step (a batch mean) on batches of one sample each
-            return vmap(lambda p, xi, yi: functional_call(wrapper, dict(zip(keys, p)),
-                                                          (xi[None], yi[None])),
-                        in_dims=(None, 0, 0))(params, x, y)
+            return vmap(
+                lambda p, xi, yi: functional_call(
+                    wrapper, dict(zip(keys, p)), (xi[None], yi[None])
+                ),
+                in_dims=(None, 0, 0),
+            )(params, x, y)
 
         def model_loss(params, x, y, w):
             # w: 1 / (real samples) on the model's real samples, 0 on padding
@@ -245,11 +269,15 @@ class BatchedHop:
                     p[i].copy_(v)
         for p in leaves:
             p.grad = None
-        sizes = counts.sum(dim=(1, 2)).expand(k).cpu().tolist() if shared else \
-            counts.sum(dim=(1, 2)).cpu().tolist()
+        sizes = (
+            counts.sum(dim=(1, 2)).expand(k).cpu().tolist()
+            if shared
+            else counts.sum(dim=(1, 2)).cpu().tolist()
+        )
         losses = (loss_sum / torch.tensor(steps, device=device).clamp(min=1)).cpu().tolist()
-        return [HopStats(samples=int(sizes[i]), steps=steps[i], train_loss=losses[i])
-                for i in range(k)]
+        return [
+            HopStats(samples=int(sizes[i]), steps=steps[i], train_loss=losses[i]) for i in range(k)
+        ]
 
 
 def has_convolutions(module: nn.Module) -> bool:
@@ -257,8 +285,13 @@ def has_convolutions(module: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def evaluate_many(module: nn.Module, stacked: Sequence[torch.Tensor], x: torch.Tensor,
-                  y: torch.Tensor, batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+def evaluate_many(
+    module: nn.Module,
+    stacked: Sequence[torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 2048,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy and accuracy of each of K stacked models on (x, y): two (K,) float64
     tensors (accuracy exactly ``evaluate``'s; the loss to float32 rounding).
 
@@ -278,20 +311,22 @@ def evaluate_many(module: nn.Module, stacked: Sequence[torch.Tensor], x: torch.T
         for i in range(k):
             params = {n: t[i] for n, t in zip(names, stacked)}
             for start in range(0, len(y), batch_size):
-                xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+                xb, yb = x[start : start + batch_size], y[start : start + batch_size]
                 logits = functional_call(module, params, (xb,))
                 loss_sum[i] += torch.nn.functional.cross_entropy(logits, yb, reduction="sum")
                 correct[i] += (logits.argmax(dim=1) == yb).sum()
     else:
+
         def logits_of(params, xb):
             return functional_call(module, dict(zip(names, params)), (xb,))
 
         batched = vmap(logits_of, in_dims=(0, None))
         for start in range(0, len(y), batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             logits = batched(tuple(stacked), xb)  # (K, b, C)
-            ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), yb.expand(k, -1),
-                                                   reduction="none")
+            ce = torch.nn.functional.cross_entropy(
+                logits.transpose(1, 2), yb.expand(k, -1), reduction="none"
+            )
             loss_sum += ce.sum(dim=1)
             correct += (logits.argmax(dim=2) == yb).sum(dim=1)
     module.train(was_training)

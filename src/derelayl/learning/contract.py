@@ -31,9 +31,17 @@ from derelayl.sim.errors import ConfigError
 
 # Lightning hooks a Trainer would call around a step or an epoch; the hop calls none of them
 _HOOK_PREFIXES = ("on_",)
-_HOOKS = ("training_step_end", "training_epoch_end", "backward", "optimizer_step",
-          "optimizer_zero_grad", "configure_gradient_clipping", "lr_scheduler_step",
-          "validation_step", "configure_callbacks")
+_HOOKS = (
+    "training_step_end",
+    "training_epoch_end",
+    "backward",
+    "optimizer_step",
+    "optimizer_zero_grad",
+    "configure_gradient_clipping",
+    "lr_scheduler_step",
+    "validation_step",
+    "configure_callbacks",
+)
 
 
 class HopModule(Protocol):
@@ -58,22 +66,29 @@ def loss_of(out: Any) -> torch.Tensor:
         return out
     if isinstance(out, Mapping) and isinstance(out.get("loss"), torch.Tensor):
         return out["loss"]
-    raise ConfigError(f"training_step must return the batch's loss (a scalar tensor, or a dict "
-                      f"with a 'loss' tensor); got {type(out).__name__}")
+    raise ConfigError(
+        f"training_step must return the batch's loss (a scalar tensor, or a dict "
+        f"with a 'loss' tensor); got {type(out).__name__}"
+    )
 
 
 def _lightning_base(cls: type) -> type | None:
     for base in cls.__mro__:
         if base.__name__ == "LightningModule" and base.__module__.split(".")[0] in (
-                "pytorch_lightning", "lightning"):
+            "pytorch_lightning",
+            "lightning",
+        ):
             return base
     return None
 
 
 def _no_logging(name: str):
     def refuse(*args: Any, **kwargs: Any) -> None:
-        raise ConfigError(f"self.{name}() is not supported in a hop's training_step: a hop runs "
-                          f"without a Lightning Trainer (return the loss; the runner records it)")
+        raise ConfigError(
+            f"self.{name}() is not supported in a hop's training_step: a hop runs "
+            f"without a Lightning Trainer (return the loss; the runner records it)"
+        )
+
     return refuse
 
 
@@ -86,27 +101,37 @@ def check_hop_module(module: M) -> M:
     name = type(module).__name__
     for method in ("training_step", "configure_optimizers"):
         if not callable(getattr(module, method, None)):
-            raise ConfigError(f"model module {name} has no {method}(): a hop module implements "
-                              f"training_step(batch, batch_idx) and configure_optimizers()")
+            raise ConfigError(
+                f"model module {name} has no {method}(): a hop module implements "
+                f"training_step(batch, batch_idx) and configure_optimizers()"
+            )
     if getattr(module, "automatic_optimization", True) is False:
-        raise ConfigError(f"model module {name} uses manual optimization "
-                          f"(automatic_optimization=False), which the hop loop does not run")
+        raise ConfigError(
+            f"model module {name} uses manual optimization "
+            f"(automatic_optimization=False), which the hop loop does not run"
+        )
     base = _lightning_base(type(module))
     if base is not None:
         overridden = sorted(
-            attr for attr in dir(type(module))
+            attr
+            for attr in dir(type(module))
             if (attr.startswith(_HOOK_PREFIXES) or attr in _HOOKS)
             and callable(getattr(base, attr, None))
-            and getattr(type(module), attr) is not getattr(base, attr))
+            and getattr(type(module), attr) is not getattr(base, attr)
+        )
         if overridden:
-            raise ConfigError(f"model module {name} overrides {', '.join(overridden)}: the hop "
-                              f"loop calls only configure_optimizers and training_step (no "
-                              f"Trainer runs its hooks)")
+            raise ConfigError(
+                f"model module {name} overrides {', '.join(overridden)}: the hop "
+                f"loop calls only configure_optimizers and training_step (no "
+                f"Trainer runs its hooks)"
+            )
         for method in ("log", "log_dict"):
             object.__setattr__(module, method, _no_logging(method))
     optimizer = hop_calls(module).configure_optimizers()
     if not isinstance(optimizer, torch.optim.Optimizer):
-        raise ConfigError(f"model module {name}: configure_optimizers() must return one "
-                          f"torch.optim.Optimizer (got {type(optimizer).__name__}; the hop loop "
-                          f"runs no learning-rate schedulers and no second optimizer)")
+        raise ConfigError(
+            f"model module {name}: configure_optimizers() must return one "
+            f"torch.optim.Optimizer (got {type(optimizer).__name__}; the hop loop "
+            f"runs no learning-rate schedulers and no second optimizer)"
+        )
     return module

@@ -27,7 +27,7 @@ def evaluate(model: torch.nn.Module, data: EvalSet, batch_size: int = 2048) -> t
     model.eval()
     loss_sum, correct = 0.0, 0
     for start in range(0, len(data), batch_size):
-        x, y = data.x[start:start + batch_size], data.y[start:start + batch_size]
+        x, y = data.x[start : start + batch_size], data.y[start : start + batch_size]
         logits = model(x)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += int((logits.argmax(dim=1) == y).sum())

@@ -33,24 +33,33 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if str(name).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name}: torch sees no GPU on this machine (use device=auto "
-                          f"or device=cpu)")
+        raise ConfigError(
+            f"device={name}: torch sees no GPU on this machine (use device=auto or device=cpu)"
+        )
     return torch.device(name)
 
 
-def batched_hop(execution: str, module: nn.Module, device: torch.device, batch_size: int,
-                local_epochs: int, local_steps: int | None) -> BatchedHop | None:
+def batched_hop(
+    execution: str,
+    module: nn.Module,
+    device: torch.device,
+    batch_size: int,
+    local_epochs: int,
+    local_steps: int | None,
+) -> BatchedHop | None:
     """The batched hop ``execution`` chooses for ``module`` on ``device`` (None: sequential)."""
     if execution not in EXECUTIONS:
-        raise ConfigError(f"unknown algorithm.execution {execution!r}; allowed: "
-                          f"{', '.join(EXECUTIONS)}")
+        raise ConfigError(
+            f"unknown algorithm.execution {execution!r}; allowed: {', '.join(EXECUTIONS)}"
+        )
     if execution == "sequential":
         return None
     why = batchable(module, hop_calls(module).configure_optimizers())
     if why is not None:
         if execution == "batched":
-            raise ConfigError(f"algorithm.execution=batched: {why}; use "
-                              f"algorithm.execution=sequential (or auto)")
+            raise ConfigError(
+                f"algorithm.execution=batched: {why}; use algorithm.execution=sequential (or auto)"
+            )
         return None
     if execution == "auto" and device.type == "cpu" and has_convolutions(module):
         return None

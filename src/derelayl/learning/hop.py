@@ -33,9 +33,13 @@ class HopStats:
 
 
 class HopTrainer(Protocol):
-    def __call__(self, model: torch.nn.Module, data: ParticipantData,
-                 generator: torch.Generator,
-                 grad_correction: Callable[[], None] | None = None) -> HopStats:
+    def __call__(
+        self,
+        model: torch.nn.Module,
+        data: ParticipantData,
+        generator: torch.Generator,
+        grad_correction: Callable[[], None] | None = None,
+    ) -> HopStats:
         """Train ``model`` in place on ``data``; batches are shuffled with ``generator``.
 
         ``grad_correction``, if given, is called after every backward pass and before the
@@ -46,8 +50,9 @@ class HopTrainer(Protocol):
 
 def weights_finite(model: torch.nn.Module) -> bool:
     """Whether every floating-point weight and buffer is finite (a diverged hop is not)."""
-    return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values()
-               if t.is_floating_point())
+    return all(
+        bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point()
+    )
 
 
 class LightningHop:
@@ -64,9 +69,13 @@ class LightningHop:
         self.local_epochs = int(local_epochs)
         self.local_steps = None if local_steps is None else int(local_steps)
 
-    def __call__(self, model: torch.nn.Module, data: ParticipantData,
-                 generator: torch.Generator,
-                 grad_correction: Callable[[], None] | None = None) -> HopStats:
+    def __call__(
+        self,
+        model: torch.nn.Module,
+        data: ParticipantData,
+        generator: torch.Generator,
+        grad_correction: Callable[[], None] | None = None,
+    ) -> HopStats:
         model.train()
         calls = hop_calls(model)
         optimizer = calls.configure_optimizers()
@@ -80,7 +89,7 @@ class LightningHop:
                 break
             perm = torch.randperm(n, generator=generator)
             for start in range(0, n, bs):
-                idx = perm[start:start + bs]
+                idx = perm[start : start + bs]
                 loss = loss_of(calls.training_step((data.x[idx], data.y[idx]), steps))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -91,7 +100,8 @@ class LightningHop:
                 samples += len(idx)
                 loss_sum += loss.detach()
                 if budget is not None and steps == budget:
-                    return HopStats(samples=samples, steps=steps,
-                                    train_loss=float(loss_sum) / steps)
+                    return HopStats(
+                        samples=samples, steps=steps, train_loss=float(loss_sum) / steps
+                    )
             epoch += 1
         return HopStats(samples=samples, steps=steps, train_loss=float(loss_sum) / max(steps, 1))

@@ -12,8 +12,13 @@ from derelayl.sim.errors import ConfigError
 
 
 class MLP(nn.Module):
-    def __init__(self, input_shape: Sequence[int], num_classes: int,
-                 hidden: Sequence[int] = (128,), dropout: float = 0.0):
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        hidden: Sequence[int] = (128,),
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if any(h < 1 for h in hidden):
             raise ConfigError(f"model.net.hidden sizes must be >= 1 (got {list(hidden)})")
@@ -34,8 +39,14 @@ class MLP(nn.Module):
 class CNN(nn.Module):
     """Two conv blocks and a linear head; 1-D convs for (C, L) inputs, 2-D for (C, H, W)."""
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int,
-                 channels: Sequence[int] = (16, 32), hidden: int = 64, kernel_size: int = 3):
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        channels: Sequence[int] = (16, 32),
+        hidden: int = 64,
+        kernel_size: int = 3,
+    ):
         super().__init__()
         if len(input_shape) not in (2, 3):
             raise ConfigError(
@@ -53,8 +64,12 @@ class CNN(nn.Module):
                 spatial = [s // 2 for s in spatial]
             in_ch = ch
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(in_ch * math.prod(spatial), hidden),
-                                  nn.ReLU(), nn.Linear(hidden, num_classes))
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_ch * math.prod(spatial), hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, num_classes),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

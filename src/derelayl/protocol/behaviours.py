@@ -23,8 +23,9 @@ BEHAVIOURS = ("honest", "dropout", "free_rider", "label_flip", "noise", "sybil")
 HONEST, DROPOUT, FREE_RIDER, LABEL_FLIP, NOISE, SYBIL = range(len(BEHAVIOURS))
 
 
-def assign_behaviours(n: int, fractions: Mapping[str, float], rng: np.random.Generator,
-                      exclude: tuple[int, ...] = ()) -> np.ndarray:
+def assign_behaviours(
+    n: int, fractions: Mapping[str, float], rng: np.random.Generator, exclude: tuple[int, ...] = ()
+) -> np.ndarray:
     """Behaviour codes: round(fraction x n) participants of each kind, the rest honest.
 
     Participants in ``exclude`` (the genesis participant) stay honest.
@@ -32,26 +33,30 @@ def assign_behaviours(n: int, fractions: Mapping[str, float], rng: np.random.Gen
     total = 0.0
     for name, frac in fractions.items():
         if name not in BEHAVIOURS or name == "honest":
-            raise ConfigError(f"unknown participants.behaviour {name!r}; allowed: "
-                              f"{', '.join(BEHAVIOURS[1:])}")
+            raise ConfigError(
+                f"unknown participants.behaviour {name!r}; allowed: {', '.join(BEHAVIOURS[1:])}"
+            )
         if not 0 <= frac <= 1:
             raise ConfigError(f"participants.behaviour.{name} must be in [0, 1] (got {frac})")
         total += frac
     if total > 1 + 1e-9:
-        raise ConfigError(f"participants.behaviour fractions sum to {total:g}; they must sum "
-                          f"to at most 1 (the rest is honest)")
+        raise ConfigError(
+            f"participants.behaviour fractions sum to {total:g}; they must sum "
+            f"to at most 1 (the rest is honest)"
+        )
     codes = np.full(n, HONEST, dtype=np.int8)
     candidates = rng.permutation(np.setdiff1d(np.arange(n), np.asarray(exclude, dtype=np.int64)))
     start = 0
     for name in BEHAVIOURS[1:]:
         count = int(round(fractions.get(name, 0.0) * n))
-        codes[candidates[start:start + count]] = BEHAVIOURS.index(name)
+        codes[candidates[start : start + count]] = BEHAVIOURS.index(name)
         start += count
     return codes
 
 
-def adversarial_data(participants: list[ParticipantData], behaviour: np.ndarray,
-                     num_classes: int) -> list[ParticipantData]:
+def adversarial_data(
+    participants: list[ParticipantData], behaviour: np.ndarray, num_classes: int
+) -> list[ParticipantData]:
     """Label flippers train on l -> L-1-l; all sybil identities share one actor's data."""
     out = list(participants)
     sybils = np.flatnonzero(behaviour == SYBIL)
@@ -64,8 +69,9 @@ def adversarial_data(participants: list[ParticipantData], behaviour: np.ndarray,
     return out
 
 
-def add_weight_noise(tensors: Iterable[torch.Tensor], std: float, seed: int, round_: int,
-                     participant: int) -> None:
+def add_weight_noise(
+    tensors: Iterable[torch.Tensor], std: float, seed: int, round_: int, participant: int
+) -> None:
     """A ``noise`` adversary's model: the floating-point tensors it received plus N(0, std^2),
     in place, drawn from the stream ``noise/<round>/<participant>``."""
     gen = torch_generator(seed, "noise", round_, participant)

@@ -95,8 +95,10 @@ class DeRelayLRoyalty(IncentiveScheme):
     def __init__(self, royalty: float = 1.0, royalty_rule: str = "authors"):
         self.royalty = _non_negative("royalty", royalty)
         if royalty_rule not in ROYALTY_RULES:
-            raise ConfigError(f"incentive.royalty_rule must be one of {', '.join(ROYALTY_RULES)} "
-                              f"(got {royalty_rule!r})")
+            raise ConfigError(
+                f"incentive.royalty_rule must be one of {', '.join(ROYALTY_RULES)} "
+                f"(got {royalty_rule!r})"
+            )
         self.royalty_rule = royalty_rule
 
     def mint(self, s):
@@ -193,7 +195,8 @@ class FederatedPayouts:
                 credits[sel] = cast(DataSizeReward, s).reward * len(sel) * sizes / sizes.sum()
         elif s.name == "marginal_gain":
             credits[sel] = cast(MarginalGainReward, s).rate * np.maximum(
-                np.asarray(gains, dtype=np.float64), 0.0)
+                np.asarray(gains, dtype=np.float64), 0.0
+            )
         elif s.name == "derelayl":
             credits = cast(DeRelayLRoyalty, s).royalty * self.lineage
         elif s.name == "derelayl_bounded":

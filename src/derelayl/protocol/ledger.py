@@ -22,8 +22,9 @@ BLOCK_KINDS = ("deposit", "commitment", "testing", "settlement")
 
 
 def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False)
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    )
 
 
 def sha256_hex(data: bytes | str) -> str:
@@ -42,10 +43,17 @@ class Block(dict):
     line: str
 
 
-def make_block(index: int, round_: int, kind: str, writer: int, prev_hash: str,
-               payload: Mapping[str, Any]) -> Block:
-    block = Block(index=int(index), round=int(round_), kind=kind, writer=int(writer),
-                  prev_hash=prev_hash, payload=dict(payload))
+def make_block(
+    index: int, round_: int, kind: str, writer: int, prev_hash: str, payload: Mapping[str, Any]
+) -> Block:
+    block = Block(
+        index=int(index),
+        round=int(round_),
+        kind=kind,
+        writer=int(writer),
+        prev_hash=prev_hash,
+        payload=dict(payload),
+    )
     body = canonical_json(block)
     digest = sha256_hex(body)
     # "hash" sorts before every other field: the block's own line is the body with it in front

@@ -50,15 +50,18 @@ class DeRelayLParams:
         if self.rounds < 1:
             raise ConfigError(f"derelayl.rounds must be >= 1 (got {self.rounds})")
         if not 0 < self.winner_share <= 1:
-            raise ConfigError(f"derelayl.winner_share (s) must be in (0, 1] "
-                              f"(got {self.winner_share})")
+            raise ConfigError(
+                f"derelayl.winner_share (s) must be in (0, 1] (got {self.winner_share})"
+            )
         if self.trainers_per_owner < 1:
-            raise ConfigError(f"derelayl.trainers_per_owner (k) must be >= 1 "
-                              f"(got {self.trainers_per_owner})")
+            raise ConfigError(
+                f"derelayl.trainers_per_owner (k) must be >= 1 (got {self.trainers_per_owner})"
+            )
         if not 0 < self.active_share < 1:
             raise ConfigError(
                 f"derelayl.active_share (owners + trainers share) must be in (0, 1) "
-                f"(got {self.active_share})")
+                f"(got {self.active_share})"
+            )
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"derelayl.dropout must be in [0, 1) (got {self.dropout})")
         if self.num_test_cases < 1:
@@ -68,23 +71,29 @@ class DeRelayLParams:
             raise ConfigError(
                 f"num_participants={n} is too small for the roles: with active_share="
                 f"{self.active_share} there must be at least one owner, one trainer and one miner "
-                f"(need int(active_share * N) >= 2 and N - int(active_share * N) >= 1)")
+                f"(need int(active_share * N) >= 2 and N - int(active_share * N) >= 1)"
+            )
         if self.acceptance_margin is not None and self.acceptance_margin < 0:
-            raise ConfigError(f"derelayl.acceptance_margin must be >= 0 or null "
-                              f"(got {self.acceptance_margin})")
+            raise ConfigError(
+                f"derelayl.acceptance_margin must be >= 0 or null (got {self.acceptance_margin})"
+            )
         if self.deposit_records not in DEPOSIT_RECORDS:
-            raise ConfigError(f"derelayl.deposit_records must be one of "
-                              f"{', '.join(DEPOSIT_RECORDS)} (got {self.deposit_records!r})")
+            raise ConfigError(
+                f"derelayl.deposit_records must be one of "
+                f"{', '.join(DEPOSIT_RECORDS)} (got {self.deposit_records!r})"
+            )
         if self.no_winner not in NO_WINNER_RULES:
-            raise ConfigError(f"derelayl.no_winner must be one of {', '.join(NO_WINNER_RULES)} "
-                              f"(got {self.no_winner!r})")
+            raise ConfigError(
+                f"derelayl.no_winner must be one of {', '.join(NO_WINNER_RULES)} "
+                f"(got {self.no_winner!r})"
+            )
         if self.initial_active > self.num_participants:
             raise ConfigError("initial_active exceeds num_participants")
         if not 0 <= self.genesis_participant < n:
-            raise ConfigError(f"derelayl.genesis_participant must be in [0, {n}) "
-                              f"(got {self.genesis_participant})")
+            raise ConfigError(
+                f"derelayl.genesis_participant must be in [0, {n}) (got {self.genesis_participant})"
+            )
         for f in fields(self):
             money = f.name.startswith("fee_") or f.name in ("owner_budget", "royalty")
             if money and getattr(self, f.name) < 0:
-                raise ConfigError(f"derelayl.{f.name} must be >= 0 "
-                                  f"(got {getattr(self, f.name)})")
+                raise ConfigError(f"derelayl.{f.name} must be >= 0 (got {getattr(self, f.name)})")

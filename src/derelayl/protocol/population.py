@@ -39,13 +39,19 @@ class EconomicsParams:
     def __post_init__(self):
         for key in ("cost_per_sample", "cost_per_transfer", "model_value"):
             if getattr(self, key) < 0:
-                raise ConfigError(f"participants.economics.{key} must be >= 0 "
-                                  f"(got {getattr(self, key)})")
-        for key in ("cost_per_sample_sigma", "cost_per_transfer_sigma", "model_value_sigma",
-                    "reservation_std"):
+                raise ConfigError(
+                    f"participants.economics.{key} must be >= 0 (got {getattr(self, key)})"
+                )
+        for key in (
+            "cost_per_sample_sigma",
+            "cost_per_transfer_sigma",
+            "model_value_sigma",
+            "reservation_std",
+        ):
             if getattr(self, key) < 0:
-                raise ConfigError(f"participants.economics.{key} must be >= 0 "
-                                  f"(got {getattr(self, key)})")
+                raise ConfigError(
+                    f"participants.economics.{key} must be >= 0 (got {getattr(self, key)})"
+                )
 
 
 @dataclass(frozen=True)
@@ -60,10 +66,12 @@ class Economics:
         def lognormal(median, sigma):
             return median * np.exp(sigma * rng.standard_normal(n))
 
-        return cls(lognormal(p.cost_per_sample, p.cost_per_sample_sigma),
-                   lognormal(p.cost_per_transfer, p.cost_per_transfer_sigma),
-                   lognormal(p.model_value, p.model_value_sigma),
-                   p.reservation_mean + p.reservation_std * rng.standard_normal(n))
+        return cls(
+            lognormal(p.cost_per_sample, p.cost_per_sample_sigma),
+            lognormal(p.cost_per_transfer, p.cost_per_transfer_sigma),
+            lognormal(p.model_value, p.model_value_sigma),
+            p.reservation_mean + p.reservation_std * rng.standard_normal(n),
+        )
 
 
 @dataclass(frozen=True)
@@ -97,8 +105,14 @@ class ChurnParams:
         return int(round(num_participants * self.pool_factor)) if self.enabled else num_participants
 
 
-def book_utility(utility: np.ndarray, recent_utility: np.ndarray, active_rounds: np.ndarray,
-                 active: np.ndarray, round_: int, this_round: np.ndarray) -> np.ndarray:
+def book_utility(
+    utility: np.ndarray,
+    recent_utility: np.ndarray,
+    active_rounds: np.ndarray,
+    active: np.ndarray,
+    round_: int,
+    this_round: np.ndarray,
+) -> np.ndarray:
     """Add a round's utilities (zero for the inactive) to the satisfaction index, in place."""
     this_round = np.where(active, this_round, 0.0)
     utility += this_round
@@ -107,9 +121,16 @@ def book_utility(utility: np.ndarray, recent_utility: np.ndarray, active_rounds:
     return this_round
 
 
-def churn_step(active: np.ndarray, ever_active: np.ndarray, active_rounds: np.ndarray,
-               recent_utility: np.ndarray, reservation: np.ndarray, churn: ChurnParams,
-               rng: np.random.Generator, staying: np.ndarray | None = None) -> tuple[int, int]:
+def churn_step(
+    active: np.ndarray,
+    ever_active: np.ndarray,
+    active_rounds: np.ndarray,
+    recent_utility: np.ndarray,
+    reservation: np.ndarray,
+    churn: ChurnParams,
+    rng: np.random.Generator,
+    staying: np.ndarray | None = None,
+) -> tuple[int, int]:
     """Leavers (recent utility below reservation) and joiners (from the never-active pool).
 
     Updates the arrays in place; ``staying`` marks who may not leave this round (DeRelayL's
@@ -133,23 +154,36 @@ def churn_step(active: np.ndarray, ever_active: np.ndarray, active_rounds: np.nd
     return joining, int(leaving.sum())
 
 
-def population_metrics(coins: np.ndarray, utility: np.ndarray, active: np.ndarray,
-                       ever_active: np.ndarray, initial_active: int) -> dict[str, float]:
+def population_metrics(
+    coins: np.ndarray,
+    utility: np.ndarray,
+    active: np.ndarray,
+    ever_active: np.ndarray,
+    initial_active: int,
+) -> dict[str, float]:
     """A round's coin and population figures (coins' Gini and Jain over the active)."""
     active_coins = coins[active]
-    return {"coins_gini": gini(active_coins), "coins_jain": jain(active_coins),
-            "coins_total": float(coins.sum()),
-            "coins_mean": float(active_coins.mean()) if active.any() else 0.0,
-            "coins_max": float(coins.max()),
-            "utility_positive_share": float((utility[ever_active] > 0).mean()),
-            "active_participants": float(active.sum()),
-            "retention": float(active[:initial_active].mean())}
+    return {
+        "coins_gini": gini(active_coins),
+        "coins_jain": jain(active_coins),
+        "coins_total": float(coins.sum()),
+        "coins_mean": float(active_coins.mean()) if active.any() else 0.0,
+        "coins_max": float(coins.max()),
+        "utility_positive_share": float((utility[ever_active] > 0).mean()),
+        "active_participants": float(active.sum()),
+        "retention": float(active[:initial_active].mean()),
+    }
 
 
-def behaviour_metrics(behaviour: np.ndarray, ever_active: np.ndarray, coins: np.ndarray,
-                      matches: np.ndarray, wins: np.ndarray | None = None,
-                      hops: np.ndarray | None = None,
-                      hop_gain: np.ndarray | None = None) -> dict[str, float]:
+def behaviour_metrics(
+    behaviour: np.ndarray,
+    ever_active: np.ndarray,
+    coins: np.ndarray,
+    matches: np.ndarray,
+    wins: np.ndarray | None = None,
+    hops: np.ndarray | None = None,
+    hop_gain: np.ndarray | None = None,
+) -> dict[str, float]:
     """Per behaviour present: population share, coin share, matches (and wins; and, given each
     participant's tested ``hops`` and the sum of their score changes over the parents,
     ``hop_gain``: the mean, over all hops as ``hop_gain`` and per behaviour)."""

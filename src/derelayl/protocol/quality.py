@@ -30,15 +30,27 @@ class PerformanceModel(Protocol):
 
     samples_seen: int
 
-    def train(self, round_: int, parents: np.ndarray, trainers: np.ndarray,
-              rng: np.random.Generator, dropped: int = 0,
-              behaviours: np.ndarray | None = None) -> np.ndarray:
+    def train(
+        self,
+        round_: int,
+        parents: np.ndarray,
+        trainers: np.ndarray,
+        rng: np.random.Generator,
+        dropped: int = 0,
+        behaviours: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Each trainer trains the newest model of its parent (an owner): version round+1.
         ``dropped`` matched trainers received a model but returned nothing. Returns, per
         trainer, whether its model came back unchanged (identical to the parent)."""
 
-    def test(self, round_: int, trainers: np.ndarray, parents: np.ndarray, num_cases: int,
-             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str, np.ndarray]:
+    def test(
+        self,
+        round_: int,
+        trainers: np.ndarray,
+        parents: np.ndarray,
+        num_cases: int,
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray, str, np.ndarray]:
         """Scores (higher is better), tie-breaks (lower is better), digest of the test cases,
         and the parents' scores on the same cases."""
 
@@ -70,8 +82,15 @@ class RandomWalkPerformance:
     once sigmoid(perf) rounds to 1.0 in float64 (perf > 37, i.e. after ~37 rounds).
     """
 
-    def __init__(self, num_participants: int, genesis: int = 0, drift: float = 1.0,
-                 noise: float = 1.0, hashing: bool = True, samples: np.ndarray | None = None):
+    def __init__(
+        self,
+        num_participants: int,
+        genesis: int = 0,
+        drift: float = 1.0,
+        noise: float = 1.0,
+        hashing: bool = True,
+        samples: np.ndarray | None = None,
+    ):
         # nominal sample passes per hop (training costs, equal-work comparisons)
         self.samples = np.ones(num_participants) if samples is None else np.asarray(samples, float)
         self.perf = np.zeros(num_participants)
@@ -101,13 +120,20 @@ class RandomWalkPerformance:
         self.samples_seen += int(self.samples[trainers[~unchanged]].sum())
         if self.hashing:
             for i, (t, o) in enumerate(zip(trainers.tolist(), parents.tolist())):
-                self.hashes[t] = (self.hashes[o] if unchanged[i] else
-                                  sha256_hex(f"{self.hashes[o]}:{t}:{round_}:{self.perf[t]!r}"))
+                self.hashes[t] = (
+                    self.hashes[o]
+                    if unchanged[i]
+                    else sha256_hex(f"{self.hashes[o]}:{t}:{round_}:{self.perf[t]!r}")
+                )
         return unchanged
 
     def test(self, round_, trainers, parents, num_cases, rng):
-        return (self.perf[trainers].copy(), np.zeros(len(trainers)), sha256_hex(f"cases:{round_}"),
-                self.perf[parents].copy())
+        return (
+            self.perf[trainers].copy(),
+            np.zeros(len(trainers)),
+            sha256_hex(f"cases:{round_}"),
+            self.perf[parents].copy(),
+        )
 
     def quality(self, scores):
         return sigmoid(scores)
@@ -120,15 +146,22 @@ class RandomWalkPerformance:
 
     def round_metrics(self):
         held = np.isfinite(self.best)
-        return {"best_quality": float(sigmoid(self.best[held]).max()),
-                "mean_best_quality": float(sigmoid(self.best[held]).mean())}
+        return {
+            "best_quality": float(sigmoid(self.best[held]).max()),
+            "mean_best_quality": float(sigmoid(self.best[held]).mean()),
+        }
 
     def release_unused(self):
         pass
 
     def state_dict(self):
-        return {"perf": self.perf.copy(), "best": self.best.copy(), "hashes": list(self.hashes),
-                "samples_seen": self.samples_seen, "samples": self.samples.copy()}
+        return {
+            "perf": self.perf.copy(),
+            "best": self.best.copy(),
+            "hashes": list(self.hashes),
+            "samples_seen": self.samples_seen,
+            "samples": self.samples.copy(),
+        }
 
     def load_state_dict(self, state):
         self.perf, self.best = state["perf"].copy(), state["best"].copy()
@@ -137,6 +170,7 @@ class RandomWalkPerformance:
 
 
 # -- trained models ------------------------------------------------------------------------------
+
 
 def state_hash(state: dict[str, torch.Tensor]) -> str:
     """SHA-256 over names, dtypes, shapes and raw bytes of a state_dict (content address)."""
@@ -194,15 +228,25 @@ class TrainedPerformance:
     each (``evaluate_many``): the same numbers to float32 rounding.
     """
 
-    def __init__(self, model: torch.nn.Module, hop: HopTrainer,
-                 participants: list[ParticipantData], validation: EvalSet, test: EvalSet,
-                 store: ModelStore, seed: int, genesis: int = 0, devices: Devices | None = None,
-                 noise_std: float = 1.0, batched: BatchedHop | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        hop: HopTrainer,
+        participants: list[ParticipantData],
+        validation: EvalSet,
+        test: EvalSet,
+        store: ModelStore,
+        seed: int,
+        genesis: int = 0,
+        devices: Devices | None = None,
+        noise_std: float = 1.0,
+        batched: BatchedHop | None = None,
+    ):
         self.model, self.hop, self.participants = model, hop, participants
         self.batched = batched
         self.names = [n for n, _ in model.named_parameters()]
         self.device = next(model.parameters()).device
-        self.data = (StackedData.of(participants, self.device) if batched is not None else None)
+        self.data = StackedData.of(participants, self.device) if batched is not None else None
         self.validation, self.test_set, self.store, self.seed = validation, test, store, seed
         n = len(participants)
         self.own: list[str | None] = [None] * n
@@ -228,7 +272,8 @@ class TrainedPerformance:
         if num_cases > len(self.validation):
             raise ConfigError(
                 f"derelayl.num_test_cases={num_cases} exceeds the validation split "
-                f"({len(self.validation)} samples); use at most {len(self.validation)}")
+                f"({len(self.validation)} samples); use at most {len(self.validation)}"
+            )
 
     def _put(self) -> str:
         state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
@@ -236,8 +281,7 @@ class TrainedPerformance:
         self.store.put(key, state)
         return key
 
-    def _consider(self, participant: int, key: str,
-                  val: tuple[float, float] | None = None) -> None:
+    def _consider(self, participant: int, key: str, val: tuple[float, float] | None = None) -> None:
         _, val_acc = val if val is not None else evaluate(self.model, self.validation)
         if val_acc > self.best_val[participant]:
             _, test_acc = evaluate(self.model, self.test_set)
@@ -257,8 +301,7 @@ class TrainedPerformance:
         meter, seconds = Meter(self.devices), []  # the hops run in parallel: the slowest counts
         unchanged = np.zeros(len(trainers), dtype=bool)
         self.failed = np.zeros(len(trainers), dtype=bool)
-        kinds = ([HONEST] * len(trainers) if behaviours is None
-                 else [int(b) for b in behaviours])
+        kinds = [HONEST] * len(trainers) if behaviours is None else [int(b) for b in behaviours]
         batch = self._train_batched(round_, parents, trainers, kinds)
         for i, (owner, trainer) in enumerate(zip(parents.tolist(), trainers.tolist())):
             kind = kinds[i]
@@ -270,13 +313,17 @@ class TrainedPerformance:
                 self.last_samples[trainer] = 0
                 continue
             if kind == NOISE:
-                add_weight_noise(self.model.state_dict().values(), self.noise_std, self.seed,
-                                 round_, trainer)
+                add_weight_noise(
+                    self.model.state_dict().values(), self.noise_std, self.seed, round_, trainer
+                )
             elif i in batch:
                 samples, val = self._take(batch, i)
             else:
-                stats = self.hop(self.model, self.participants[trainer],
-                                 torch_generator(self.seed, "hop", round_, trainer))
+                stats = self.hop(
+                    self.model,
+                    self.participants[trainer],
+                    torch_generator(self.seed, "hop", round_, trainer),
+                )
                 samples = stats.samples
             self.samples_seen += samples
             self.last_samples[trainer] = samples
@@ -306,13 +353,21 @@ class TrainedPerformance:
         if not rows:
             return {}
         owners, who = parents.tolist(), trainers.tolist()
-        stacked = stack_states([self.store.get(self.own[owners[i]]) for i in rows], self.names,
-                               self.device)
-        stats = self.batched(self.model, stacked, self.data, [who[i] for i in rows],
-                             [torch_generator(self.seed, "hop", round_, who[i]) for i in rows])
+        stacked = stack_states(
+            [self.store.get(self.own[owners[i]]) for i in rows], self.names, self.device
+        )
+        stats = self.batched(
+            self.model,
+            stacked,
+            self.data,
+            [who[i] for i in rows],
+            [torch_generator(self.seed, "hop", round_, who[i]) for i in rows],
+        )
         losses, accs = evaluate_many(self.model, stacked, self.validation.x, self.validation.y)
-        return {i: (stacked, k, stats[k], (float(losses[k]), float(accs[k])))
-                for k, i in enumerate(rows)}
+        return {
+            i: (stacked, k, stats[k], (float(losses[k]), float(accs[k])))
+            for k, i in enumerate(rows)
+        }
 
     def _take(self, batch: dict, i: int) -> tuple[int, tuple[float, float]]:
         """Hop ``i``'s batched result into the model (which holds its parent): its samples and
@@ -325,18 +380,28 @@ class TrainedPerformance:
 
     def test(self, round_, trainers, parents, num_cases, rng):
         cases = np.sort(rng.choice(len(self.validation), size=num_cases, replace=False))
-        digest = sha256_hex(cases.astype(np.int64).tobytes()
-                            + self.validation.y[cases].cpu().numpy().astype(np.int64).tobytes())
+        digest = sha256_hex(
+            cases.astype(np.int64).tobytes()
+            + self.validation.y[cases].cpu().numpy().astype(np.int64).tobytes()
+        )
         subset = self.validation.subset(torch.as_tensor(cases, device=self.validation.x.device))
         cache: dict[str, tuple[float, float]] = {}
         if self.batched is not None:  # every model of the round in one pass
-            keys = list(dict.fromkeys([self.own[t] for t in trainers.tolist()]
-                                      + [self.own[o] for o in parents.tolist()]))
+            keys = list(
+                dict.fromkeys(
+                    [self.own[t] for t in trainers.tolist()]
+                    + [self.own[o] for o in parents.tolist()]
+                )
+            )
             if keys:
                 stacked = stack_states([self.store.get(k) for k in keys], self.names, self.device)
                 case_losses, case_accs = evaluate_many(self.model, stacked, subset.x, subset.y)
-                cache.update({k: (float(lo), float(a)) for k, lo, a in
-                              zip(keys, case_losses.tolist(), case_accs.tolist())})
+                cache.update(
+                    {
+                        k: (float(lo), float(a))
+                        for k, lo, a in zip(keys, case_losses.tolist(), case_accs.tolist())
+                    }
+                )
 
         def score(key: str) -> tuple[float, float]:
             if key not in cache:
@@ -365,10 +430,15 @@ class TrainedPerformance:
         assert gb is not None  # set by __init__ (the genesis model)
         # val_acc / test_acc: those of the run's model, the best so far by validation (what the
         # relay and FL report as theirs), so every method's history has the same columns
-        return {"best_val_acc": float(gb[1]), "best_test_acc": float(gb[2]),
-                "val_acc": float(gb[1]), "test_acc": float(gb[2]),
-                "mean_participant_best_test_acc": float(np.nanmean(self.best_test[held])),
-                "bytes": float(self.bytes), "sim_time_s": self.sim_time_s}
+        return {
+            "best_val_acc": float(gb[1]),
+            "best_test_acc": float(gb[2]),
+            "val_acc": float(gb[1]),
+            "test_acc": float(gb[2]),
+            "mean_participant_best_test_acc": float(np.nanmean(self.best_test[held])),
+            "bytes": float(self.bytes),
+            "sim_time_s": self.sim_time_s,
+        }
 
     def lineage(self, key: str | None = None) -> list[tuple[int, int]]:
         """The hops ``(round, trainer)`` that made a model (default: the run's best), oldest
@@ -401,12 +471,20 @@ class TrainedPerformance:
         return self.model
 
     def state_dict(self):
-        return {"own": list(self.own), "best": list(self.best), "best_val": self.best_val.copy(),
-                "best_test": self.best_test.copy(), "global_best": self.global_best,
-                "samples_seen": self.samples_seen, "live_keys": sorted(self.live_keys()),
-                "bytes": self.bytes, "sim_time_s": self.sim_time_s,
-                "last_samples": self.last_samples.copy(), "origin": dict(self.origin),
-                "genesis_key": self.genesis_key}
+        return {
+            "own": list(self.own),
+            "best": list(self.best),
+            "best_val": self.best_val.copy(),
+            "best_test": self.best_test.copy(),
+            "global_best": self.global_best,
+            "samples_seen": self.samples_seen,
+            "live_keys": sorted(self.live_keys()),
+            "bytes": self.bytes,
+            "sim_time_s": self.sim_time_s,
+            "last_samples": self.last_samples.copy(),
+            "origin": dict(self.origin),
+            "genesis_key": self.genesis_key,
+        }
 
     def load_state_dict(self, state):
         self.own, self.best = list(state["own"]), list(state["best"])
@@ -415,4 +493,3 @@ class TrainedPerformance:
         self.bytes, self.sim_time_s = int(state["bytes"]), float(state["sim_time_s"])
         self.last_samples = state["last_samples"].copy()
         self.origin, self.genesis_key = dict(state["origin"]), state["genesis_key"]
-

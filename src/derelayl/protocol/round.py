@@ -149,8 +149,9 @@ def bid(p: DeRelayLParams, state: EconomyState, rnd: Round) -> tuple[np.ndarray,
     return bid_t, bid_o
 
 
-def match(p: DeRelayLParams, state: EconomyState, rnd: Round, bid_t: np.ndarray,
-          bid_o: np.ndarray) -> None:
+def match(
+    p: DeRelayLParams, state: EconomyState, rnd: Round, bid_t: np.ndarray, bid_o: np.ndarray
+) -> None:
     """Owners by their newest model's quality each take the next k trainers by bid (ties in
     random order); both sides pay their bids as deposits."""
     owner_rank = _ordered(state.own_score[rnd.owners], rnd.rng)
@@ -184,21 +185,35 @@ def pay_miner(state: EconomyState, rnd: Round, who: int, fee: float) -> float:
 
 
 # -- 4-7. blocks and hops --------------------------------------------------------------------------
-def write_deposit_block(p: DeRelayLParams, state: EconomyState, rnd: Round,
-                        ledger: Ledger | None) -> None:
+def write_deposit_block(
+    p: DeRelayLParams, state: EconomyState, rnd: Round, ledger: Ledger | None
+) -> None:
     """One record per pair holding both deposits (or one per deposit, ``deposit_records``)."""
     writer = pick_miner(rnd)
     records = rnd.n_pairs if p.deposit_records == "pair" else 2 * rnd.n_pairs
     fee = pay_miner(state, rnd, writer, p.fee_per_deposit * records)
     if ledger is not None and writer >= 0:
-        ledger.append(rnd.index, "deposit", writer, {
-            "deposits": [[int(t), float(bt), int(o), float(bo)] for t, bt, o, bo in
-                         zip(rnd.pair_t, rnd.pair_bid_t, rnd.pair_o, rnd.pair_bid_o)],
-            "fee": fee})
+        ledger.append(
+            rnd.index,
+            "deposit",
+            writer,
+            {
+                "deposits": [
+                    [int(t), float(bt), int(o), float(bo)]
+                    for t, bt, o, bo in zip(rnd.pair_t, rnd.pair_bid_t, rnd.pair_o, rnd.pair_bid_o)
+                ],
+                "fee": fee,
+            },
+        )
 
 
-def train_hops(p: DeRelayLParams, state: EconomyState, rnd: Round, perf: PerformanceModel,
-               ledger: Ledger | None) -> None:
+def train_hops(
+    p: DeRelayLParams,
+    state: EconomyState,
+    rnd: Round,
+    perf: PerformanceModel,
+    ledger: Ledger | None,
+) -> None:
     """Matched trainers train their owner's newest model (version r + 1). Drop-outs (at random,
     and always a ``dropout`` participant) return nothing; a diverged hop (non-finite weights)
     is a model that never came back: it cannot win. Books each one's training and transfer
@@ -209,9 +224,17 @@ def train_hops(p: DeRelayLParams, state: EconomyState, rnd: Round, perf: Perform
     trained_row = rnd.pair_row[returned]
     parent_hashes = perf.model_hashes(trained_o) if ledger is not None else None
     before = perf.samples_seen
-    unchanged = np.asarray(perf.train(rnd.index, trained_o, trained_t, rnd.rng,
-                                      dropped=int(rnd.n_pairs - returned.sum()),
-                                      behaviours=state.behaviour[trained_t]), dtype=bool)
+    unchanged = np.asarray(
+        perf.train(
+            rnd.index,
+            trained_o,
+            trained_t,
+            rnd.rng,
+            dropped=int(rnd.n_pairs - returned.sum()),
+            behaviours=state.behaviour[trained_t],
+        ),
+        dtype=bool,
+    )
     failed = np.asarray(getattr(perf, "failed", np.zeros(len(trained_t))), dtype=bool)
     rnd.failed_t = trained_t[failed]
     if failed.any():
@@ -227,16 +250,29 @@ def train_hops(p: DeRelayLParams, state: EconomyState, rnd: Round, perf: Perform
     state.own_version[trained_t] = rnd.index + 1
     state.held_version[trained_t] = rnd.index + 1
     failed_t = rnd.failed_t
-    rnd.cost += _credit(state.cost_per_sample[trained_t] * perf.samples_of(trained_t)
-                        + state.cost_per_transfer[trained_t], trained_t, n)
+    rnd.cost += _credit(
+        state.cost_per_sample[trained_t] * perf.samples_of(trained_t)
+        + state.cost_per_transfer[trained_t],
+        trained_t,
+        n,
+    )
     rnd.cost += _credit(state.cost_per_transfer[rnd.pair_t], rnd.pair_t, n)
-    rnd.cost += _credit(state.cost_per_sample[failed_t] * perf.samples_of(failed_t)
-                        + state.cost_per_transfer[failed_t], failed_t, n)
+    rnd.cost += _credit(
+        state.cost_per_sample[failed_t] * perf.samples_of(failed_t)
+        + state.cost_per_transfer[failed_t],
+        failed_t,
+        n,
+    )
     rnd.cost += _credit(state.cost_per_transfer[rnd.pair_o], rnd.pair_o, n)
 
 
-def commit_models(p: DeRelayLParams, state: EconomyState, rnd: Round, perf: PerformanceModel,
-                  ledger: Ledger | None) -> None:
+def commit_models(
+    p: DeRelayLParams,
+    state: EconomyState,
+    rnd: Round,
+    perf: PerformanceModel,
+    ledger: Ledger | None,
+) -> None:
     """The commitment block: the models' hashes and the key they are shared under; its writer
     receives the (encrypted) models, which count for its version share."""
     writer = pick_miner(rnd)
@@ -246,34 +282,64 @@ def commit_models(p: DeRelayLParams, state: EconomyState, rnd: Round, perf: Perf
     if ledger is not None and writer >= 0:
         rnd.hashes = perf.model_hashes(rnd.trained_t)
         assert rnd.parent_hashes is not None  # train_hops hashes the parents with a ledger
-        ledger.append(rnd.index, "commitment", writer, {
-            "models": [[h, ph, int(t), int(o), rnd.index + 1] for h, ph, t, o in
-                       zip(rnd.hashes, rnd.parent_hashes, rnd.trained_t, rnd.trained_o)],
-            "public_key": sha256_hex(f"public-key:{ledger.head}:{rnd.index}"), "fee": fee})
+        ledger.append(
+            rnd.index,
+            "commitment",
+            writer,
+            {
+                "models": [
+                    [h, ph, int(t), int(o), rnd.index + 1]
+                    for h, ph, t, o in zip(
+                        rnd.hashes, rnd.parent_hashes, rnd.trained_t, rnd.trained_o
+                    )
+                ],
+                "public_key": sha256_hex(f"public-key:{ledger.head}:{rnd.index}"),
+                "fee": fee,
+            },
+        )
 
 
-def test_models(p: DeRelayLParams, state: EconomyState, rnd: Round, perf: PerformanceModel,
-                ledger: Ledger | None) -> None:
+def test_models(
+    p: DeRelayLParams,
+    state: EconomyState,
+    rnd: Round,
+    perf: PerformanceModel,
+    ledger: Ledger | None,
+) -> None:
     """The testing block: the round's test cases (published as a digest) score every model and
     its parent; each trainer's newest score and hop gain are booked."""
     writer = pick_miner(rnd)
     rnd.scores, rnd.ties, digest, rnd.parent_scores = perf.test(
-        rnd.index, rnd.trained_t, rnd.trained_o, p.num_test_cases, rnd.rng)
-    fee = pay_miner(state, rnd, writer, p.fee_per_test_case * p.num_test_cases
-                    + p.fee_per_tested_hash * rnd.n_trained)
+        rnd.index, rnd.trained_t, rnd.trained_o, p.num_test_cases, rnd.rng
+    )
+    fee = pay_miner(
+        state,
+        rnd,
+        writer,
+        p.fee_per_test_case * p.num_test_cases + p.fee_per_tested_hash * rnd.n_trained,
+    )
     t = rnd.trained_t
     state.own_score[t] = rnd.scores
     state.hops[t] += 1
     state.hop_gain[t] += rnd.gains
     state.best_score[t] = np.maximum(state.best_score[t], rnd.scores)
     if ledger is not None and writer >= 0:
-        ledger.append(rnd.index, "testing", writer, {"cases_digest": digest,
-                                                     "num_cases": p.num_test_cases, "fee": fee})
+        ledger.append(
+            rnd.index,
+            "testing",
+            writer,
+            {"cases_digest": digest, "num_cases": p.num_test_cases, "fee": fee},
+        )
 
 
 # -- 8-9. settlement and payout --------------------------------------------------------------------
-def settle(p: DeRelayLParams, state: EconomyState, rnd: Round, incentive: IncentiveScheme,
-           ledger: Ledger | None) -> None:
+def settle(
+    p: DeRelayLParams,
+    state: EconomyState,
+    rnd: Round,
+    incentive: IncentiveScheme,
+    ledger: Ledger | None,
+) -> None:
     """Rank the eligible models (a model returned unchanged never is; with an acceptance margin
     neither is one that scores too far below its parent); the best floor(s x #trained) win.
     Winners and their owners get their deposits back, everybody else's are burned, and the
@@ -292,15 +358,27 @@ def settle(p: DeRelayLParams, state: EconomyState, rnd: Round, incentive: Incent
     state.wins[rnd.trained_t[win]] += 1
     win_mask = np.zeros(rnd.n_pairs, dtype=bool)
     win_mask[np.flatnonzero(rnd.returned)[win]] = True
-    refunds = (_credit(rnd.pair_bid_t[win_mask], rnd.pair_t[win_mask], n)
-               + _credit(rnd.pair_bid_o[win_mask], rnd.pair_o[win_mask], n))
-    minted = incentive.mint(Settlement(
-        num_participants=n, trainers=rnd.trained_t, owner_rows=rnd.trained_row,
-        owners=rnd.trained_o, eligible=eligible, winners=winners, scores=rnd.scores,
-        parent_scores=rnd.parent_scores, declared_samples=state.declared_samples,
-        royalties=state.royalties, genesis=p.genesis_participant))
-    forfeits = (_credit(rnd.pair_bid_t[~win_mask], rnd.pair_t[~win_mask], n)
-                + _credit(rnd.pair_bid_o[~win_mask], rnd.pair_o[~win_mask], n))
+    refunds = _credit(rnd.pair_bid_t[win_mask], rnd.pair_t[win_mask], n) + _credit(
+        rnd.pair_bid_o[win_mask], rnd.pair_o[win_mask], n
+    )
+    minted = incentive.mint(
+        Settlement(
+            num_participants=n,
+            trainers=rnd.trained_t,
+            owner_rows=rnd.trained_row,
+            owners=rnd.trained_o,
+            eligible=eligible,
+            winners=winners,
+            scores=rnd.scores,
+            parent_scores=rnd.parent_scores,
+            declared_samples=state.declared_samples,
+            royalties=state.royalties,
+            genesis=p.genesis_participant,
+        )
+    )
+    forfeits = _credit(rnd.pair_bid_t[~win_mask], rnd.pair_t[~win_mask], n) + _credit(
+        rnd.pair_bid_o[~win_mask], rnd.pair_o[~win_mask], n
+    )
     credits = refunds + minted
     state.coins += credits
     state.gained += minted
@@ -309,19 +387,30 @@ def settle(p: DeRelayLParams, state: EconomyState, rnd: Round, incentive: Incent
     state.minted += float(minted.sum())
     state.burned += float(forfeits.sum())
     rnd.minted, rnd.forfeits = minted, forfeits
-    fee = pay_miner(state, rnd, writer, p.fee_per_ranked_model * trained
-                    + p.fee_per_model_case * trained * p.num_test_cases)
+    fee = pay_miner(
+        state,
+        rnd,
+        writer,
+        p.fee_per_ranked_model * trained + p.fee_per_model_case * trained * p.num_test_cases,
+    )
     if ledger is not None and writer >= 0:
         hashes, scores = rnd.hashes, rnd.scores
         assert hashes is not None  # commit_models hashed them (same miners, so a writer too)
         paid = np.flatnonzero(credits)
-        ledger.append(rnd.index, "settlement", writer, {
-            "ranking": [[hashes[i], float(scores[i]), float(rnd.ties[i])] for i in order],
-            "winners": [hashes[i] for i in win],
-            "ineligible": [hashes[i] for i in np.flatnonzero(~eligible)],
-            "credits": {str(int(i)): float(credits[i]) for i in paid},
-            "royalties_minted": float(minted.sum()), "forfeited": float(forfeits.sum()),
-            "fee": fee})
+        ledger.append(
+            rnd.index,
+            "settlement",
+            writer,
+            {
+                "ranking": [[hashes[i], float(scores[i]), float(rnd.ties[i])] for i in order],
+                "winners": [hashes[i] for i in win],
+                "ineligible": [hashes[i] for i in np.flatnonzero(~eligible)],
+                "credits": {str(int(i)): float(credits[i]) for i in paid},
+                "royalties_minted": float(minted.sum()),
+                "forfeited": float(forfeits.sum()),
+                "fee": fee,
+            },
+        )
 
 
 def hand_over(p: DeRelayLParams, state: EconomyState, rnd: Round) -> None:
@@ -337,25 +426,49 @@ def hand_over(p: DeRelayLParams, state: EconomyState, rnd: Round) -> None:
 
 
 # -- the population --------------------------------------------------------------------------------
-def book_population(p: DeRelayLParams, state: EconomyState, rnd: Round, perf: PerformanceModel,
-                    best_quality_before: np.ndarray, churn: ChurnParams | None,
-                    churn_rng: np.random.Generator | None) -> None:
+def book_population(
+    p: DeRelayLParams,
+    state: EconomyState,
+    rnd: Round,
+    perf: PerformanceModel,
+    best_quality_before: np.ndarray,
+    churn: ChurnParams | None,
+    churn_rng: np.random.Generator | None,
+) -> None:
     """Utility (coins received + value of a better best model - costs - deposits lost) into the
     satisfaction index; then, with churn, who leaves and who joins (owners serve their round)."""
     gain = np.maximum(held_quality(perf, state.best_score) - best_quality_before, 0.0)
-    rnd.utility = book_utility(state.utility, state.recent_utility, state.active_rounds,
-                               state.active, rnd.index,
-                               rnd.received + state.model_value * gain - rnd.cost - rnd.forfeits)
+    rnd.utility = book_utility(
+        state.utility,
+        state.recent_utility,
+        state.active_rounds,
+        state.active,
+        rnd.index,
+        rnd.received + state.model_value * gain - rnd.cost - rnd.forfeits,
+    )
     if churn is not None and churn.enabled:
         is_owner = np.zeros(p.num_participants, dtype=bool)
         is_owner[state.owners] = True
-        rnd.joined, rnd.left = churn_step(state.active, state.ever_active, state.active_rounds,
-                                          state.recent_utility, state.reservation, churn,
-                                          churn_rng or rnd.rng, staying=is_owner)
+        rnd.joined, rnd.left = churn_step(
+            state.active,
+            state.ever_active,
+            state.active_rounds,
+            state.recent_utility,
+            state.reservation,
+            churn,
+            churn_rng or rnd.rng,
+            staying=is_owner,
+        )
 
 
-def round_metrics(p: DeRelayLParams, state: EconomyState, rnd: Round, perf: PerformanceModel,
-                  minted0: float, burned0: float) -> dict[str, float]:
+def round_metrics(
+    p: DeRelayLParams,
+    state: EconomyState,
+    rnd: Round,
+    perf: PerformanceModel,
+    minted0: float,
+    burned0: float,
+) -> dict[str, float]:
     """What a round reports: coins, population, roles, version shares, hop gains and the
     performance model's own numbers."""
     coins = state.coins
@@ -365,28 +478,36 @@ def round_metrics(p: DeRelayLParams, state: EconomyState, rnd: Round, perf: Perf
     utility = rnd.utility
     assert utility is not None  # booked by book_population
     metrics = {
-        **population_metrics(coins, state.utility, state.active, state.ever_active,
-                             state.initial_active),
-        "coins_minted": state.minted - minted0, "coins_burned": state.burned - burned0,
-        "coins_issued_total": state.minted, "coins_burned_total": state.burned,
-        "num_owners": float(len(rnd.owners)), "num_trainers": float(len(rnd.trainers)),
-        "num_matched": float(rnd.n_pairs), "num_trained": float(rnd.n_trained),
+        **population_metrics(
+            coins, state.utility, state.active, state.ever_active, state.initial_active
+        ),
+        "coins_minted": state.minted - minted0,
+        "coins_burned": state.burned - burned0,
+        "coins_issued_total": state.minted,
+        "coins_burned_total": state.burned,
+        "num_owners": float(len(rnd.owners)),
+        "num_trainers": float(len(rnd.trainers)),
+        "num_matched": float(rnd.n_pairs),
+        "num_trained": float(rnd.n_trained),
         "num_winners": float(len(rnd.win)),
-        "num_unchanged": float(rnd.unchanged.sum()), "num_failed": float(len(rnd.failed_t)),
+        "num_unchanged": float(rnd.unchanged.sum()),
+        "num_failed": float(len(rnd.failed_t)),
         "version_share_latest": float(shares[0]),
-        "version_share_within_10": float(shares[:p.version_depth + 1].sum()),
+        "version_share_within_10": float(shares[: p.version_depth + 1].sum()),
         "version_share_older": float(shares[p.version_depth + 1]),
         "version_share_none": float(shares[p.version_depth + 2]),
         "utility_round_mean": float(utility[state.active].mean()) if state.active.any() else 0.0,
-        "joined": float(rnd.joined), "left": float(rnd.left),
+        "joined": float(rnd.joined),
+        "left": float(rnd.left),
         "samples_seen": float(state.samples_seen),
         "hop_gain_mean": float(rnd.gains.mean()) if rnd.n_trained else 0.0,
     }
     adversary = state.behaviour != HONEST
     if adversary.any():
         total = coins.sum()
-        metrics["adversary_coin_share"] = (float(coins[adversary].sum() / total) if total > 0
-                                           else 0.0)
+        metrics["adversary_coin_share"] = (
+            float(coins[adversary].sum() / total) if total > 0 else 0.0
+        )
     for d in range(1, p.version_depth + 1):
         metrics[f"version_share_latest_minus_{d}"] = float(shares[d])
     metrics.update(perf.round_metrics())
@@ -399,10 +520,16 @@ def held_quality(perf: PerformanceModel, best_score: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(best_score), q, 0.0)
 
 
-def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceModel,
-               rng: np.random.Generator, ledger: Ledger | None = None,
-               incentive: IncentiveScheme | None = None, churn: ChurnParams | None = None,
-               churn_rng: np.random.Generator | None = None) -> RoundOutcome:
+def play_round(
+    params: DeRelayLParams,
+    state: EconomyState,
+    perf: PerformanceModel,
+    rng: np.random.Generator,
+    ledger: Ledger | None = None,
+    incentive: IncentiveScheme | None = None,
+    churn: ChurnParams | None = None,
+    churn_rng: np.random.Generator | None = None,
+) -> RoundOutcome:
     """Run round ``state.round`` in place: roles, auction, deposits, hops, blocks, payout."""
     p, n = params, params.num_participants
     incentive = incentive or DeRelayLRoyalty(p.royalty)
@@ -420,5 +547,6 @@ def play_round(params: DeRelayLParams, state: EconomyState, perf: PerformanceMod
     book_population(p, state, rnd, perf, best_quality_before, churn, churn_rng)
     state.round = rnd.index + 1
     metrics = round_metrics(p, state, rnd, perf, minted0, burned0)
-    return RoundOutcome(round=rnd.index, metrics=metrics,
-                        blocks=[] if ledger is None else ledger.take())
+    return RoundOutcome(
+        round=rnd.index, metrics=metrics, blocks=[] if ledger is None else ledger.take()
+    )

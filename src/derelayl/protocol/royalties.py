@@ -48,8 +48,9 @@ class RoyaltyBook:
     trunk_decay: np.ndarray | None = None
 
     @classmethod
-    def genesis_book(cls, num_participants: int, genesis: int,
-                     gamma: float | None = None) -> RoyaltyBook:
+    def genesis_book(
+        cls, num_participants: int, genesis: int, gamma: float | None = None
+    ) -> RoyaltyBook:
         """The book before round 0: the genesis model (MO: the genesis participant) is the base
         and the only owner model."""
         book = cls(num_participants, genesis, gamma)
@@ -72,8 +73,9 @@ class RoyaltyBook:
         return self.depth + len(self.mo)
 
     # -- a round's payout ----------------------------------------------------------------------
-    def payout(self, winner_rows: np.ndarray, winner_mos: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray | None]:
+    def payout(
+        self, winner_rows: np.ndarray, winner_mos: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """What the lineages of the round's winning models pay, without recording the winners:
         per participant, the number of times it is the MO of a model on a winner's lineage
         (winners' own models and the genesis model included: a win at version v pays v + 1
@@ -81,8 +83,9 @@ class RoyaltyBook:
         winner's, the genesis model left out: the bounded scheme's weights, which sum to
         sum_{d<v} gamma^d). The winners' models are children of the owner models
         ``winner_rows``, commissioned by ``winner_mos``."""
-        paid, decayed, _ = self._walk(np.asarray(winner_rows, dtype=np.int64),
-                                      np.asarray(winner_mos, dtype=np.int64))
+        paid, decayed, _ = self._walk(
+            np.asarray(winner_rows, dtype=np.int64), np.asarray(winner_mos, dtype=np.int64)
+        )
         return paid, decayed
 
     def advance(self, winner_rows: np.ndarray, winner_mos: np.ndarray) -> None:
@@ -93,8 +96,9 @@ class RoyaltyBook:
             _, _, live = self._walk(rows, mos)
             self._grow(self.mo + [mos], self.parent + [rows], live)
 
-    def settle(self, winner_rows: np.ndarray, winner_mos: np.ndarray,
-               weight: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:
+    def settle(
+        self, winner_rows: np.ndarray, winner_mos: np.ndarray, weight: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """:meth:`payout` (times ``weight``), then :meth:`advance`."""
         paid, decayed = self.payout(winner_rows, winner_mos)
         self.advance(winner_rows, winner_mos)
@@ -104,7 +108,7 @@ class RoyaltyBook:
         """sum_{d<v} gamma^d for a winner of the next version v: the bounded scheme's total."""
         v = self.depth + len(self.mo)  # the owner models' version is v - 1
         g = self.gamma if self.gamma is not None else 1.0
-        return float(v) if g == 1.0 else (1.0 - g ** v) / (1.0 - g)
+        return float(v) if g == 1.0 else (1.0 - g**v) / (1.0 - g)
 
     def _walk(self, rows: np.ndarray, mos: np.ndarray):
         """Winners' counts aggregated level by level down to the base: (paid, decayed, live);
@@ -147,8 +151,9 @@ class RoyaltyBook:
         paid += count[0] * self.trunk  # the base and everything below it, in one vector
         paid_decay = None
         if decay is not None:
-            paid_decay = np.bincount(who, weights=np.concatenate(
-                [d for d in decays if d is not None]), minlength=n)
+            paid_decay = np.bincount(
+                who, weights=np.concatenate([d for d in decays if d is not None]), minlength=n
+            )
             paid_decay += decay[0] * self.trunk_decay
         return paid, paid_decay, live[::-1]
 
@@ -178,14 +183,19 @@ class RoyaltyBook:
         self.depth += first
         self._last_walk = None
         self.mo = kept_mo[first:]
-        self.parent = [np.zeros(1, dtype=np.int64)] + kept_parent[first + 1:]
+        self.parent = [np.zeros(1, dtype=np.int64)] + kept_parent[first + 1 :]
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
         assert self.trunk is not None  # set by genesis_book / from_state
-        state = {"num_participants": self.num_participants, "genesis": self.genesis,
-                 "gamma": self.gamma, "depth": self.depth, "trunk": self.trunk.copy(),
-                 "levels": len(self.mo)}
+        state = {
+            "num_participants": self.num_participants,
+            "genesis": self.genesis,
+            "gamma": self.gamma,
+            "depth": self.depth,
+            "trunk": self.trunk.copy(),
+            "levels": len(self.mo),
+        }
         for i, (mo, parent) in enumerate(zip(self.mo, self.parent)):
             state[f"mo_{i}"], state[f"parent_{i}"] = mo.copy(), parent.copy()
         if self.trunk_decay is not None:
@@ -194,14 +204,18 @@ class RoyaltyBook:
 
     @classmethod
     def from_state(cls, state: dict) -> RoyaltyBook:
-        book = cls(int(state["num_participants"]), int(state["genesis"]),
-                   None if state["gamma"] is None else float(state["gamma"]))
+        book = cls(
+            int(state["num_participants"]),
+            int(state["genesis"]),
+            None if state["gamma"] is None else float(state["gamma"]),
+        )
         book.depth = int(state["depth"])
         book.trunk = np.asarray(state["trunk"], dtype=np.float64).copy()
         levels = int(state["levels"])
         book.mo = [np.asarray(state[f"mo_{i}"], dtype=np.int64).copy() for i in range(levels)]
-        book.parent = [np.asarray(state[f"parent_{i}"], dtype=np.int64).copy()
-                       for i in range(levels)]
+        book.parent = [
+            np.asarray(state[f"parent_{i}"], dtype=np.int64).copy() for i in range(levels)
+        ]
         if "trunk_decay" in state:
             book.trunk_decay = np.asarray(state["trunk_decay"], dtype=np.float64).copy()
         return book

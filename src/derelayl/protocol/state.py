@@ -52,10 +52,17 @@ class EconomyState:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def initial(cls, params: DeRelayLParams, *, active: int | None = None,
-                behaviour: np.ndarray | None = None, economics=None,
-                declared_samples: np.ndarray | None = None, window: int = 10,
-                gamma: float | None = None) -> EconomyState:
+    def initial(
+        cls,
+        params: DeRelayLParams,
+        *,
+        active: int | None = None,
+        behaviour: np.ndarray | None = None,
+        economics=None,
+        declared_samples: np.ndarray | None = None,
+        window: int = 10,
+        gamma: float | None = None,
+    ) -> EconomyState:
         """A fresh economy; participants ``[0, active)`` take part, the rest wait in the pool."""
         n, g = params.num_participants, params.genesis_participant
         active = n if active is None else int(active)
@@ -66,22 +73,35 @@ class EconomyState:
         mask = np.zeros(n, dtype=bool)
         mask[:active] = True
         zeros = np.zeros(n)
-        return cls(round=0, coins=zeros.copy(), gained=zeros.copy(), lost=zeros.copy(),
-                   own_version=np.zeros(n, dtype=np.int64), held_version=held,
-                   own_score=score, best_score=score.copy(),
-                   matches=np.zeros(n, dtype=np.int64), wins=np.zeros(n, dtype=np.int64),
-                   hops=np.zeros(n, dtype=np.int64), hop_gain=zeros.copy(),
-                   owners=np.array([g], dtype=np.int64),
-                   royalties=RoyaltyBook.genesis_book(n, g, gamma),
-                   active=mask, ever_active=mask.copy(),
-                   behaviour=(np.zeros(n, dtype=np.int8) if behaviour is None else behaviour),
-                   declared_samples=(np.ones(n) if declared_samples is None
-                                     else np.asarray(declared_samples, dtype=np.float64)),
-                   cost_per_sample=zeros.copy() if economics is None else economics.cost_per_sample,
-                   cost_per_transfer=(zeros.copy() if economics is None
-                                      else economics.cost_per_transfer),
-                   model_value=zeros.copy() if economics is None else economics.model_value,
-                   reservation=zeros.copy() if economics is None else economics.reservation,
-                   utility=zeros.copy(), recent_utility=np.zeros((window, n)),
-                   active_rounds=np.zeros(n, dtype=np.int64),
-                   initial_active=active)
+        return cls(
+            round=0,
+            coins=zeros.copy(),
+            gained=zeros.copy(),
+            lost=zeros.copy(),
+            own_version=np.zeros(n, dtype=np.int64),
+            held_version=held,
+            own_score=score,
+            best_score=score.copy(),
+            matches=np.zeros(n, dtype=np.int64),
+            wins=np.zeros(n, dtype=np.int64),
+            hops=np.zeros(n, dtype=np.int64),
+            hop_gain=zeros.copy(),
+            owners=np.array([g], dtype=np.int64),
+            royalties=RoyaltyBook.genesis_book(n, g, gamma),
+            active=mask,
+            ever_active=mask.copy(),
+            behaviour=(np.zeros(n, dtype=np.int8) if behaviour is None else behaviour),
+            declared_samples=(
+                np.ones(n)
+                if declared_samples is None
+                else np.asarray(declared_samples, dtype=np.float64)
+            ),
+            cost_per_sample=zeros.copy() if economics is None else economics.cost_per_sample,
+            cost_per_transfer=(zeros.copy() if economics is None else economics.cost_per_transfer),
+            model_value=zeros.copy() if economics is None else economics.model_value,
+            reservation=zeros.copy() if economics is None else economics.reservation,
+            utility=zeros.copy(),
+            recent_utility=np.zeros((window, n)),
+            active_rounds=np.zeros(n, dtype=np.int64),
+            initial_active=active,
+        )

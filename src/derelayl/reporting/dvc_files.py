@@ -40,9 +40,14 @@ def curve_rows(run_dir: Path) -> list[dict]:
         for row in csv.DictReader(fh):
             if row.get("test_acc") in (None, ""):
                 continue
-            rows.append({"step": row.get("hop") or row.get("round"),
-                         "samples_seen": row.get("samples_seen"),
-                         "val_acc": row.get("val_acc", ""), "test_acc": row["test_acc"]})
+            rows.append(
+                {
+                    "step": row.get("hop") or row.get("round"),
+                    "samples_seen": row.get("samples_seen"),
+                    "val_acc": row.get("val_acc", ""),
+                    "test_acc": row["test_acc"],
+                }
+            )
     return rows
 
 
@@ -57,15 +62,18 @@ def write(run_dir: Path, metrics_path: Path, curve_path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m derelayl.reporting.dvc_files",
-                                 description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m derelayl.reporting.dvc_files", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--metrics", type=Path, required=True, help="the short metrics file (JSON)")
     ap.add_argument("--curve", type=Path, required=True, help="the accuracy curve (CSV)")
     args = ap.parse_args(argv)
     if not (args.run_dir / "metrics.json").is_file():
-        print(f"{ap.prog}: error: {args.run_dir} holds no finished run (metrics.json)",
-              file=sys.stderr)
+        print(
+            f"{ap.prog}: error: {args.run_dir} holds no finished run (metrics.json)",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     write(args.run_dir, args.metrics, args.curve)
 

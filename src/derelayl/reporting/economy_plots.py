@@ -28,24 +28,41 @@ def plot_coins(coins: np.ndarray, path: Path, title: str = "") -> Path:
     return Path(path)
 
 
-def plot_version_shares(history: Sequence[Mapping[str, float]], path: Path, depth: int = 10,
-                        max_bars: int = 100, title: str = "") -> Path:
+def plot_version_shares(
+    history: Sequence[Mapping[str, float]],
+    path: Path,
+    depth: int = 10,
+    max_bars: int = 100,
+    title: str = "",
+) -> Path:
     """Stacked bars: share holding the latest model, latest-1 .. latest-depth, older, none."""
     step = max(1, len(history) // max_bars)
     rows = history[::step]
     rounds = [r["round"] for r in rows]
     layers = [("latest", [r["version_share_latest"] for r in rows])]
-    layers += [(f"latest-{d}", [r[f"version_share_latest_minus_{d}"] for r in rows])
-               for d in range(1, depth + 1)]
-    layers += [("older", [r["version_share_older"] for r in rows]),
-               ("none", [r["version_share_none"] for r in rows])]
+    layers += [
+        (f"latest-{d}", [r[f"version_share_latest_minus_{d}"] for r in rows])
+        for d in range(1, depth + 1)
+    ]
+    layers += [
+        ("older", [r["version_share_older"] for r in rows]),
+        ("none", [r["version_share_none"] for r in rows]),
+    ]
     colors = list(plt.cm.viridis(np.linspace(0.0, 0.95, depth + 1))) + ["#bbbbbb", "#ffffff"]
     fig, ax = plt.subplots(figsize=(8, 4), dpi=120)
     bottom = np.zeros(len(rows))
     width = step * 0.9
     for (label, values), color in zip(layers, colors):
-        ax.bar(rounds, values, bottom=bottom, width=width, color=color, label=label,
-               edgecolor="#888888" if label == "none" else color, linewidth=0.2)
+        ax.bar(
+            rounds,
+            values,
+            bottom=bottom,
+            width=width,
+            color=color,
+            label=label,
+            edgecolor="#888888" if label == "none" else color,
+            linewidth=0.2,
+        )
         bottom += np.asarray(values)
     ax.set_xlabel("round")
     ax.set_ylabel("share of participants")
@@ -58,8 +75,13 @@ def plot_version_shares(history: Sequence[Mapping[str, float]], path: Path, dept
     return Path(path)
 
 
-def plot_reward_vs_shapley(coins: np.ndarray, shapley: np.ndarray, path: Path,
-                           behaviour: np.ndarray | None = None, title: str = "") -> Path:
+def plot_reward_vs_shapley(
+    coins: np.ndarray,
+    shapley: np.ndarray,
+    path: Path,
+    behaviour: np.ndarray | None = None,
+    title: str = "",
+) -> Path:
     """Each participant's coins against its Shapley value (adversaries marked)."""
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     if behaviour is None:
@@ -81,8 +103,13 @@ def plot_reward_vs_shapley(coins: np.ndarray, shapley: np.ndarray, path: Path,
     return Path(path)
 
 
-def plot_series_by_group(series: Mapping[str, Sequence[Sequence[float]]], path: Path,
-                         ylabel: str, title: str = "", xlabel: str = "round") -> Path:
+def plot_series_by_group(
+    series: Mapping[str, Sequence[Sequence[float]]],
+    path: Path,
+    ylabel: str,
+    title: str = "",
+    xlabel: str = "round",
+) -> Path:
     """One line per group: the mean over its runs (shaded: min to max), against rounds 1..R."""
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     for label, runs in series.items():

@@ -13,8 +13,9 @@ import itertools
 import matplotlib.pyplot as plt
 
 
-def plot_accuracy(history: Sequence[Mapping], path: Path, step: str = "hop",
-                  title: str = "") -> Path:
+def plot_accuracy(
+    history: Sequence[Mapping], path: Path, step: str = "hop", title: str = ""
+) -> Path:
     """Validation (every step) and test (where evaluated) accuracy against hops or rounds."""
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     for key, label, style in (("val_acc", "validation", "-"), ("test_acc", "test", "o-")):
@@ -22,8 +23,9 @@ def plot_accuracy(history: Sequence[Mapping], path: Path, step: str = "hop",
         if pts:
             ax.plot(*zip(*pts), style, ms=3, lw=1.2, label=label)
     if step == "hop" and history and "round" in history[0]:
-        starts = [r["hop"] for prev, r in itertools.pairwise(history)
-                  if r["round"] != prev["round"]]
+        starts = [
+            r["hop"] for prev, r in itertools.pairwise(history) if r["round"] != prev["round"]
+        ]
         for hop in starts:
             ax.axvline(hop - 0.5, color="grey", lw=0.5, alpha=0.5)
     ax.set_xlabel(step)

@@ -33,26 +33,65 @@ X_AXES = (
     ("bytes", "bytes communicated", "accuracy_vs_bytes"),
     ("sim_time_s", "simulated time (s)", "accuracy_vs_sim_time"),
 )
-SERIES_KEYS = ("test_acc", "best_test_acc", "val_acc", "round", "samples_seen", "bytes",
-               "sim_time_s", "retention", "coins_gini", "coins_shapley_spearman",
-               "adversary_coin_share")
-FINAL_KEYS = ("test_acc", "test_loss", "best_val_acc", "rounds", "hops", "samples_seen", "bytes",
-              "sim_time_s", "retention", "coins_gini", "coins_shapley_spearman",
-              "adversary_coin_share", "wall_time_s")
+SERIES_KEYS = (
+    "test_acc",
+    "best_test_acc",
+    "val_acc",
+    "round",
+    "samples_seen",
+    "bytes",
+    "sim_time_s",
+    "retention",
+    "coins_gini",
+    "coins_shapley_spearman",
+    "adversary_coin_share",
+)
+FINAL_KEYS = (
+    "test_acc",
+    "test_loss",
+    "best_val_acc",
+    "rounds",
+    "hops",
+    "samples_seen",
+    "bytes",
+    "sim_time_s",
+    "retention",
+    "coins_gini",
+    "coins_shapley_spearman",
+    "adversary_coin_share",
+    "wall_time_s",
+)
 # the config groups a run is tagged with (its Hydra choices: MLflow tags, choices.json)
 GROUP_TAGS = ("algorithm", "incentive", "dataset", "partition", "model", "adversary")
 # params that differ between runs without making them different experiments
-IGNORED_PARAMS = ("seed", "tracking.", "paths.", "dataset.root", "prepared_data",
-                  "skip_finished", "progress_every", "hydra.")
+IGNORED_PARAMS = (
+    "seed",
+    "tracking.",
+    "paths.",
+    "dataset.root",
+    "prepared_data",
+    "skip_finished",
+    "progress_every",
+    "hydra.",
+)
 CHOICES_FILE = "choices.json"
 SECTIONS = {
-    "sustainability": ("retention", "Active participants over time (retention) by incentive "
-                       "scheme", "it is logged by algorithm=derelayl"),
-    "fairness": ("coins_gini|coins_shapley_spearman", "Reward against contribution: Gini of "
-                 "coins and rank correlation of coins with Shapley values",
-                 "they are logged by the incentive schemes"),
-    "robustness": ("adversary_coin_share", "Accuracy and adversaries' coin share",
-                   "it is logged by runs with adversarial participants"),
+    "sustainability": (
+        "retention",
+        "Active participants over time (retention) by incentive scheme",
+        "it is logged by algorithm=derelayl",
+    ),
+    "fairness": (
+        "coins_gini|coins_shapley_spearman",
+        "Reward against contribution: Gini of "
+        "coins and rank correlation of coins with Shapley values",
+        "they are logged by the incentive schemes",
+    ),
+    "robustness": (
+        "adversary_coin_share",
+        "Accuracy and adversaries' coin share",
+        "it is logged by runs with adversarial participants",
+    ),
 }
 
 
@@ -85,8 +124,9 @@ class RunRecord:
 
 
 # -- loading --------------------------------------------------------------------------------------
-def load_mlflow_runs(tracking_uri: str, experiment: str, parent_run_id: str | None = None
-                     ) -> list[RunRecord]:
+def load_mlflow_runs(
+    tracking_uri: str, experiment: str, parent_run_id: str | None = None
+) -> list[RunRecord]:
     """The finished runs of an MLflow experiment (sweep parents left out)."""
     from mlflow.tracking import MlflowClient
 
@@ -94,8 +134,10 @@ def load_mlflow_runs(tracking_uri: str, experiment: str, parent_run_id: str | No
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = sorted(e.name for e in client.search_experiments())
-        raise ReportError(f"no MLflow experiment {experiment!r} in {tracking_uri}; "
-                          f"experiments there: {', '.join(names) or 'none'}")
+        raise ReportError(
+            f"no MLflow experiment {experiment!r} in {tracking_uri}; "
+            f"experiments there: {', '.join(names) or 'none'}"
+        )
     query = "attributes.status = 'FINISHED'"
     if parent_run_id:
         query += f" and tags.`mlflow.parentRunId` = '{parent_run_id}'"
@@ -109,15 +151,23 @@ def load_mlflow_runs(tracking_uri: str, experiment: str, parent_run_id: str | No
             if key in metrics:
                 history = client.get_metric_history(run.info.run_id, key)
                 series[key] = {m.step: m.value for m in history}
-        final = {k[len("final/"):]: v for k, v in metrics.items() if k.startswith("final/")}
+        final = {k[len("final/") :]: v for k, v in metrics.items() if k.startswith("final/")}
         for key in FINAL_KEYS:  # metrics logged only along the way: their last value
             if key not in final and key in metrics:
                 final[key] = metrics[key]
         params = dict(run.data.params)
-        runs.append(RunRecord(run.info.run_id, run.info.run_name or run.info.run_id,
-                              dict(run.data.tags), params, final, _accuracy_series(series),
-                              params.get("algorithm.step_unit", "hop"),
-                              (run.info.end_time or run.info.start_time or 0) / 1000.0))
+        runs.append(
+            RunRecord(
+                run.info.run_id,
+                run.info.run_name or run.info.run_id,
+                dict(run.data.tags),
+                params,
+                final,
+                _accuracy_series(series),
+                params.get("algorithm.step_unit", "hop"),
+                (run.info.end_time or run.info.start_time or 0) / 1000.0,
+            )
+        )
     return runs
 
 
@@ -148,8 +198,11 @@ def load_run_dirs(paths: Iterable[str | Path]) -> list[RunRecord]:
             continue
         cfg = yaml.safe_load((folder / "config.yaml").read_text()) or {}
         params = _flatten(cfg)
-        final = {k: float(v) for k, v in json.loads((folder / "metrics.json").read_text()).items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        final = {
+            k: float(v)
+            for k, v in json.loads((folder / "metrics.json").read_text()).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         tags = {"seed": str(cfg.get("seed"))}
         if (folder / CHOICES_FILE).is_file():  # the group options the run was composed from
             chosen = json.loads((folder / CHOICES_FILE).read_text())
@@ -169,9 +222,18 @@ def load_run_dirs(paths: Iterable[str | Path]) -> list[RunRecord]:
                             series[key][int(float(step))] = float(value)
             if step_unit == "round":
                 series["round"] = {s: float(s) for s in next(iter(series.values()), {})}
-        runs.append(RunRecord(str(folder), str(folder), tags, params, final,
-                              _accuracy_series(dict(series)),
-                              step_unit, (folder / "metrics.json").stat().st_mtime))
+        runs.append(
+            RunRecord(
+                str(folder),
+                str(folder),
+                tags,
+                params,
+                final,
+                _accuracy_series(dict(series)),
+                step_unit,
+                (folder / "metrics.json").stat().st_mtime,
+            )
+        )
     return runs
 
 
@@ -179,9 +241,11 @@ def load_run_dirs(paths: Iterable[str | Path]) -> list[RunRecord]:
 def config_key(run: RunRecord) -> tuple:
     """What makes two runs the same experiment: every param that is not bookkeeping, and the
     seed."""
-    return (run.seed, tuple(run.tags.get(t) for t in GROUP_TAGS),
-            tuple(sorted((k, v) for k, v in run.params.items()
-                         if not k.startswith(IGNORED_PARAMS))))
+    return (
+        run.seed,
+        tuple(run.tags.get(t) for t in GROUP_TAGS),
+        tuple(sorted((k, v) for k, v in run.params.items() if not k.startswith(IGNORED_PARAMS))),
+    )
 
 
 def latest_per_config(runs: Sequence[RunRecord]) -> tuple[list[RunRecord], int]:
@@ -194,6 +258,7 @@ def latest_per_config(runs: Sequence[RunRecord]) -> tuple[list[RunRecord], int]:
             latest[key] = run
     kept = [r for r in runs if latest[config_key(r)] is r]
     return kept, len(runs) - len(kept)
+
 
 def run_value(run: RunRecord, key: str) -> str:
     """A run's tag ``key`` (a config group's option), else its param ``key``, else "-"."""
@@ -219,8 +284,10 @@ def filter_runs(runs: Sequence[RunRecord], where: Sequence[str]) -> list[RunReco
 
     return [r for r in runs if all(matches(run_value(r, k), v) for k, v in conditions)]
 
-def group_runs(runs: Sequence[RunRecord], group_by: Sequence[str] | None = None
-               ) -> dict[str, list[RunRecord]]:
+
+def group_runs(
+    runs: Sequence[RunRecord], group_by: Sequence[str] | None = None
+) -> dict[str, list[RunRecord]]:
     """``{label: runs}``: by ``group_by`` (tags or params), else by the algorithm plus every tag
     and param that differs between the runs (seeds are what a group averages over)."""
     value = run_value
@@ -251,8 +318,9 @@ def group_runs(runs: Sequence[RunRecord], group_by: Sequence[str] | None = None
 
     groups: dict[str, list[RunRecord]] = defaultdict(list)
     for run in runs:
-        parts = [value(run, keys[0])] + [f"{k}={value(run, k)}" for k in keys[1:]
-                                         if value(run, k) != "-"]
+        parts = [value(run, keys[0])] + [
+            f"{k}={value(run, k)}" for k in keys[1:] if value(run, k) != "-"
+        ]
         groups[", ".join(parts)].append(run)
     return dict(sorted(groups.items()))
 
@@ -290,8 +358,9 @@ def run_curve(run: RunRecord, x_key: str, y_key: str = ACCURACY) -> tuple[np.nda
     return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
 
 
-def mean_std_curve(curves: Sequence[tuple[np.ndarray, np.ndarray]], points: int = 60
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def mean_std_curve(
+    curves: Sequence[tuple[np.ndarray, np.ndarray]], points: int = 60
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Mean and std over runs: on the shared x values, else interpolated on their common range."""
     curves = [(x, y) for x, y in curves if len(x)]
     if not curves:
@@ -318,23 +387,29 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else math.nan
 
 
-def final_table(groups: Mapping[str, list[RunRecord]], metrics: Sequence[str] | None = None
-                ) -> tuple[list[str], list[dict[str, Any]]]:
+def final_table(
+    groups: Mapping[str, list[RunRecord]], metrics: Sequence[str] | None = None
+) -> tuple[list[str], list[dict[str, Any]]]:
     """The final numbers of each group (mean and sample std over its seeds): ``metrics`` in that
     order (a run's ``final/<key>`` or metrics.json key), else every FINAL_KEYS one present."""
     have = {k for rs in groups.values() for r in rs for k in r.final}
     if metrics:
         missing = [k for k in metrics if k not in have]
         if len(missing) == len(metrics):
-            raise ReportError(f"--metrics: no run reports {', '.join(missing)}; the runs report "
-                              f"{', '.join(sorted(have)) or 'nothing'}")
+            raise ReportError(
+                f"--metrics: no run reports {', '.join(missing)}; the runs report "
+                f"{', '.join(sorted(have)) or 'nothing'}"
+            )
         present = list(metrics)
     else:
         present = [k for k in FINAL_KEYS if k in have]
     rows = []
     for label, runs in groups.items():
-        row: dict[str, Any] = {"group": label, "runs": len(runs),
-                               "seeds": ",".join(sorted({r.seed for r in runs}))}
+        row: dict[str, Any] = {
+            "group": label,
+            "runs": len(runs),
+            "seeds": ",".join(sorted({r.seed for r in runs})),
+        }
         for key in present:
             vals = [r.final[key] for r in runs if key in r.final]
             row[key] = _mean_std(vals) if vals else None
@@ -363,8 +438,15 @@ def short_labels(labels: Sequence[str]) -> tuple[dict[str, str], str]:
     return short, common
 
 
-def plot_curves(groups: Mapping[str, list[RunRecord]], x_key: str, x_label: str, y_key: str,
-                y_label: str, title: str, path: Path) -> Path | None:
+def plot_curves(
+    groups: Mapping[str, list[RunRecord]],
+    x_key: str,
+    x_label: str,
+    y_key: str,
+    y_label: str,
+    title: str,
+    path: Path,
+) -> Path | None:
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
     drawn = 0
     short, common = short_labels(list(groups))
@@ -379,12 +461,23 @@ def plot_curves(groups: Mapping[str, list[RunRecord]], x_key: str, x_label: str,
         n = sum(1 for x, _ in curves if len(x))
         # line styles take turns too: curves that coincide (FedProx with a small mu and
         # FedAvg) stay visible
-        (line,) = ax.plot(grid, mean, LINE_STYLES[drawn % len(LINE_STYLES)], lw=1.6,
-                          marker="o" if len(grid) <= 30 else None, ms=3,
-                          label=f"{short[label]} (n={n})")
+        (line,) = ax.plot(
+            grid,
+            mean,
+            LINE_STYLES[drawn % len(LINE_STYLES)],
+            lw=1.6,
+            marker="o" if len(grid) <= 30 else None,
+            ms=3,
+            label=f"{short[label]} (n={n})",
+        )
         if n > 1:
-            ax.fill_between(grid, mean - std, mean + std, color=line.get_color(),
-                            alpha=0.2 if len(groups) <= 4 else 0.12)
+            ax.fill_between(
+                grid,
+                mean - std,
+                mean + std,
+                color=line.get_color(),
+                alpha=0.2 if len(groups) <= 4 else 0.12,
+            )
         drawn += 1
     if not drawn:
         plt.close(fig)
@@ -408,16 +501,18 @@ def plot_curves(groups: Mapping[str, list[RunRecord]], x_key: str, x_label: str,
     return path
 
 
-def plot_bars(rows: Sequence[dict[str, Any]], keys: Sequence[str], title: str, path: Path
-              ) -> Path | None:
+def plot_bars(
+    rows: Sequence[dict[str, Any]], keys: Sequence[str], title: str, path: Path
+) -> Path | None:
     keys = [k for k in keys if any(r.get(k) for r in rows)]
     if not keys:
         return None
     short, common = short_labels([r["group"] for r in rows])
     if common:
         title = f"{title} ({common})"
-    fig, axes = plt.subplots(1, len(keys), figsize=(max(4.5 * len(keys), 7.5), 4.5), dpi=120,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(keys), figsize=(max(4.5 * len(keys), 7.5), 4.5), dpi=120, squeeze=False
+    )
     for ax, key in zip(axes[0], keys):
         labels = [short[r["group"]] for r in rows if r.get(key)]
         means = [r[key][0] for r in rows if r.get(key)]
@@ -469,17 +564,28 @@ class Report:
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header),
-            *["| " + " | ".join(_fmt(r.get(h)) for h in header) + " |" for r in rows]]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + " --- |" * len(header),
+        *["| " + " | ".join(_fmt(r.get(h)) for h in header) + " |" for r in rows],
+    ]
 
 
 Section = tuple[str, list[tuple[str, Path]], list[str]]
 
 
-def write_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str,
-                 source: str, group_by: Sequence[str] | None = None,
-                 subset: str = "", metrics: Sequence[str] | None = None,
-                 table: str | Path | None = None, command: str = "") -> Report:
+def write_report(
+    runs: Sequence[RunRecord],
+    out_dir: str | Path,
+    *,
+    title: str,
+    source: str,
+    group_by: Sequence[str] | None = None,
+    subset: str = "",
+    metrics: Sequence[str] | None = None,
+    table: str | Path | None = None,
+    command: str = "",
+) -> Report:
     """``subset`` (e.g. the ``--where`` conditions) goes into every figure's title; ``metrics``
     are the final table's columns; ``table``: also write that table alone (a caption line and
     the Markdown table, for the docs to include), with ``command`` that made it."""
@@ -497,40 +603,72 @@ def write_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str,
     def fig_title(text: str) -> str:
         return f"{text} [{subset}]" if subset else text
 
-    sections = [_accuracy_section(groups, fig_dir, fig_title),
-                *_study_sections(runs, groups, rows, fig_dir, fig_title)]
+    sections = [
+        _accuracy_section(groups, fig_dir, fig_title),
+        *_study_sections(runs, groups, rows, fig_dir, fig_title),
+    ]
     summary_path = _write_summary(rows, out_dir / "summary.json")
     header = ["group", "runs", "seeds", *present]
-    kept = (f" ({repeated} repeated run{'s' if repeated != 1 else ''} of the same config and "
-            f"seed left out: the latest finished counts)" if repeated else "")
+    kept = (
+        f" ({repeated} repeated run{'s' if repeated != 1 else ''} of the same config and "
+        f"seed left out: the latest finished counts)"
+        if repeated
+        else ""
+    )
     intro = f"{len(runs)} finished runs in {len(groups)} groups"
     if table is not None:
         table = Path(table)
-        _write_table(table, header, rows, command=command,
-                     caption=f"{intro}, mean ± sample std over seeds"
-                             f"{' (' + subset + ')' if subset else ''}; source: `{source}`.")
-    md_path = _write_markdown(out_dir / "report.md", header, rows, sections, title=title,
-                              intro=f"Source: `{source}`; {intro} (mean ± sample std over "
-                                    f"seeds){kept}.")
-    html_path = _write_html(out_dir / "report.html", header, rows, sections, title=title,
-                            intro=f"<p>Source: <code>{html.escape(source)}</code>; {intro} (mean "
-                                  f"&plusmn; sample std over seeds){html.escape(kept)}.</p>")
+        _write_table(
+            table,
+            header,
+            rows,
+            command=command,
+            caption=f"{intro}, mean ± sample std over seeds"
+            f"{' (' + subset + ')' if subset else ''}; source: `{source}`.",
+        )
+    md_path = _write_markdown(
+        out_dir / "report.md",
+        header,
+        rows,
+        sections,
+        title=title,
+        intro=f"Source: `{source}`; {intro} (mean ± sample std over seeds){kept}.",
+    )
+    html_path = _write_html(
+        out_dir / "report.html",
+        header,
+        rows,
+        sections,
+        title=title,
+        intro=f"<p>Source: <code>{html.escape(source)}</code>; {intro} (mean "
+        f"&plusmn; sample std over seeds){html.escape(kept)}.</p>",
+    )
     figures = [p for _, figs, _ in sections for _, p in figs]
     all_notes = [n for _, _, ns in sections for n in ns]
     if repeated:
-        all_notes.insert(0, f"{repeated} repeated run(s) of the same config and seed left out "
-                            f"(the latest finished of each counts)")
+        all_notes.insert(
+            0,
+            f"{repeated} repeated run(s) of the same config and seed left out "
+            f"(the latest finished of each counts)",
+        )
     return Report(out_dir, html_path, md_path, summary_path, figures, all_notes, table)
 
 
-def _accuracy_section(groups: Mapping[str, list[RunRecord]], fig_dir: Path,
-                      fig_title: Callable[[str], str]) -> Section:
+def _accuracy_section(
+    groups: Mapping[str, list[RunRecord]], fig_dir: Path, fig_title: Callable[[str], str]
+) -> Section:
     """Test accuracy against every x axis that the runs log."""
     figs, notes = [], []
     for x_key, x_label, stem in X_AXES:
-        path = plot_curves(groups, x_key, x_label, ACCURACY, "test accuracy",
-                           fig_title(f"Test accuracy against {x_label}"),
-                           fig_dir / f"{stem}.png")
+        path = plot_curves(
+            groups,
+            x_key,
+            x_label,
+            ACCURACY,
+            "test accuracy",
+            fig_title(f"Test accuracy against {x_label}"),
+            fig_dir / f"{stem}.png",
+        )
         if path is not None:
             figs.append((f"Test accuracy against {x_label}", path))
         elif x_key in ("bytes", "sim_time_s"):
@@ -538,27 +676,45 @@ def _accuracy_section(groups: Mapping[str, list[RunRecord]], fig_dir: Path,
     return ("Accuracy", figs, notes)
 
 
-def _study_sections(runs: Sequence[RunRecord], groups: Mapping[str, list[RunRecord]],
-                    rows: list[dict], fig_dir: Path,
-                    fig_title: Callable[[str], str]) -> list[Section]:
+def _study_sections(
+    runs: Sequence[RunRecord],
+    groups: Mapping[str, list[RunRecord]],
+    rows: list[dict],
+    fig_dir: Path,
+    fig_title: Callable[[str], str],
+) -> list[Section]:
     """Sustainability, fairness and robustness: a figure where the runs log the metric, a note
     saying what is missing otherwise."""
     sections: list[Section] = []
     for name, (keys, heading, why) in SECTIONS.items():
         if not _has(runs, keys):
             logged = " or ".join(f"`{k}`" for k in keys.split("|"))
-            sections.append((name.capitalize(), [],
-                             [f"omitted: no run logs {logged} ({why})"]))
+            sections.append((name.capitalize(), [], [f"omitted: no run logs {logged} ({why})"]))
             continue
         if name == "sustainability":
-            p = plot_curves(groups, "round", "round", "retention", "active participants (share)",
-                            fig_title(heading), fig_dir / "sustainability_retention.png")
+            p = plot_curves(
+                groups,
+                "round",
+                "round",
+                "retention",
+                "active participants (share)",
+                fig_title(heading),
+                fig_dir / "sustainability_retention.png",
+            )
         elif name == "fairness":
-            p = plot_bars(rows, ["coins_gini", "coins_shapley_spearman"], fig_title(heading),
-                          fig_dir / "fairness.png")
+            p = plot_bars(
+                rows,
+                ["coins_gini", "coins_shapley_spearman"],
+                fig_title(heading),
+                fig_dir / "fairness.png",
+            )
         else:
-            p = plot_bars(rows, ["test_acc", "adversary_coin_share"], fig_title(heading),
-                          fig_dir / "robustness.png")
+            p = plot_bars(
+                rows,
+                ["test_acc", "adversary_coin_share"],
+                fig_title(heading),
+                fig_dir / "robustness.png",
+            )
         figs = [(heading, p)] if p else []
         sections.append((name.capitalize(), figs, [] if figs else ["no figure: values missing"]))
     return sections
@@ -566,28 +722,41 @@ def _study_sections(runs: Sequence[RunRecord], groups: Mapping[str, list[RunReco
 
 def _write_summary(rows: list[dict], path: Path) -> Path:
     """``summary.json``: every group's final numbers (mean and std; NaN as null)."""
+
     def finite(x: float) -> float | None:
         return None if math.isnan(x) else x
 
-    summary = {row["group"]: {k: ({"mean": finite(v[0]), "std": finite(v[1])}
-                                  if isinstance(v, tuple) else v)
-                              for k, v in row.items() if k != "group"} for row in rows}
+    summary = {
+        row["group"]: {
+            k: ({"mean": finite(v[0]), "std": finite(v[1])} if isinstance(v, tuple) else v)
+            for k, v in row.items()
+            if k != "group"
+        }
+        for row in rows
+    }
     path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     return path
 
 
-def _write_table(path: Path, header: list[str], rows: list[dict], *, command: str,
-                 caption: str) -> None:
+def _write_table(
+    path: Path, header: list[str], rows: list[dict], *, command: str, caption: str
+) -> None:
     """The final table alone (for the docs to include): the command that made it, a caption."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"<!-- generated by derelayl-report; do not edit: {command} -->"] if command \
-        else []
+    lines = [f"<!-- generated by derelayl-report; do not edit: {command} -->"] if command else []
     lines += [caption, "", *markdown_table(header, rows)]
     path.write_text("\n".join(lines) + "\n")
 
 
-def _write_markdown(path: Path, header: list[str], rows: list[dict], sections: list[Section], *,
-                    title: str, intro: str) -> Path:
+def _write_markdown(
+    path: Path,
+    header: list[str],
+    rows: list[dict],
+    sections: list[Section],
+    *,
+    title: str,
+    intro: str,
+) -> Path:
     md = [f"# {title}", "", intro, ""]
     md += ["## Final numbers", "", *markdown_table(header, rows)]
     for name, figs, sec_notes in sections:
@@ -598,24 +767,41 @@ def _write_markdown(path: Path, header: list[str], rows: list[dict], sections: l
     return path
 
 
-def _write_html(path: Path, header: list[str], rows: list[dict], sections: list[Section], *,
-                title: str, intro: str) -> Path:
+def _write_html(
+    path: Path,
+    header: list[str],
+    rows: list[dict],
+    sections: list[Section],
+    *,
+    title: str,
+    intro: str,
+) -> Path:
     esc = html.escape
-    body = [f"<h1>{esc(title)}</h1>", intro,
-            "<h2>Final numbers</h2>", "<table><thead><tr>"
-            + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>"]
-    body += ["<tr>" + "".join(f"<td>{esc(_fmt(r.get(h)))}</td>" for h in header) + "</tr>"
-             for r in rows]
+    body = [
+        f"<h1>{esc(title)}</h1>",
+        intro,
+        "<h2>Final numbers</h2>",
+        "<table><thead><tr>"
+        + "".join(f"<th>{esc(h)}</th>" for h in header)
+        + "</tr></thead><tbody>",
+    ]
+    body += [
+        "<tr>" + "".join(f"<td>{esc(_fmt(r.get(h)))}</td>" for h in header) + "</tr>" for r in rows
+    ]
     body.append("</tbody></table>")
     for name, figs, sec_notes in sections:
         body.append(f"<h2>{esc(name)}</h2>")
-        body += [f'<figure><img src="figures/{esc(p.name)}" alt="{esc(cap)}">'
-                 f"<figcaption>{esc(cap)}</figcaption></figure>" for cap, p in figs]
+        body += [
+            f'<figure><img src="figures/{esc(p.name)}" alt="{esc(cap)}">'
+            f"<figcaption>{esc(cap)}</figcaption></figure>"
+            for cap, p in figs
+        ]
         body += [f'<p class="note">{esc(n)}</p>' for n in sec_notes]
     path.write_text(
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>{esc(title)}</title><style>body{{font-family:sans-serif;max-width:1000px;"
         "margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
         "padding:4px 8px;font-size:90%}img{max-width:100%}.note{color:#666}</style>"
-        "</head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+        "</head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
     return path

@@ -49,14 +49,27 @@ class DeviceProfile:
     draws are clipped to ``[*_min, *_max]``.
     """
 
-    def __init__(self, speed_median: float = 100.0, speed_sigma: float = 0.8,
-                 speed_min: float = 10.0, speed_max: float = 2000.0,
-                 bandwidth_median: float = 1.25e6, bandwidth_sigma: float = 1.0,
-                 bandwidth_min: float = 5e4, bandwidth_max: float = 2.5e7,
-                 server_speed: float = 20000.0):
-        checks = {"speed_median": speed_median, "speed_min": speed_min, "speed_max": speed_max,
-                  "bandwidth_median": bandwidth_median, "bandwidth_min": bandwidth_min,
-                  "bandwidth_max": bandwidth_max, "server_speed": server_speed}
+    def __init__(
+        self,
+        speed_median: float = 100.0,
+        speed_sigma: float = 0.8,
+        speed_min: float = 10.0,
+        speed_max: float = 2000.0,
+        bandwidth_median: float = 1.25e6,
+        bandwidth_sigma: float = 1.0,
+        bandwidth_min: float = 5e4,
+        bandwidth_max: float = 2.5e7,
+        server_speed: float = 20000.0,
+    ):
+        checks = {
+            "speed_median": speed_median,
+            "speed_min": speed_min,
+            "speed_max": speed_max,
+            "bandwidth_median": bandwidth_median,
+            "bandwidth_min": bandwidth_min,
+            "bandwidth_max": bandwidth_max,
+            "server_speed": server_speed,
+        }
         for key, value in checks.items():
             if not value > 0:
                 raise ConfigError(f"participants.devices.{key} must be > 0 (got {value})")
@@ -66,8 +79,12 @@ class DeviceProfile:
         if speed_min > speed_max or bandwidth_min > bandwidth_max:
             raise ConfigError("participants.devices: *_min must be <= *_max")
         self.speed = (float(speed_median), float(speed_sigma), float(speed_min), float(speed_max))
-        self.bandwidth = (float(bandwidth_median), float(bandwidth_sigma), float(bandwidth_min),
-                          float(bandwidth_max))
+        self.bandwidth = (
+            float(bandwidth_median),
+            float(bandwidth_sigma),
+            float(bandwidth_min),
+            float(bandwidth_max),
+        )
         self.server_speed = float(server_speed)
 
     @staticmethod

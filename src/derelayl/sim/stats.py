@@ -18,7 +18,7 @@ def gini(x: np.ndarray) -> float:
 
 def jain(x: np.ndarray) -> float:
     x = np.asarray(x, dtype=np.float64)
-    denom = len(x) * (x ** 2).sum()
+    denom = len(x) * (x**2).sum()
     return float(x.sum() ** 2 / denom) if denom > 0 else 1.0
 
 

@@ -42,7 +42,7 @@ from derelayl.learning.hop import HopStats, HopTrainer
 from derelayl.sim.errors import ConfigError
 from derelayl.sim.seeding import derive_seed, torch_generator
 
-_NEVER = 10 ** 12  # an eval_every that only triggers the runners' final test evaluation
+_NEVER = 10**12  # an eval_every that only triggers the runners' final test evaluation
 
 
 def _pids(participants: Sequence[ParticipantData]) -> list[int]:
@@ -81,9 +81,14 @@ class RelayCoalitionValue:
     per-hop bookkeeping and defaults to one test sample, since it never influences training.
     """
 
-    def __init__(self, runner: RelayRunner, model: torch.nn.Module,
-                 participants: Sequence[ParticipantData], test: EvalSet,
-                 validation: EvalSet | None = None):
+    def __init__(
+        self,
+        runner: RelayRunner,
+        model: torch.nn.Module,
+        participants: Sequence[ParticipantData],
+        test: EvalSet,
+        validation: EvalSet | None = None,
+    ):
         self.runner, self.model, self.participants = runner, model, list(participants)
         self.players = _pids(self.participants)
         self.test = test
@@ -94,8 +99,13 @@ class RelayCoalitionValue:
         if not members:
             return evaluate(self.model, self.test)[1]
         r = self.runner
-        runner = RelayRunner(_SkipOutsiders(r.hop_trainer, members), r.schedule, rounds=r.rounds,
-                             seed=r.seed, eval_every=_NEVER)
+        runner = RelayRunner(
+            _SkipOutsiders(r.hop_trainer, members),
+            r.schedule,
+            rounds=r.rounds,
+            seed=r.seed,
+            eval_every=_NEVER,
+        )
         return float(runner.run(self.model, self.participants, self.validation, self.test).test_acc)
 
 
@@ -117,8 +127,10 @@ class _StreamByPid:
     def _round(self, generator_seed: int) -> int:
         while generator_seed not in self.rounds_of:
             if self.known_rounds >= 1_000_000:
-                raise RuntimeError("FederatedCoalitionValue: a client hop's generator matches no "
-                                   "(seed, 'hop', round, index) stream of the FL runner")
+                raise RuntimeError(
+                    "FederatedCoalitionValue: a client hop's generator matches no "
+                    "(seed, 'hop', round, index) stream of the FL runner"
+                )
             for rnd in range(self.known_rounds + 1, self.known_rounds + 257):
                 for idx in range(self.num_clients):
                     self.rounds_of[derive_seed(self.seed, "hop", rnd, idx)] = rnd
@@ -127,8 +139,12 @@ class _StreamByPid:
 
     def __call__(self, model, data, generator, grad_correction=None) -> HopStats:
         rnd = self._round(generator.initial_seed())
-        return self.hop(model, data, torch_generator(self.seed, "hop", rnd, int(data.pid)),
-                        grad_correction=grad_correction)
+        return self.hop(
+            model,
+            data,
+            torch_generator(self.seed, "hop", rnd, int(data.pid)),
+            grad_correction=grad_correction,
+        )
 
 
 class FederatedCoalitionValue:
@@ -138,10 +154,17 @@ class FederatedCoalitionValue:
     for every coalition (SCAFFOLD keeps control variates).
     """
 
-    def __init__(self, runner: FederatedRunner, model: torch.nn.Module,
-                 participants: Sequence[ParticipantData], test: EvalSet,
-                 validation: EvalSet | None = None, client_fraction: float | None = None,
-                 behaviour: Mapping[int, int] | None = None, noise_std: float = 1.0):
+    def __init__(
+        self,
+        runner: FederatedRunner,
+        model: torch.nn.Module,
+        participants: Sequence[ParticipantData],
+        test: EvalSet,
+        validation: EvalSet | None = None,
+        client_fraction: float | None = None,
+        behaviour: Mapping[int, int] | None = None,
+        noise_std: float = 1.0,
+    ):
         self.runner, self.model, self.participants = runner, model, list(participants)
         self.behaviour, self.noise_std = behaviour, float(noise_std)
         self.players = _pids(self.participants)
@@ -167,13 +190,18 @@ class FederatedCoalitionValue:
         if self.behaviour is not None:
             population = FederatedPopulation(
                 behaviour=np.array([self.behaviour[int(c.pid)] for c in clients], dtype=np.int8),
-                noise_std=self.noise_std)
-        runner = FederatedRunner(_StreamByPid(r.hop_trainer, r.seed, len(clients)),
-                                 copy.deepcopy(r.strategy), seed=r.seed,
-                                 clients_per_round=self.clients_per_round(len(clients)),
-                                 rounds=r.rounds, sample_budget=r.sample_budget,
-                                 eval_every=_NEVER,
-                                 population=population)
+                noise_std=self.noise_std,
+            )
+        runner = FederatedRunner(
+            _StreamByPid(r.hop_trainer, r.seed, len(clients)),
+            copy.deepcopy(r.strategy),
+            seed=r.seed,
+            clients_per_round=self.clients_per_round(len(clients)),
+            rounds=r.rounds,
+            sample_budget=r.sample_budget,
+            eval_every=_NEVER,
+            population=population,
+        )
         result = runner.run(self.model, clients, self.validation, self.test)
         return float(result.metrics["test_acc"])
 
@@ -198,11 +226,18 @@ class LineageCoalitionValue:
     wait; the models are then scored on the test split in one pass (``evaluate_many``).
     """
 
-    def __init__(self, hop_trainer: HopTrainer, genesis: torch.nn.Module,
-                 lineage: Sequence[tuple[int, int]],
-                 participants: Sequence[ParticipantData] | Mapping[int, ParticipantData],
-                 seed: int, test: EvalSet, cache_bytes: int = 256 * 2 ** 20,
-                 batched=None, max_batch: int = 1024):
+    def __init__(
+        self,
+        hop_trainer: HopTrainer,
+        genesis: torch.nn.Module,
+        lineage: Sequence[tuple[int, int]],
+        participants: Sequence[ParticipantData] | Mapping[int, ParticipantData],
+        seed: int,
+        test: EvalSet,
+        cache_bytes: int = 256 * 2**20,
+        batched=None,
+        max_batch: int = 1024,
+    ):
         self.hop, self.seed, self.test = hop_trainer, int(seed), test
         self.batched, self.max_batch = batched, int(max_batch)
         if batched is None:
@@ -261,7 +296,7 @@ class LineageCoalitionValue:
         row = {p: i for i, p in enumerate(order)}
         out: list[float] = []
         for start in range(0, len(coalitions), self.max_batch):
-            chunk = coalitions[start:start + self.max_batch]
+            chunk = coalitions[start : start + self.max_batch]
             stacked = stack_states([self.genesis_state] * len(chunk), names, device)
             for rnd, p in self.lineage:
                 active = [k for k, c in enumerate(chunk) if p in c]
@@ -269,13 +304,13 @@ class LineageCoalitionValue:
                     continue
                 idx = torch.as_tensor(active, device=device)
                 sub = [t.index_select(0, idx) for t in stacked]
-                self.batched.same_data(module, sub, data, row[p],
-                                       torch_generator(self.seed, "hop", rnd, p))
+                self.batched.same_data(
+                    module, sub, data, row[p], torch_generator(self.seed, "hop", rnd, p)
+                )
                 self.hops += len(active)
                 for t, s in zip(stacked, sub):
                     t.index_copy_(0, idx, s)
-            _, accs = evaluate_many(module, stacked, self.test.x.to(device),
-                                    self.test.y.to(device))
+            _, accs = evaluate_many(module, stacked, self.test.x.to(device), self.test.y.to(device))
             out += accs.tolist()
         return out
 

@@ -54,8 +54,9 @@ class CachedValue:
 
     def __init__(self, value: ValueFunction):
         self.value: ValueFunction = value.value if isinstance(value, CachedValue) else value
-        self.cache: dict[frozenset, float] = (dict(value.cache) if isinstance(value, CachedValue)
-                                              else {})
+        self.cache: dict[frozenset, float] = (
+            dict(value.cache) if isinstance(value, CachedValue) else {}
+        )
         self.evaluations = 0
 
     def __call__(self, coalition: Iterable[Player]) -> float:
@@ -86,8 +87,9 @@ PREFETCH_PERMUTATIONS = 20  # beyond: the prefixes of this many sampled orders a
 
 
 def _all_coalitions(players: Sequence[Player]) -> list[frozenset]:
-    return [frozenset(c) for k in range(len(players) + 1)
-            for c in itertools.combinations(players, k)]
+    return [
+        frozenset(c) for k in range(len(players) + 1) for c in itertools.combinations(players, k)
+    ]
 
 
 @dataclass(frozen=True)
@@ -108,11 +110,16 @@ def _players(players: Iterable[Player]) -> list:
     return out
 
 
-def check_parameters(permutations: int | None = None, tolerance: float | None = None,
-                     convergence: float | None = None, window: int | None = None) -> None:
+def check_parameters(
+    permutations: int | None = None,
+    tolerance: float | None = None,
+    convergence: float | None = None,
+    window: int | None = None,
+) -> None:
     """One-line ConfigErrors naming the config key of a bad TMC parameter."""
-    if permutations is not None and (isinstance(permutations, bool) or not permutations >= 1
-                                     or int(permutations) != permutations):
+    if permutations is not None and (
+        isinstance(permutations, bool) or not permutations >= 1 or int(permutations) != permutations
+    ):
         raise ConfigError(f"shapley.permutations must be an integer >= 1 (got {permutations})")
     if tolerance is not None and not tolerance >= 0:
         raise ConfigError(f"shapley.tolerance must be >= 0 (got {tolerance})")
@@ -122,21 +129,21 @@ def check_parameters(permutations: int | None = None, tolerance: float | None = 
         raise ConfigError(f"shapley.window must be an integer >= 1 (got {window})")
 
 
-def exact_shapley(players: Iterable[Player], value: ValueFunction,
-                  max_players: int = 12) -> dict:
+def exact_shapley(players: Iterable[Player], value: ValueFunction, max_players: int = 12) -> dict:
     """Exact Shapley values by enumerating every coalition (2^n value calls, each cached)."""
     players = _players(players)
     n = len(players)
     if n > max_players:
-        raise ConfigError(f"shapley: exact enumeration of {n} players needs 2^{n} coalitions; "
-                          f"the limit is {max_players} (shapley.exact_max), use Monte Carlo")
+        raise ConfigError(
+            f"shapley: exact enumeration of {n} players needs 2^{n} coalitions; "
+            f"the limit is {max_players} (shapley.exact_max), use Monte Carlo"
+        )
     u = value if isinstance(value, CachedValue) else CachedValue(value)
     u.prefetch(_all_coalitions(players))
-    weights = [math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n)
-               for k in range(n)]
+    weights = [math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n) for k in range(n)]
     phi = {p: 0.0 for p in players}
     for i, p in enumerate(players):
-        others = players[:i] + players[i + 1:]
+        others = players[:i] + players[i + 1 :]
         total = 0.0
         for k in range(n):
             for subset in itertools.combinations(others, k):
@@ -146,9 +153,15 @@ def exact_shapley(players: Iterable[Player], value: ValueFunction,
     return phi
 
 
-def tmc_shapley(players: Iterable[Player], value: ValueFunction, permutations: int,
-                tolerance: float, rng: np.random.Generator, convergence: float | None = 0.05,
-                window: int = 20) -> ShapleyResult:
+def tmc_shapley(
+    players: Iterable[Player],
+    value: ValueFunction,
+    permutations: int,
+    tolerance: float,
+    rng: np.random.Generator,
+    convergence: float | None = 0.05,
+    window: int = 20,
+) -> ShapleyResult:
     """Truncated Monte Carlo Shapley (Ghorbani & Zou 2019).
 
     ``permutations`` is the most orders sampled; ``tolerance`` the truncation threshold on
@@ -176,8 +189,9 @@ def tmc_shapley(players: Iterable[Player], value: ValueFunction, permutations: i
         if not drawn:  # the next orders, drawn as the one-by-one loop draws them
             block = min(PREFETCH_PERMUTATIONS if u.batched else 1, int(permutations) - t + 1)
             drawn = [rng.permutation(n) for _ in range(block)]
-            u.prefetch(frozenset(players[j] for j in order[:i])
-                       for order in drawn for i in range(1, n))
+            u.prefetch(
+                frozenset(players[j] for j in order[:i]) for order in drawn for i in range(1, n)
+            )
         order = drawn.pop(0)
         prefix: set = set()
         prev = empty
@@ -203,10 +217,17 @@ def tmc_shapley(players: Iterable[Player], value: ValueFunction, permutations: i
     return ShapleyResult(values, "tmc", t, u.evaluations - start, converged, full, empty)
 
 
-def shapley_values(players: Iterable[Player], value: ValueFunction, *, exact_max: int = 8,
-                   permutations: int = 500, tolerance: float = 0.0,
-                   rng: np.random.Generator | None = None, convergence: float | None = 0.05,
-                   window: int = 20) -> ShapleyResult:
+def shapley_values(
+    players: Iterable[Player],
+    value: ValueFunction,
+    *,
+    exact_max: int = 8,
+    permutations: int = 500,
+    tolerance: float = 0.0,
+    rng: np.random.Generator | None = None,
+    convergence: float | None = 0.05,
+    window: int = 20,
+) -> ShapleyResult:
     """Exact values for at most ``exact_max`` players, truncated Monte Carlo beyond.
 
     The TMC parameters are validated even when exact enumeration is used, so a bad config fails
@@ -220,22 +241,28 @@ def shapley_values(players: Iterable[Player], value: ValueFunction, *, exact_max
     if len(players) <= exact_max:
         start = u.evaluations
         phi = exact_shapley(players, u, max_players=max(exact_max, len(players)))
-        return ShapleyResult(phi, "exact", 0, u.evaluations - start, True,
-                             u(frozenset(players)), u(frozenset()))
+        return ShapleyResult(
+            phi, "exact", 0, u.evaluations - start, True, u(frozenset(players)), u(frozenset())
+        )
     if rng is None:
-        raise ConfigError("shapley: Monte Carlo Shapley needs a seeded rng "
-                          "(e.g. numpy_rng(seed, 'shapley'))")
-    return tmc_shapley(players, u, permutations, tolerance, rng, convergence=convergence,
-                       window=window)
+        raise ConfigError(
+            "shapley: Monte Carlo Shapley needs a seeded rng (e.g. numpy_rng(seed, 'shapley'))"
+        )
+    return tmc_shapley(
+        players, u, permutations, tolerance, rng, convergence=convergence, window=window
+    )
 
 
 # -- correlation of rewards with contributions ------------------------------------------------
 
+
 def _pair(x: Numbers, y: Numbers) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"pearson/spearman need two 1-d sequences of equal length "
-                         f"(got shapes {a.shape} and {b.shape})")
+        raise ValueError(
+            f"pearson/spearman need two 1-d sequences of equal length "
+            f"(got shapes {a.shape} and {b.shape})"
+        )
     return a, b
 
 
@@ -262,7 +289,7 @@ def rankdata(x: Numbers) -> np.ndarray:
         j = i
         while j + 1 < len(a) and sorted_a[j + 1] == sorted_a[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
         i = j + 1
     return ranks
 

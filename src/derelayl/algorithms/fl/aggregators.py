@@ -28,8 +28,9 @@ AGGREGATORS = ("mean", "median", "trimmed_mean", "krum")
 Tensors = Sequence[torch.Tensor]
 
 
-def weighted_mean(states: Sequence[Tensors], weights: Sequence[float],
-                  template: Tensors) -> list[torch.Tensor]:
+def weighted_mean(
+    states: Sequence[Tensors], weights: Sequence[float], template: Tensors
+) -> list[torch.Tensor]:
     """sum_i w_i y_i over the floating-point tensors (others: ``template``'s, unchanged)."""
     out = [torch.zeros_like(t) if t.is_floating_point() else t.clone() for t in template]
     with torch.no_grad():
@@ -69,26 +70,33 @@ def trimmed_mean(states: Sequence[Tensors], template: Tensors, beta: float) -> l
             out.append(t.clone())
             continue
         values = _stacked(states, j).sort(dim=0).values
-        out.append(values[k:n - k].mean(dim=0))
+        out.append(values[k : n - k].mean(dim=0))
     return out
 
 
 def krum_index(states: Sequence[Tensors], f: int) -> int:
     """Krum's choice: argmin_i sum of squared distances to its n - f - 2 nearest others."""
     n = len(states)
-    flat = torch.stack([torch.cat([t.reshape(-1).double() for t in s if t.is_floating_point()])
-                        for s in states])
+    flat = torch.stack(
+        [torch.cat([t.reshape(-1).double() for t in s if t.is_floating_point()]) for s in states]
+    )
     dist = torch.cdist(flat, flat).pow(2)
     neighbours = max(n - f - 2, 1)
     scores = []
     for i in range(n):
-        others = torch.cat([dist[i, :i], dist[i, i + 1:]])
+        others = torch.cat([dist[i, :i], dist[i, i + 1 :]])
         scores.append(float(others.sort().values[:neighbours].sum()) if len(others) else 0.0)
     return int(min(range(n), key=lambda i: (scores[i], i)))
 
 
-def aggregate(rule: str, states: Sequence[Tensors], weights: Sequence[float], template: Tensors,
-              trim_fraction: float = 0.1, krum_f: int = 1) -> list[torch.Tensor]:
+def aggregate(
+    rule: str,
+    states: Sequence[Tensors],
+    weights: Sequence[float],
+    template: Tensors,
+    trim_fraction: float = 0.1,
+    krum_f: int = 1,
+) -> list[torch.Tensor]:
     """The combined model of ``states`` under ``rule`` (one of :data:`AGGREGATORS`)."""
     if rule == "mean":
         return weighted_mean(states, weights, template)

@@ -95,13 +95,16 @@ class PopulationOutcome:
     initial_active: int
 
 
-def resolve_clients_per_round(num_participants: int, clients_per_round: int | None,
-                              client_fraction: float | None) -> int:
+def resolve_clients_per_round(
+    num_participants: int, clients_per_round: int | None, client_fraction: float | None
+) -> int:
     """A count wins over a fraction; a fraction C gives max(round(C N), 1) clients (McMahan)."""
     if clients_per_round is not None:
         if clients_per_round < 1 or clients_per_round > num_participants:
-            raise ConfigError(f"algorithm.clients_per_round must be in 1..{num_participants} "
-                              f"(num_participants) (got {clients_per_round})")
+            raise ConfigError(
+                f"algorithm.clients_per_round must be in 1..{num_participants} "
+                f"(num_participants) (got {clients_per_round})"
+            )
         return int(clients_per_round)
     if client_fraction is None or not 0 < client_fraction <= 1:
         raise ConfigError(f"algorithm.client_fraction must be in (0, 1] (got {client_fraction})")
@@ -181,13 +184,24 @@ class FederatedRunner:
     uninterrupted run.
     """
 
-    def __init__(self, hop_trainer: HopTrainer, strategy: FedAvg, *, seed: int,
-                 clients_per_round: int, rounds: int | None = None,
-                 sample_budget: int | None = None, eval_every: int = 1,
-                 devices: Devices | None = None, observers: list[Observer] | tuple = (),
-                 track_gains: bool = False, payouts: FederatedPayouts | None = None,
-                 population: FederatedPopulation | None = None,
-                 client_fraction: float | None = None, batched: BatchedHop | None = None):
+    def __init__(
+        self,
+        hop_trainer: HopTrainer,
+        strategy: FedAvg,
+        *,
+        seed: int,
+        clients_per_round: int,
+        rounds: int | None = None,
+        sample_budget: int | None = None,
+        eval_every: int = 1,
+        devices: Devices | None = None,
+        observers: list[Observer] | tuple = (),
+        track_gains: bool = False,
+        payouts: FederatedPayouts | None = None,
+        population: FederatedPopulation | None = None,
+        client_fraction: float | None = None,
+        batched: BatchedHop | None = None,
+    ):
         check_schedule(rounds, sample_budget, eval_every)
         if clients_per_round < 1:
             raise ConfigError(f"algorithm.clients_per_round must be >= 1 (got {clients_per_round})")
@@ -226,16 +240,29 @@ class FederatedRunner:
         run = self._run
         if run is None or run.rnd == 0:
             raise RuntimeError("state_dict() is available once a round has finished")
-        return {"round": run.rnd, "done": run.done, "hops": run.hops,
-                "samples_seen": run.samples_seen, "bytes": run.meter.bytes,
-                "sim_time_s": run.meter.sim_time_s, "global_acc": run.global_acc,
-                "model": [t.clone() for t in run.global_state],
-                "population": {k: getattr(run, k).copy() for k in _ARRAYS},
-                "strategy": self.strategy.state_dict(),
-                "payouts": payout_state(self.payouts),
-                "history": [{"round": r.round, "hops": r.hops, "samples_seen": r.samples_seen,
-                             "metrics": dict(r.metrics)} for r in run.history],
-                "participation": [[list(sel), list(g)] for sel, g in run.participation]}
+        return {
+            "round": run.rnd,
+            "done": run.done,
+            "hops": run.hops,
+            "samples_seen": run.samples_seen,
+            "bytes": run.meter.bytes,
+            "sim_time_s": run.meter.sim_time_s,
+            "global_acc": run.global_acc,
+            "model": [t.clone() for t in run.global_state],
+            "population": {k: getattr(run, k).copy() for k in _ARRAYS},
+            "strategy": self.strategy.state_dict(),
+            "payouts": payout_state(self.payouts),
+            "history": [
+                {
+                    "round": r.round,
+                    "hops": r.hops,
+                    "samples_seen": r.samples_seen,
+                    "metrics": dict(r.metrics),
+                }
+                for r in run.history
+            ],
+            "participation": [[list(sel), list(g)] for sel, g in run.participation],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Continue the next :meth:`run` after the round ``state`` was taken at."""
@@ -265,8 +292,7 @@ class FederatedRunner:
         if count >= len(candidates):
             return [int(i) for i in candidates]
         rng = numpy_rng(self.seed, "clients", rnd)
-        return sorted(int(candidates[i]) for i in rng.choice(len(candidates), count,
-                                                             replace=False))
+        return sorted(int(candidates[i]) for i in rng.choice(len(candidates), count, replace=False))
 
     def clients_among(self, num_active: int) -> int:
         if self.client_fraction is not None:
@@ -274,8 +300,14 @@ class FederatedRunner:
         return min(self.clients_per_round, num_active)
 
     # -- 2. local updates --------------------------------------------------------------------------
-    def local_updates(self, run: FederatedRun, rnd: int, selected: list[int],
-                      participants: list[ParticipantData], validation: EvalSet) -> RoundWork:
+    def local_updates(
+        self,
+        run: FederatedRun,
+        rnd: int,
+        selected: list[int],
+        participants: list[ParticipantData],
+        validation: EvalSet,
+    ) -> RoundWork:
         """Every returning client's model, in the order the clients were selected."""
         returning = [pid for pid in selected if run.behaviour[pid] != DROPOUT]
         work = RoundWork(selected=selected, returning=returning)
@@ -288,8 +320,7 @@ class FederatedRunner:
                 with torch.no_grad():
                     for p, t in zip(run.params, stacked):
                         p.copy_(t[k])
-                self.returned(run, pid, float(w), stats, int(run.behaviour[pid]), validation,
-                              work)
+                self.returned(run, pid, float(w), stats, int(run.behaviour[pid]), validation, work)
             else:
                 self.local_update(run, rnd, pid, float(w), participants, validation, work)
         return work
@@ -304,32 +335,56 @@ class FederatedRunner:
         # called with batched execution only, which stacks the clients' data (``rounds``)
         assert self.batched is not None and run.data is not None
         stacked = [g.unsqueeze(0).repeat(k, *([1] * g.dim())) for g in run.global_params]
-        stats = self.batched(run.model, stacked, run.data, pids,
-                             [torch_generator(self.seed, "hop", rnd, pid) for pid in pids],
-                             correction=self.strategy.batched_correction(pids, run.global_params))
+        stats = self.batched(
+            run.model,
+            stacked,
+            run.data,
+            pids,
+            [torch_generator(self.seed, "hop", rnd, pid) for pid in pids],
+            correction=self.strategy.batched_correction(pids, run.global_params),
+        )
         run.hops += k
         return {pid: (stacked, i, stats[i]) for i, pid in enumerate(pids)}
 
-    def local_update(self, run: FederatedRun, rnd: int, pid: int, weight: float,
-                     participants: list[ParticipantData], validation: EvalSet,
-                     work: RoundWork) -> None:
+    def local_update(
+        self,
+        run: FederatedRun,
+        rnd: int,
+        pid: int,
+        weight: float,
+        participants: list[ParticipantData],
+        validation: EvalSet,
+        work: RoundWork,
+    ) -> None:
         """Client ``pid`` trains the global model (or acts as its behaviour says)."""
         kind = int(run.behaviour[pid])
         run.load_global()
         stats: HopStats | None = None
         if kind == NOISE:
             assert self.population is not None  # behaviours come with a population
-            add_weight_noise(run.state, self.population.noise_std, self.seed, rnd,
-                             int(participants[pid].pid))
+            add_weight_noise(
+                run.state, self.population.noise_std, self.seed, rnd, int(participants[pid].pid)
+            )
         elif kind != FREE_RIDER:  # a free-rider sends the global model back as it is
             stats = self.hop_trainer(
-                run.model, participants[pid], torch_generator(self.seed, "hop", rnd, pid),
-                grad_correction=self.strategy.correction(pid, run.params, run.global_params))
+                run.model,
+                participants[pid],
+                torch_generator(self.seed, "hop", rnd, pid),
+                grad_correction=self.strategy.correction(pid, run.params, run.global_params),
+            )
             run.hops += 1
         self.returned(run, pid, weight, stats, kind, validation, work)
 
-    def returned(self, run: FederatedRun, pid: int, weight: float, stats: HopStats | None,
-                 kind: int, validation: EvalSet, work: RoundWork) -> None:
+    def returned(
+        self,
+        run: FederatedRun,
+        pid: int,
+        weight: float,
+        stats: HopStats | None,
+        kind: int,
+        validation: EvalSet,
+        work: RoundWork,
+    ) -> None:
         """Book what client ``pid`` sent back (the model holds it): its update, or its failure
         (non-finite weights: left out of the aggregate, never paid)."""
         samples = 0 if stats is None else stats.samples
@@ -346,8 +401,14 @@ class FederatedRunner:
             work.paid.append(pid)
             if self.track_gains:
                 work.gains.append(evaluate(run.model, validation)[1] - run.global_acc)
-        work.updates.append(ClientUpdate(pid, [t.detach().clone() for t in run.state], weight,
-                                         0 if stats is None else stats.steps))
+        work.updates.append(
+            ClientUpdate(
+                pid,
+                [t.detach().clone() for t in run.state],
+                weight,
+                0 if stats is None else stats.steps,
+            )
+        )
 
     # -- 4. accounting -----------------------------------------------------------------------------
     def account(self, run: FederatedRun, rnd: int, work: RoundWork, down_up: int) -> None:
@@ -363,8 +424,9 @@ class FederatedRunner:
                 seconds.append(run.meter.seconds(pid, 0, down_up // 2))
         run.meter.wait_for_slowest(seconds)
 
-    def book_population(self, run: FederatedRun, rnd: int, work: RoundWork,
-                        credits: np.ndarray) -> dict[str, float]:
+    def book_population(
+        self, run: FederatedRun, rnd: int, work: RoundWork, credits: np.ndarray
+    ) -> dict[str, float]:
         """Utilities of the round (payout, better model downloaded, costs), churn, and the
         population's metrics (DeRelayL's names)."""
         economics, n = self.economics, len(run.behaviour)
@@ -380,13 +442,24 @@ class FederatedRunner:
         transfers[returning] = 2.0
         cost = economics.cost_per_sample * trained + economics.cost_per_transfer * transfers
         this_round = book_utility(
-            run.utility, run.recent, run.active_rounds, run.active, rnd,
-            credits + economics.model_value * np.maximum(run.held - quality_before, 0.0) - cost)
+            run.utility,
+            run.recent,
+            run.active_rounds,
+            run.active,
+            rnd,
+            credits + economics.model_value * np.maximum(run.held - quality_before, 0.0) - cost,
+        )
         joined = left = 0
         if self.churn is not None:
-            joined, left = churn_step(run.active, run.ever_active, run.active_rounds, run.recent,
-                                      economics.reservation, self.churn,
-                                      numpy_rng(self.seed, "churn", rnd))
+            joined, left = churn_step(
+                run.active,
+                run.ever_active,
+                run.active_rounds,
+                run.recent,
+                economics.reservation,
+                self.churn,
+                numpy_rng(self.seed, "churn", rnd),
+            )
             run.done = run.done or not run.active.any()  # nobody left: nobody will join
         coins = self.payouts.coins if self.payouts is not None else np.zeros(n)
         metrics = population_metrics(coins, run.utility, run.active, run.ever_active, run.initial)
@@ -394,21 +467,27 @@ class FederatedRunner:
             coins_minted=float(credits.sum()),
             coins_issued_total=self.payouts.minted if self.payouts is not None else 0.0,
             utility_round_mean=float(this_round[run.active].mean()) if run.active.any() else 0.0,
-            joined=float(joined), left=float(left))
+            joined=float(joined),
+            left=float(left),
+        )
         adversary = (run.behaviour != HONEST) & run.ever_active
         if adversary.any():
             total = coins.sum()
-            metrics["adversary_coin_share"] = (float(coins[adversary].sum() / total)
-                                               if total > 0 else 0.0)
+            metrics["adversary_coin_share"] = (
+                float(coins[adversary].sum() / total) if total > 0 else 0.0
+            )
         return metrics
 
     # -- the run -----------------------------------------------------------------------------------
-    def start(self, model: torch.nn.Module, participants: list[ParticipantData],
-              validation: EvalSet) -> FederatedRun:
+    def start(
+        self, model: torch.nn.Module, participants: list[ParticipantData], validation: EvalSet
+    ) -> FederatedRun:
         n = len(participants)
         if self.clients_per_round > n:
-            raise ConfigError(f"algorithm.clients_per_round must be in 1..{n} "
-                              f"(num_participants) (got {self.clients_per_round})")
+            raise ConfigError(
+                f"algorithm.clients_per_round must be in 1..{n} "
+                f"(num_participants) (got {self.clients_per_round})"
+            )
         pop = self.population
         if pop is not None and len(pop.behaviour) != n:
             raise ConfigError(f"FL population: {len(pop.behaviour)} behaviours for {n} clients")
@@ -424,26 +503,42 @@ class FederatedRunner:
         active[:initial] = True
         window = pop.churn.window if pop is not None and pop.churn else 10
         run = FederatedRun(
-            model=model, state=state, params=params, global_state=global_state,
+            model=model,
+            state=state,
+            params=params,
+            global_state=global_state,
             global_params=global_params,
             behaviour=np.zeros(n, dtype=np.int8) if pop is None else np.asarray(pop.behaviour),
-            sizes=np.array([len(p) for p in participants], dtype=np.float64), initial=initial,
-            meter=Meter(self.devices), active=active, ever_active=active.copy(),
-            matches=np.zeros(n, dtype=np.int64), utility=np.zeros(n),
-            recent=np.zeros((window, n)), active_rounds=np.zeros(n, dtype=np.int64),
-            held=np.zeros(n))
+            sizes=np.array([len(p) for p in participants], dtype=np.float64),
+            initial=initial,
+            meter=Meter(self.devices),
+            active=active,
+            ever_active=active.copy(),
+            matches=np.zeros(n, dtype=np.int64),
+            utility=np.zeros(n),
+            recent=np.zeros((window, n)),
+            active_rounds=np.zeros(n, dtype=np.int64),
+            held=np.zeros(n),
+        )
         if self.batched is not None:
             run.data = StackedData.of(participants, run.global_state[0].device)
         if self.track_gains or self.economics is not None:
             run.global_acc = evaluate(model, validation)[1]
         return run
 
-    def play(self, run: FederatedRun, participants: list[ParticipantData], validation: EvalSet,
-             test: EvalSet, down_up: int) -> RoundRecord:
+    def play(
+        self,
+        run: FederatedRun,
+        participants: list[ParticipantData],
+        validation: EvalSet,
+        test: EvalSet,
+        down_up: int,
+    ) -> RoundRecord:
         """One round: select, local updates, aggregate, account, evaluate."""
         rnd = run.rnd = run.rnd + 1
-        selected = self.select_among(rnd, np.flatnonzero(run.active),
-                                     self.clients_among(int(run.active.sum())))
+        selected = self.select_among(
+            rnd, np.flatnonzero(run.active), self.clients_among(int(run.active.sum()))
+        )
         run.matches[selected] += 1
         before = run.samples_seen
         work = self.local_updates(run, rnd, selected, participants, validation)
@@ -451,35 +546,56 @@ class FederatedRunner:
         run.load_global()
         self.strategy.round_done()
         self.account(run, rnd, work, down_up)
-        run.done = finished(rnd, run.samples_seen, self.rounds, self.sample_budget,
-                            run.samples_seen - before)
-        credits = (self.payouts.settle(work.paid, work.gains) if self.payouts is not None
-                   else np.zeros(len(run.behaviour)))
-        metrics = {"train_loss": float(np.mean(work.losses)) if work.losses else float("nan"),
-                   "clients": float(len(selected)), "failed_clients": float(work.failed)}
+        run.done = finished(
+            rnd, run.samples_seen, self.rounds, self.sample_budget, run.samples_seen - before
+        )
+        credits = (
+            self.payouts.settle(work.paid, work.gains)
+            if self.payouts is not None
+            else np.zeros(len(run.behaviour))
+        )
+        metrics = {
+            "train_loss": float(np.mean(work.losses)) if work.losses else float("nan"),
+            "clients": float(len(selected)),
+            "failed_clients": float(work.failed),
+        }
         if self.economics is not None:
             metrics.update(self.book_population(run, rnd, work, credits))
-        metrics.update(evaluate_model(run.model, validation, test,
-                                      rnd % self.eval_every == 0 or run.done))
+        metrics.update(
+            evaluate_model(run.model, validation, test, rnd % self.eval_every == 0 or run.done)
+        )
         run.global_acc = metrics["val_acc"]
         run.participation.append((tuple(work.paid), tuple(work.gains)))
-        record = make_round_record(rnd, run.hops, run.samples_seen, run.meter.bytes,
-                                   run.meter.sim_time_s, metrics)
+        record = make_round_record(
+            rnd, run.hops, run.samples_seen, run.meter.bytes, run.meter.sim_time_s, metrics
+        )
         run.history.append(record)
         return record
 
-    def run(self, model: torch.nn.Module, participants: list[ParticipantData],
-            validation: EvalSet, test: EvalSet) -> RoundsResult:
+    def run(
+        self,
+        model: torch.nn.Module,
+        participants: list[ParticipantData],
+        validation: EvalSet,
+        test: EvalSet,
+    ) -> RoundsResult:
         run = self.start(model, participants, validation)
         self._run = run
-        down_up = (2 * model_bytes(run.model)
-                   + self.strategy.extra_bytes(parameter_bytes(run.model)))
-        expected = estimate_rounds(self.rounds, self.sample_budget,
-                                   run.sizes.mean() * self.clients_per_round
-                                   * getattr(self.hop_trainer, "local_epochs", 1))
-        self.observers.on_run_start({"total_hops": expected * self.clients_per_round,
-                                     **run_length(self.rounds, self.sample_budget, expected),
-                                     "participants": len(participants)})
+        down_up = 2 * model_bytes(run.model) + self.strategy.extra_bytes(parameter_bytes(run.model))
+        expected = estimate_rounds(
+            self.rounds,
+            self.sample_budget,
+            run.sizes.mean()
+            * self.clients_per_round
+            * getattr(self.hop_trainer, "local_epochs", 1),
+        )
+        self.observers.on_run_start(
+            {
+                "total_hops": expected * self.clients_per_round,
+                **run_length(self.rounds, self.sample_budget, expected),
+                "participants": len(participants),
+            }
+        )
         if self._resume is not None:
             saved, self._resume = self._resume, None
             self._restore(run, saved)
@@ -490,16 +606,27 @@ class FederatedRunner:
     def finish(self, run: FederatedRun) -> RoundsResult:
         people = None
         if self.population is not None:
-            people = PopulationOutcome(behaviour=run.behaviour.copy(), active=run.active.copy(),
-                                       ever_active=run.ever_active.copy(),
-                                       utility=run.utility.copy(), matches=run.matches.copy(),
-                                       initial_active=run.initial)
-        result = RoundsResult(model=run.model, history=tuple(run.history), rounds=run.rnd,
-                              hops=run.hops, samples_seen=run.samples_seen,
-                              bytes=run.meter.bytes, sim_time_s=run.meter.sim_time_s,
-                              metrics=dict(run.history[-1].metrics),
-                              participation=tuple(run.participation), payouts=self.payouts,
-                              population=people)
+            people = PopulationOutcome(
+                behaviour=run.behaviour.copy(),
+                active=run.active.copy(),
+                ever_active=run.ever_active.copy(),
+                utility=run.utility.copy(),
+                matches=run.matches.copy(),
+                initial_active=run.initial,
+            )
+        result = RoundsResult(
+            model=run.model,
+            history=tuple(run.history),
+            rounds=run.rnd,
+            hops=run.hops,
+            samples_seen=run.samples_seen,
+            bytes=run.meter.bytes,
+            sim_time_s=run.meter.sim_time_s,
+            metrics=dict(run.history[-1].metrics),
+            participation=tuple(run.participation),
+            payouts=self.payouts,
+            population=people,
+        )
         self.observers.on_run_end(result)
         return result
 
@@ -509,8 +636,11 @@ class FederatedRunner:
 def payout_state(payouts: FederatedPayouts | None) -> dict:
     if payouts is None:
         return {}
-    return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(payouts).items()
-            if k != "samples" and isinstance(v, (np.ndarray, float, int))}
+    return {
+        k: (v.copy() if isinstance(v, np.ndarray) else v)
+        for k, v in vars(payouts).items()
+        if k != "samples" and isinstance(v, (np.ndarray, float, int))
+    }
 
 
 def load_payout_state(payouts: FederatedPayouts | None, state: dict) -> None:
@@ -518,5 +648,6 @@ def load_payout_state(payouts: FederatedPayouts | None, state: dict) -> None:
         return
     for key, value in state.items():
         current = getattr(payouts, key)
-        setattr(payouts, key,
-                value.copy() if isinstance(current, np.ndarray) else type(current)(value))
+        setattr(
+            payouts, key, value.copy() if isinstance(current, np.ndarray) else type(current)(value)
+        )

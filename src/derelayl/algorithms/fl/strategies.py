@@ -59,12 +59,18 @@ class FedAvg:
 
     name = "fedavg"
 
-    def __init__(self, server_lr: float = 1.0, aggregator: str = "mean",
-                 trim_fraction: float = 0.1, krum_f: int = 1):
+    def __init__(
+        self,
+        server_lr: float = 1.0,
+        aggregator: str = "mean",
+        trim_fraction: float = 0.1,
+        krum_f: int = 1,
+    ):
         self.server_lr = _finite_positive("server_lr", server_lr)
         if aggregator not in AGGREGATORS:
-            raise ConfigError(f"unknown algorithm.aggregator {aggregator!r}; allowed: "
-                              f"{', '.join(AGGREGATORS)}")
+            raise ConfigError(
+                f"unknown algorithm.aggregator {aggregator!r}; allowed: {', '.join(AGGREGATORS)}"
+            )
         if not 0 <= trim_fraction < 0.5:
             raise ConfigError(f"algorithm.trim_fraction must be in [0, 0.5) (got {trim_fraction})")
         if krum_f < 0:
@@ -73,36 +79,55 @@ class FedAvg:
         self.param_mask: list[bool] = []
 
     # -- the run -----------------------------------------------------------------------------------
-    def start(self, params: Sequence[torch.Tensor], num_participants: int,
-              param_mask: Sequence[bool] = ()) -> None:
+    def start(
+        self, params: Sequence[torch.Tensor], num_participants: int, param_mask: Sequence[bool] = ()
+    ) -> None:
         """Before the first round: the global parameters, and which of the state's tensors are
         trainable parameters (``param_mask``, in ``state_dict`` order)."""
         self.param_mask = list(param_mask)
 
     # -- client side -------------------------------------------------------------------------------
-    def correction(self, pid: int, params: Sequence[torch.nn.Parameter],
-                   global_params: Sequence[torch.Tensor]) -> Callable[[], None] | None:
+    def correction(
+        self, pid: int, params: Sequence[torch.nn.Parameter], global_params: Sequence[torch.Tensor]
+    ) -> Callable[[], None] | None:
         """Edits a client's gradients after each backward pass (None: plain local SGD)."""
         return None
 
-    def batched_correction(self, pids: Sequence[int], global_params: Sequence[torch.Tensor]
-                           ) -> BatchedCorrection | None:
+    def batched_correction(
+        self, pids: Sequence[int], global_params: Sequence[torch.Tensor]
+    ) -> BatchedCorrection | None:
         """The same correction for a round's clients trained at once (stacked tensors)."""
         return None
 
-    def client_done(self, pid: int, params: Sequence[torch.Tensor],
-                    global_params: Sequence[torch.Tensor], stats: HopStats) -> None:
+    def client_done(
+        self,
+        pid: int,
+        params: Sequence[torch.Tensor],
+        global_params: Sequence[torch.Tensor],
+        stats: HopStats,
+    ) -> None:
         """After client ``pid`` trained (its ``params``): client-side state (SCAFFOLD's c_i)."""
 
     # -- server side -------------------------------------------------------------------------------
-    def combine(self, updates: Sequence[ClientUpdate], global_state: Sequence[torch.Tensor]
-                ) -> list[torch.Tensor]:
+    def combine(
+        self, updates: Sequence[ClientUpdate], global_state: Sequence[torch.Tensor]
+    ) -> list[torch.Tensor]:
         """The clients' models combined (weighted mean, or the robust rule)."""
-        return aggregate(self.aggregator, [u.state for u in updates], [u.weight for u in updates],
-                         global_state, trim_fraction=self.trim_fraction, krum_f=self.krum_f)
+        return aggregate(
+            self.aggregator,
+            [u.state for u in updates],
+            [u.weight for u in updates],
+            global_state,
+            trim_fraction=self.trim_fraction,
+            krum_f=self.krum_f,
+        )
 
-    def aggregate(self, global_state: list[torch.Tensor], updates: Sequence[ClientUpdate],
-                  dropped_weight: float = 0.0) -> None:
+    def aggregate(
+        self,
+        global_state: list[torch.Tensor],
+        updates: Sequence[ClientUpdate],
+        dropped_weight: float = 0.0,
+    ) -> None:
         """The new global model, in place. ``dropped_weight`` is the weight of clients whose
         model was discarded (it diverged): the mean is renormalised over those kept."""
         if not updates:
@@ -218,8 +243,10 @@ class Scaffold(FedAvg):
     def client_done(self, pid, params, global_params, stats):
         scale = 1.0 / (max(stats.steps, 1) * self.local_lr)
         old = self.c_clients[pid]
-        new = [ci - c + (x - y.detach()) * scale
-               for ci, c, x, y in zip(old, self.c, global_params, params)]
+        new = [
+            ci - c + (x - y.detach()) * scale
+            for ci, c, x, y in zip(old, self.c, global_params, params)
+        ]
         for acc, n, o in zip(self._delta_sum, new, old):
             acc.add_(n - o)
         self.c_clients[pid] = new
@@ -233,9 +260,12 @@ class Scaffold(FedAvg):
         return 2 * param_bytes  # c down, delta c_i up
 
     def state_dict(self):
-        return {"c": [t.clone() for t in self.c],
-                "c_clients": [[t.clone() for t in self.c_clients[i]]
-                              for i in range(self._num_participants)]}
+        return {
+            "c": [t.clone() for t in self.c],
+            "c_clients": [
+                [t.clone() for t in self.c_clients[i]] for i in range(self._num_participants)
+            ],
+        }
 
     def load_state_dict(self, state):
         with torch.no_grad():
@@ -252,8 +282,9 @@ class FedNova(FedAvg):
     def __init__(self, momentum: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if not 0 <= momentum < 1:
-            raise ConfigError(f"algorithm.optimizer.momentum must be in [0, 1) for fednova "
-                              f"(got {momentum})")
+            raise ConfigError(
+                f"algorithm.optimizer.momentum must be in [0, 1) for fednova (got {momentum})"
+            )
         if self.aggregator != "mean":
             raise ConfigError("fednova normalises the weighted mean: algorithm.aggregator=mean")
         self.momentum = float(momentum)
@@ -263,7 +294,7 @@ class FedNova(FedAvg):
         rho = self.momentum
         if rho == 0:
             return float(steps)
-        return (steps - rho * (1 - rho ** steps) / (1 - rho)) / (1 - rho)
+        return (steps - rho * (1 - rho**steps) / (1 - rho)) / (1 - rho)
 
     def aggregate(self, global_state, updates, dropped_weight=0.0):
         if not updates:
@@ -288,8 +319,14 @@ class FedAdam(FedAvg):
 
     name = "fedadam"
 
-    def __init__(self, server_lr: float = 0.1, beta1: float = 0.9, beta2: float = 0.99,
-                 tau: float = 1e-3, **kwargs):
+    def __init__(
+        self,
+        server_lr: float = 0.1,
+        beta1: float = 0.9,
+        beta2: float = 0.99,
+        tau: float = 1e-3,
+        **kwargs,
+    ):
         super().__init__(server_lr=server_lr, **kwargs)
         for key, value in (("beta1", beta1), ("beta2", beta2)):
             if not 0 <= value < 1:
@@ -323,9 +360,11 @@ class FedAdam(FedAvg):
                 g.add_(self.server_lr * m / (v.sqrt() + self.tau))
 
     def state_dict(self):
-        return {"m": [t.clone() for t in self.m if t is not None],
-                "v": [t.clone() for t in self.v if t is not None],
-                "mask": [t is not None for t in self.m]}
+        return {
+            "m": [t.clone() for t in self.m if t is not None],
+            "v": [t.clone() for t in self.v if t is not None],
+            "mask": [t is not None for t in self.m],
+        }
 
     def load_state_dict(self, state):
         if not state.get("mask"):

@@ -69,36 +69,61 @@ class ProgressValue:
         if now - self.last >= self.every_s:
             self.last = now
             of = f"/{self.total}" if self.total else ""
-            log.info("Shapley: %d%s coalitions evaluated (%.0fs)", self.count, of,
-                     now - self.started)
+            log.info(
+                "Shapley: %d%s coalitions evaluated (%.0fs)", self.count, of, now - self.started
+            )
 
 
 def estimate(ctx: ExperimentContext, value, what: str) -> ShapleyResult:
     sc = ctx.cfg.shapley
     n = len(value.players)
     exact = n <= int(sc.exact_max)
-    log.info("Shapley values of %d players (%s; %s) ...", n, what,
-             f"exact: {2 ** n} coalitions" if exact
-             else f"truncated Monte Carlo, at most {int(sc.permutations)} permutations")
+    log.info(
+        "Shapley values of %d players (%s; %s) ...",
+        n,
+        what,
+        f"exact: {2**n} coalitions"
+        if exact
+        else f"truncated Monte Carlo, at most {int(sc.permutations)} permutations",
+    )
     started = time.perf_counter()
-    result = shapley_values(value.players, ProgressValue(value, 2 ** n if exact else None),
-                            exact_max=int(sc.exact_max), permutations=int(sc.permutations),
-                            tolerance=float(sc.tolerance), rng=numpy_rng(ctx.cfg.seed, "shapley"),
-                            convergence=sc.convergence)
-    log.info("Shapley: done, %d coalitions%s (%.1fs)", result.evaluations,
-             f" over {result.permutations} permutations" if result.permutations else "",
-             time.perf_counter() - started)
+    result = shapley_values(
+        value.players,
+        ProgressValue(value, 2**n if exact else None),
+        exact_max=int(sc.exact_max),
+        permutations=int(sc.permutations),
+        tolerance=float(sc.tolerance),
+        rng=numpy_rng(ctx.cfg.seed, "shapley"),
+        convergence=sc.convergence,
+    )
+    log.info(
+        "Shapley: done, %d coalitions%s (%.1fs)",
+        result.evaluations,
+        f" over {result.permutations} permutations" if result.permutations else "",
+        time.perf_counter() - started,
+    )
     return result
 
 
 def save(ctx: ExperimentContext, result: ShapleyResult, **extra: Any) -> dict[str, Any]:
     """Write shapley.json; return the summary metrics for metrics.json."""
-    write_json(ctx.output_dir / "shapley.json", {
-        "values": {str(k): v for k, v in result.values.items()}, "method": result.method,
-        "permutations": result.permutations, "evaluations": result.evaluations,
-        "full_value": result.full_value, "empty_value": result.empty_value, **extra})
-    return {"shapley_players": len(result.values), "shapley_method": result.method,
-            "shapley_permutations": result.permutations}
+    write_json(
+        ctx.output_dir / "shapley.json",
+        {
+            "values": {str(k): v for k, v in result.values.items()},
+            "method": result.method,
+            "permutations": result.permutations,
+            "evaluations": result.evaluations,
+            "full_value": result.full_value,
+            "empty_value": result.empty_value,
+            **extra,
+        },
+    )
+    return {
+        "shapley_players": len(result.values),
+        "shapley_method": result.method,
+        "shapley_permutations": result.permutations,
+    }
 
 
 def participants_shapley(ctx: ExperimentContext, value) -> dict[str, Any]:
@@ -107,6 +132,7 @@ def participants_shapley(ctx: ExperimentContext, value) -> dict[str, Any]:
     sizes = {p.pid: len(p) for p in ctx.participants}
     players = list(value.players)
     metrics = save(ctx, result)
-    metrics["shapley_data_size_spearman"] = spearman([sizes[p] for p in players],
-                                                     [result.values[p] for p in players])
+    metrics["shapley_data_size_spearman"] = spearman(
+        [sizes[p] for p in players], [result.values[p] for p in players]
+    )
     return metrics

@@ -66,8 +66,9 @@ def check_config(cfg: DictConfig, federated: bool = True) -> None:
     if algo.get("rounds") is not None and algo.rounds < 1:
         raise ConfigError(f"algorithm.rounds must be >= 1 or null (got {algo.rounds})")
     if algo.get("sample_budget") is not None and algo.sample_budget < 1:
-        raise ConfigError(f"algorithm.sample_budget must be >= 1 or null "
-                          f"(got {algo.sample_budget})")
+        raise ConfigError(
+            f"algorithm.sample_budget must be >= 1 or null (got {algo.sample_budget})"
+        )
     if algo.get("budget_epochs") is not None and not algo.budget_epochs > 0:
         raise ConfigError(f"algorithm.budget_epochs must be > 0 (got {algo.budget_epochs})")
     if algo.get("eval_every", 1) < 1:
@@ -75,19 +76,23 @@ def check_config(cfg: DictConfig, federated: bool = True) -> None:
     if not algo.optimizer.get("lr", 1.0) > 0:
         raise ConfigError(f"algorithm.optimizer.lr must be > 0 (got {algo.optimizer.lr})")
     if federated:
-        resolve_clients_per_round(int(cfg.num_participants), algo.get("clients_per_round"),
-                                  algo.get("client_fraction"))
+        resolve_clients_per_round(
+            int(cfg.num_participants), algo.get("clients_per_round"), algo.get("client_fraction")
+        )
         if not algo.server_lr > 0:
             raise ConfigError(f"algorithm.server_lr must be > 0 (got {algo.server_lr})")
     if federated:
         churn_from_config(cfg)
         economics_params(cfg)
-        assign_behaviours(int(cfg.num_participants), behaviour_fractions(cfg),
-                          np.random.default_rng(0))
+        assign_behaviours(
+            int(cfg.num_participants), behaviour_fractions(cfg), np.random.default_rng(0)
+        )
     strategy = build(algo.strategy) if federated else None  # it checks its own values
     if isinstance(strategy, Scaffold) and algo.optimizer.get("momentum", 0):
-        raise ConfigError("scaffold's option II control variates assume plain SGD steps: set "
-                          f"algorithm.optimizer.momentum=0 (got {algo.optimizer.momentum})")
+        raise ConfigError(
+            "scaffold's option II control variates assume plain SGD steps: set "
+            f"algorithm.optimizer.momentum=0 (got {algo.optimizer.momentum})"
+        )
     node = cfg.get("participants", {}).get("devices")
     if node is not None:
         build(node)  # validates the device profile
@@ -95,8 +100,11 @@ def check_config(cfg: DictConfig, federated: bool = True) -> None:
         check_shapley(cfg)
     from derelayl.learning.hop import LightningHop
 
-    LightningHop(batch_size=algo.batch_size, local_epochs=algo.local_epochs,
-                 local_steps=algo.get("local_steps"))
+    LightningHop(
+        batch_size=algo.batch_size,
+        local_epochs=algo.local_epochs,
+        local_steps=algo.get("local_steps"),
+    )
 
 
 def _strategy(algo: DictConfig):
@@ -108,12 +116,17 @@ def outcome(result: RoundsResult) -> Outcome:
     last = result.metrics
     tested = [r.metrics for r in result.history if "test_acc" in r.metrics]
     metrics = {
-        "test_acc": last.get("test_acc"), "test_loss": last.get("test_loss"),
-        "val_acc": last["val_acc"], "val_loss": last["val_loss"],
+        "test_acc": last.get("test_acc"),
+        "test_loss": last.get("test_loss"),
+        "val_acc": last["val_acc"],
+        "val_loss": last["val_loss"],
         "best_val_acc": max(r.metrics["val_acc"] for r in result.history),
         "best_test_acc": max(m["test_acc"] for m in tested),
-        "hops": result.hops, "rounds": result.rounds, "samples_seen": result.samples_seen,
-        "bytes": result.bytes, "sim_time_s": result.sim_time_s,
+        "hops": result.hops,
+        "rounds": result.rounds,
+        "samples_seen": result.samples_seen,
+        "bytes": result.bytes,
+        "sim_time_s": result.sim_time_s,
         "failed_clients": int(sum(r.metrics.get("failed_clients", 0) for r in result.history)),
     }
     for key in ("test_acc_worst", "test_acc_best", "val_acc_worst"):
@@ -126,9 +139,14 @@ def outcome(result: RoundsResult) -> Outcome:
 def _schedule(ctx: ExperimentContext) -> dict:
     algo = ctx.cfg.algorithm
     total = sum(len(p) for p in ctx.participants)
-    return {"seed": ctx.cfg.seed, "rounds": algo.get("rounds"),
-            "sample_budget": sample_budget(algo, total), "eval_every": algo.get("eval_every", 1),
-            "devices": ctx.devices, "observers": ctx.observers}
+    return {
+        "seed": ctx.cfg.seed,
+        "rounds": algo.get("rounds"),
+        "sample_budget": sample_budget(algo, total),
+        "eval_every": algo.get("eval_every", 1),
+        "devices": ctx.devices,
+        "observers": ctx.observers,
+    }
 
 
 def fl_population(ctx: ExperimentContext) -> FederatedPopulation | None:
@@ -138,9 +156,13 @@ def fl_population(ctx: ExperimentContext) -> FederatedPopulation | None:
     if not churn.enabled and not any(v > 0 for v in behaviour_fractions(cfg).values()):
         return None
     behaviour, economics = population(cfg, len(ctx.participants), honest=HONEST_IDENTITIES)
-    return FederatedPopulation(behaviour=behaviour, economics=economics, churn=churn,
-                               initial_active=int(cfg.num_participants),
-                               noise_std=float(cfg.participants.get("noise_std", 1.0)))
+    return FederatedPopulation(
+        behaviour=behaviour,
+        economics=economics,
+        churn=churn,
+        initial_active=int(cfg.num_participants),
+        noise_std=float(cfg.participants.get("noise_std", 1.0)),
+    )
 
 
 def incentive_metrics(ctx: ExperimentContext, run: RoundsResult) -> tuple[dict, np.ndarray]:
@@ -149,13 +171,21 @@ def incentive_metrics(ctx: ExperimentContext, run: RoundsResult) -> tuple[dict, 
     assert payouts is not None  # called when the run pays
     coins = payouts.coins
     held = coins if run.population is None else coins[run.population.active]
-    write_json(ctx.output_dir / "participation.json", {
-        "samples": [len(p) for p in ctx.participants],
-        "rounds": [{"clients": list(sel), "gains": list(g)} for sel, g in run.participation],
-        "coins": coins.tolist()})
-    return {"incentive": payouts.scheme.name, "coins_total": float(coins.sum()),
-            "coins_minted": payouts.minted, "coins_gini": gini(held),
-            "coins_jain": jain(held)}, coins
+    write_json(
+        ctx.output_dir / "participation.json",
+        {
+            "samples": [len(p) for p in ctx.participants],
+            "rounds": [{"clients": list(sel), "gains": list(g)} for sel, g in run.participation],
+            "coins": coins.tolist(),
+        },
+    )
+    return {
+        "incentive": payouts.scheme.name,
+        "coins_total": float(coins.sum()),
+        "coins_minted": payouts.minted,
+        "coins_gini": gini(held),
+        "coins_jain": jain(held),
+    }, coins
 
 
 def population_summary(ctx: ExperimentContext, run: RoundsResult, coins: np.ndarray) -> dict:
@@ -170,15 +200,24 @@ def population_summary(ctx: ExperimentContext, run: RoundsResult, coins: np.ndar
         w = csv.writer(fh)
         w.writerow(["participant", "behaviour", "active", "coins", "utility", "matches"])
         for i in np.flatnonzero(people.ever_active):
-            w.writerow([int(i), BEHAVIOURS[people.behaviour[i]], int(people.active[i]), coins[i],
-                        people.utility[i], int(people.matches[i])])
+            w.writerow(
+                [
+                    int(i),
+                    BEHAVIOURS[people.behaviour[i]],
+                    int(people.active[i]),
+                    coins[i],
+                    people.utility[i],
+                    int(people.matches[i]),
+                ]
+            )
     return metrics
 
 
 def run_federated(ctx: ExperimentContext) -> Outcome:
     algo = ctx.cfg.algorithm
-    m = resolve_clients_per_round(int(ctx.cfg.num_participants), algo.get("clients_per_round"),
-                                  algo.get("client_fraction"))
+    m = resolve_clients_per_round(
+        int(ctx.cfg.num_participants), algo.get("clients_per_round"), algo.get("client_fraction")
+    )
     # C stays a fraction of the participants taking part (with churn: of the active ones)
     fraction = None if algo.get("clients_per_round") is not None else algo.get("client_fraction")
     pop = fl_population(ctx)
@@ -191,10 +230,17 @@ def run_federated(ctx: ExperimentContext) -> Outcome:
         scheme = build(node)
         payouts = FederatedPayouts(scheme, [len(p) for p in ctx.participants])
     checkpoint = round_checkpoint(ctx)
-    runner = FederatedRunner(ctx.hop, _strategy(algo), clients_per_round=m,
-                             **_schedule(ctx),
-                             track_gains=payouts is not None, payouts=payouts, population=pop,
-                             client_fraction=fraction, batched=ctx.batched_hop)
+    runner = FederatedRunner(
+        ctx.hop,
+        _strategy(algo),
+        clients_per_round=m,
+        **_schedule(ctx),
+        track_gains=payouts is not None,
+        payouts=payouts,
+        population=pop,
+        client_fraction=fraction,
+        batched=ctx.batched_hop,
+    )
     resume(ctx, checkpoint, runner)
     run = runner.run(ctx.new_model(), participants, ctx.data.val, ctx.data.test)
     result = outcome(run)
@@ -204,13 +250,15 @@ def run_federated(ctx: ExperimentContext) -> Outcome:
         result.metrics.update(paid)
         result.files.append(ctx.output_dir / "participation.json")
     if pop is not None:
-        result.metrics.update(population_summary(
-            ctx, run, coins if coins is not None else np.zeros(len(participants))))
+        result.metrics.update(
+            population_summary(
+                ctx, run, coins if coins is not None else np.zeros(len(participants))
+            )
+        )
         result.files.append(ctx.output_dir / "participants.csv")
     if wanted(ctx.cfg):
         schedule = {**_schedule(ctx), "devices": None, "observers": ()}
-        quiet = FederatedRunner(ctx.hop, _strategy(algo), clients_per_round=m,
-                                **schedule)
+        quiet = FederatedRunner(ctx.hop, _strategy(algo), clients_per_round=m, **schedule)
         # a coalition keeps the run's fraction of clients per round (or its fixed count); with a
         # population, the players are those ever active, each with its behaviour, and a
         # coalition's run has no churn (README, "Shapley values")
@@ -219,9 +267,15 @@ def run_federated(ctx: ExperimentContext) -> Outcome:
             assert run.population is not None  # the runner's outcome of ``pop``
             players = [participants[i] for i in np.flatnonzero(run.population.ever_active)]
             behaviour = {int(p.pid): int(pop.behaviour[p.pid]) for p in players}
-        value = FederatedCoalitionValue(quiet, ctx.new_model(), players, ctx.data.test,
-                                        client_fraction=fraction, behaviour=behaviour,
-                                        noise_std=pop.noise_std if pop is not None else 1.0)
+        value = FederatedCoalitionValue(
+            quiet,
+            ctx.new_model(),
+            players,
+            ctx.data.test,
+            client_fraction=fraction,
+            behaviour=behaviour,
+            noise_std=pop.noise_std if pop is not None else 1.0,
+        )
         result.metrics.update(participants_shapley(ctx, value))
         if coins is not None:
             import json
@@ -229,8 +283,9 @@ def run_federated(ctx: ExperimentContext) -> Outcome:
             values = json.loads((ctx.output_dir / "shapley.json").read_text())["values"]
             phi = [values[str(p.pid)] for p in players]
             mine = coins[[p.pid for p in players]]
-            result.metrics.update(coins_shapley_spearman=spearman(mine, phi),
-                                  coins_shapley_pearson=pearson(mine, phi))
+            result.metrics.update(
+                coins_shapley_spearman=spearman(mine, phi), coins_shapley_pearson=pearson(mine, phi)
+            )
     return result
 
 

@@ -28,10 +28,10 @@ def economics_params(cfg: DictConfig) -> EconomicsParams:
     return EconomicsParams(**cfg.participants.get("economics", {}))
 
 
-def population(cfg: DictConfig, size: int, honest: tuple[int, ...]
-               ) -> tuple[np.ndarray, Economics]:
+def population(cfg: DictConfig, size: int, honest: tuple[int, ...]) -> tuple[np.ndarray, Economics]:
     """Behaviours and economics of ``size`` identities (from the seed); ``honest`` stay honest."""
-    behaviour = assign_behaviours(size, behaviour_fractions(cfg), numpy_rng(cfg.seed, "behaviour"),
-                                  exclude=honest)
+    behaviour = assign_behaviours(
+        size, behaviour_fractions(cfg), numpy_rng(cfg.seed, "behaviour"), exclude=honest
+    )
     economics = Economics.draw(size, economics_params(cfg), numpy_rng(cfg.seed, "economics"))
     return behaviour, economics

@@ -15,26 +15,44 @@ def run_relay(ctx: ExperimentContext) -> Outcome:
     if "shapley" in ctx.cfg:
         check_shapley(ctx.cfg)
     checkpoint = round_checkpoint(ctx)
-    runner = RelayRunner(ctx.hop, build(ctx.cfg.schedule), rounds=algo.rounds,
-                         seed=ctx.cfg.seed, eval_every=algo.eval_every, observers=ctx.observers,
-                         devices=ctx.devices)
+    runner = RelayRunner(
+        ctx.hop,
+        build(ctx.cfg.schedule),
+        rounds=algo.rounds,
+        seed=ctx.cfg.seed,
+        eval_every=algo.eval_every,
+        observers=ctx.observers,
+        devices=ctx.devices,
+    )
     resume(ctx, checkpoint, runner)
     result = runner.run(ctx.new_model(), ctx.participants, ctx.data.val, ctx.data.test)
     metrics = {
-        "test_acc": result.test_acc, "test_loss": result.test_loss,
-        "val_acc": result.val_acc, "val_loss": result.val_loss,
+        "test_acc": result.test_acc,
+        "test_loss": result.test_loss,
+        "val_acc": result.val_acc,
+        "val_loss": result.val_loss,
         "best_val_acc": max(r.val_acc for r in result.history),
-        "hops": result.hops, "rounds": result.rounds, "samples_seen": result.samples_seen,
-        "bytes": result.bytes, "sim_time_s": result.sim_time_s,
+        "hops": result.hops,
+        "rounds": result.rounds,
+        "samples_seen": result.samples_seen,
+        "bytes": result.bytes,
+        "sim_time_s": result.sim_time_s,
         "failed_hops": sum(r.failed for r in result.history),
     }
     if wanted(ctx.cfg):
-        value = RelayCoalitionValue(RelayRunner(ctx.hop, runner.schedule, rounds=algo.rounds,
-                                                seed=ctx.cfg.seed),
-                                    ctx.new_model(), ctx.participants, ctx.data.test)
+        value = RelayCoalitionValue(
+            RelayRunner(ctx.hop, runner.schedule, rounds=algo.rounds, seed=ctx.cfg.seed),
+            ctx.new_model(),
+            ctx.participants,
+            ctx.data.test,
+        )
         metrics.update(participants_shapley(ctx, value))
-    return Outcome(metrics=metrics, model=result.model,
-                   history=[dataclasses.asdict(r) for r in result.history], step="hop")
+    return Outcome(
+        metrics=metrics,
+        model=result.model,
+        history=[dataclasses.asdict(r) for r in result.history],
+        step="hop",
+    )
 
 
 def check_config(cfg) -> None:
