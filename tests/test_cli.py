@@ -77,6 +77,7 @@ def test_same_config_and_seed_give_identical_numbers(cli, tmp_path):
     assert (tmp_path / "a/history.csv").read_text() == (tmp_path / "b/history.csv").read_text()
 
 
+@pytest.mark.slow  # end to end through subprocesses (20 s or more): CI runs it
 def test_multirun_sweep_lands_in_one_experiment(cli, tmp_path):
     proc = cli(
         "-m",

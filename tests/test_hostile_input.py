@@ -184,6 +184,7 @@ def bad_override(draw):
     return f"{key}={value}"
 
 
+@pytest.mark.slow  # 60 generated cases through the CLI (20 s or more): CI runs it
 @settings(
     max_examples=60,
     deadline=None,

@@ -389,6 +389,7 @@ def test_sigterm_and_sigint_close_the_mlflow_run_as_killed(tmp_path, sig, code, 
     assert steps == list(range(1, len(steps) + 1)) and len(steps) >= settled - 1 >= 3
 
 
+@pytest.mark.slow  # end to end through subprocesses (20 s or more): CI runs it
 def test_a_sigkilled_run_is_closed_by_its_writer_and_its_rerun_holds_every_round(tmp_path):
     run_dir = tmp_path / "run"
     proc = _start(tmp_path, run_dir, *SLOW)

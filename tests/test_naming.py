@@ -85,6 +85,7 @@ def test_sweep_axes_tags_and_names():
     assert "incentive" not in only_algorithms  # each job composes its own (FL: none)
 
 
+@pytest.mark.slow  # end to end through subprocesses (20 s or more): CI runs it
 def test_a_sweeps_runs_are_named_in_mlflow(tiny_study):
     client = MlflowClient(tracking_uri=tiny_study["uri"])
     exp = client.get_experiment_by_name(tiny_study["experiment"])

@@ -99,6 +99,7 @@ def test_optuna_preset_composes_and_tunes_relay(cli, tmp_path):
     assert result["best_value"] == pytest.approx(max(m["val_acc"] for m in vals))
 
 
+@pytest.mark.slow  # end to end through subprocesses (20 s or more): CI runs it
 def test_interrupted_sweep_resumes_without_redoing_finished_jobs(cli, tmp_path):
     sweep = tmp_path / "sweep"
     args = (
