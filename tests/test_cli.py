@@ -2,6 +2,8 @@
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -149,3 +151,39 @@ def test_bad_input_from_a_real_process_has_no_traceback(cli, tmp_path):
     assert proc.returncode == 2
     # partition.alpha is a float (its schema): 0 arrives as 0.0
     assert proc.stderr.strip() == "derelayl-train: error: partition.alpha must be > 0 (got 0.0)"
+
+
+def _argv_imports(tmp_path, *args: str) -> tuple[int, str, list[str]]:
+    """``derelayl-train <args>`` in a fresh interpreter: exit code, stdout, and which of the
+    heavy packages (torch, Lightning, MLflow) it imported on the way."""
+    probe = (
+        "import sys\n"
+        "from derelayl.cli.train import main\n"
+        f"sys.argv = ['derelayl-train', *{list(args)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
+        "heavy = [m for m in ('torch', 'pytorch_lightning', 'mlflow') if m in sys.modules]\n"
+        "print('HEAVY', ','.join(heavy), 'CODE', code)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    last = proc.stdout.strip().splitlines()[-1].split()
+    heavy = last[1].split(",") if last[1] != "CODE" else []
+    return int(last[-1]), proc.stdout, heavy
+
+
+def test_help_and_bad_input_answer_without_loading_torch(tmp_path):
+    """--help and a bad value are answered before torch, Lightning or MLflow load (the page and
+    the checks need the config's schemas only): they take well under 2 s."""
+    code, out, heavy = _argv_imports(tmp_path, "algorithm=fedavg", "seed=7", "--help")
+    assert code == 0 and heavy == [], heavy
+    assert "== Config groups" in out and "algorithm: centralized, derelayl, fedadam" in out
+    assert "seed: 7" in out and "derelayl.app.runners.fl.Federated" in out  # this config
+    assert "schema/" not in out  # the schemas are not options to choose
+    code, out, heavy = _argv_imports(tmp_path, "partition.alpha=-1", "tracking=none")
+    assert code == 2 and heavy == [], heavy
+
+
+def test_help_of_a_sweep_says_it_is_not_one_config(cli_in_process):
+    code, out, _ = cli_in_process("-m", "seed=0,1", "--help")
+    assert code == 0 and "does not compose" in out and "== Config groups" in out

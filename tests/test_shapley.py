@@ -18,7 +18,7 @@ from derelayl.learning.evaluation import EvalSet, evaluate
 from derelayl.learning.hop import HopStats, LightningHop
 from derelayl.models.lit import ClassifierModule
 from derelayl.models.nets import MLP
-from derelayl.protocol.quality import InMemoryModelStore, TrainedPerformance
+from derelayl.protocol.trained import InMemoryModelStore, TrainedPerformance
 from derelayl.sim.errors import ConfigError
 from derelayl.sim.seeding import numpy_rng, torch_generator
 from derelayl.valuation.coalitions import (

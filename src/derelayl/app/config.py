@@ -101,12 +101,14 @@ def component(
     exclude: tuple[str, ...] = (),
     include: tuple[str, ...] | None = None,
     name: str | None = None,
+    path: str | None = None,
 ) -> type:
     """A schema for ``instantiate``: ``_target_`` (and ``_partial_``), then the target's
     parameters with the types and defaults of its signature. Parameters that come at run time
     (``exclude``: a network's input shape, the seed) stay out; with ``partial`` the object is
-    built as ``functools.partial`` and called with them."""
-    specs: list[Any] = [("_target_", str, field(default=_path(target)))]
+    built as ``functools.partial`` and called with them. ``path``: the ``_target_`` when
+    ``target`` only describes its parameters (a torch-free record of a network's)."""
+    specs: list[Any] = [("_target_", str, field(default=path or _path(target)))]
     if partial:
         specs.append(("_partial_", bool, field(default=True)))
     for key, hint, default in _fields_of(target, include, exclude):
@@ -316,7 +318,7 @@ def _schemas() -> dict[str, dict[str, Any]]:
     """``{group: {option: schema}}``; imported late (the core and torch load with it)."""
     from derelayl.algorithms import schedules
     from derelayl.data import datasets, partition
-    from derelayl.models import nets
+    from derelayl.models import hparams
     from derelayl.protocol import incentives
 
     loader: dict[str, Any] = {"exclude": ("seed",), "partial": True}
@@ -347,7 +349,10 @@ def _schemas() -> dict[str, dict[str, Any]]:
             "data_size": component(incentives.DataSizeReward),
             "marginal_gain": component(incentives.MarginalGainReward),
         },
-        "model": {"mlp": _model_schema(nets.MLP), "cnn": _model_schema(nets.CNN)},
+        "model": {
+            "mlp": _model_schema(hparams.MLPParams, "derelayl.models.nets.MLP"),
+            "cnn": _model_schema(hparams.CNNParams, "derelayl.models.nets.CNN"),
+        },
         "algorithm": {
             "derelayl": DeRelayLAlgorithmConfig,
             "relay": RelayAlgorithmConfig,
@@ -368,10 +373,12 @@ def _schemas() -> dict[str, dict[str, Any]]:
     }
 
 
-def _model_schema(net: type) -> type:
-    """``model/<net>``: the LightningModule around ``net`` (built later, with the data's shape)."""
+def _model_schema(params: type, net: str) -> type:
+    """``model/<net>``: the LightningModule around the network ``net`` (built later, with the
+    data's shape), whose hyperparameters ``params`` records without importing torch."""
+    name = net.rsplit(".", 1)[1]
     return dataclasses.make_dataclass(
-        f"{net.__name__}ModelConfig",
+        f"{name}ModelConfig",
         [
             # the module, by name: importing Lightning takes seconds, a model is built later
             ("_target_", str, field(default="derelayl.models.lit.ClassifierModule")),
@@ -381,7 +388,7 @@ def _model_schema(net: type) -> type:
                 Any,
                 field(
                     default_factory=lambda: component(
-                        net, partial=True, exclude=("input_shape", "num_classes")
+                        params, partial=True, path=net, name=f"{name}Config"
                     )()
                 ),
             ),

@@ -174,10 +174,14 @@ def optimized_value(cfg: DictConfig, metrics: dict) -> float | None:
 
 
 def main() -> None:
+    from derelayl.cli import help as page
     from derelayl.cli.guard import one_line_errors
 
     with one_line_errors(PROG):
         check_group_choices(sys.argv[1:], config_dir())
+        if page.wants_help(sys.argv[1:]):  # our page, fast (Hydra's own: --hydra-help)
+            print(page.render(config_dir(), sys.argv[1:]))
+            return
         hydra_main()
 
 

@@ -10,13 +10,17 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from derelayl.learning.evaluation import EvalSet
 from derelayl.sim.errors import ConfigError, DataError
 from derelayl.sim.seeding import numpy_rng
+
+if TYPE_CHECKING:  # torch loads with the data: the loaders' parameters are checked without it
+    import torch
+
+    from derelayl.learning.evaluation import EvalSet
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,10 @@ class DatasetSplits:
 
     def to(self, device: torch.device | str) -> DatasetSplits:
         """The same splits with every tensor on ``device`` (itself when already there)."""
+        import torch
+
+        from derelayl.learning.evaluation import EvalSet
+
         if self.train_x.device == torch.device(device):
             return self
         return dataclasses.replace(
@@ -126,6 +134,10 @@ def _splits(name: str, train, val, test, max_train_samples: int | None = None) -
         tr_x, tr_y = tr_x[:max_train_samples], tr_y[:max_train_samples]
     ref = tr_x
     tr_x, va_x, te_x = (_standardize(a, ref) for a in (tr_x, va_x, te_x))
+    import torch
+
+    from derelayl.learning.evaluation import EvalSet
+
     t = torch.from_numpy
     return DatasetSplits(
         name=name,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from derelayl.data.partition import Partition
 from derelayl.sim.seeding import torch_generator
@@ -24,6 +26,8 @@ def build_participants(
     x: torch.Tensor, y: torch.Tensor, partition: Partition, seed: int
 ) -> list[ParticipantData]:
     """Slice the training tensors; feature-noise skew is added once, from the seed."""
+    import torch
+
     out = []
     for pid, idx in enumerate(partition.indices):
         index = torch.as_tensor(idx, dtype=torch.long)

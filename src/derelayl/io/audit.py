@@ -333,7 +333,7 @@ class Audit:
     def _models(self) -> None:
         import torch
 
-        from derelayl.protocol.quality import state_hash
+        from derelayl.protocol.trained import state_hash
 
         committed = {GENESIS_HASH}
         for b in self.blocks:

@@ -1,4 +1,5 @@
-"""Small networks sized for CPU. Each takes the dataset's ``input_shape`` and ``num_classes``."""
+"""Small networks sized for CPU. Each takes the dataset's ``input_shape`` and ``num_classes``;
+their hyperparameters' defaults are in :mod:`derelayl.models.hparams`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from derelayl.models.hparams import CNNParams, MLPParams
 from derelayl.sim.errors import ConfigError
 
 
@@ -16,8 +18,8 @@ class MLP(nn.Module):
         self,
         input_shape: Sequence[int],
         num_classes: int,
-        hidden: Sequence[int] = (128,),
-        dropout: float = 0.0,
+        hidden: Sequence[int] = MLPParams.hidden,
+        dropout: float = MLPParams.dropout,
     ):
         super().__init__()
         if any(h < 1 for h in hidden):
@@ -43,9 +45,9 @@ class CNN(nn.Module):
         self,
         input_shape: Sequence[int],
         num_classes: int,
-        channels: Sequence[int] = (16, 32),
-        hidden: int = 64,
-        kernel_size: int = 3,
+        channels: Sequence[int] = CNNParams.channels,
+        hidden: int = CNNParams.hidden,
+        kernel_size: int = CNNParams.kernel_size,
     ):
         super().__init__()
         if len(input_shape) not in (2, 3):

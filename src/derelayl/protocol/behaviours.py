@@ -11,9 +11,12 @@ its data (:func:`adversarial_data`) and bidding all their coins in DeRelayL's au
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 from derelayl.data.participants import ParticipantData
 from derelayl.sim.errors import ConfigError
@@ -74,6 +77,8 @@ def add_weight_noise(
 ) -> None:
     """A ``noise`` adversary's model: the floating-point tensors it received plus N(0, std^2),
     in place, drawn from the stream ``noise/<round>/<participant>``."""
+    import torch
+
     gen = torch_generator(seed, "noise", round_, participant)
     with torch.no_grad():
         for tensor in tensors:

@@ -8,9 +8,12 @@ another, and any single step can be replayed on its own (e.g. when a run resumes
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch loads where a torch stream is drawn: configs check without it
+    import torch
 
 
 def derive_seed(seed: int, *stream: object) -> int:
@@ -24,6 +27,8 @@ def numpy_rng(seed: int, *stream: object) -> np.random.Generator:
 
 
 def torch_generator(seed: int, *stream: object) -> torch.Generator:
+    import torch
+
     gen = torch.Generator()
     gen.manual_seed(derive_seed(seed, *stream))
     return gen

@@ -22,13 +22,10 @@ from derelayl.protocol.behaviours import BEHAVIOURS, adversarial_data
 from derelayl.protocol.ledger import Ledger
 from derelayl.protocol.params import DeRelayLParams
 from derelayl.protocol.population import behaviour_metrics
-from derelayl.protocol.quality import (
-    PerformanceModel,
-    RandomWalkPerformance,
-    TrainedPerformance,
-)
+from derelayl.protocol.quality import PerformanceModel, RandomWalkPerformance
 from derelayl.protocol.runner import DeRelayLRunner
 from derelayl.protocol.state import EconomyState
+from derelayl.protocol.trained import TrainedPerformance
 from derelayl.sim.errors import ConfigError
 from derelayl.sim.events import RoundRecord
 from derelayl.valuation.coalitions import LineageCoalitionValue
