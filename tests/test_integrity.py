@@ -666,7 +666,7 @@ def test_model_files_are_checked_against_their_commitments(finished_trained_run,
     shutil.copy(original / "model.pt", run_dir / "model.pt")
     state = torch.load(models[0], weights_only=True)
     next(iter(state.values())).add_(1.0)
-    from derelayl.protocol.quality import state_hash
+    from derelayl.protocol.trained import state_hash
 
     torch.save(state, run_dir / "models" / f"{state_hash(state)}.pt")  # stored, never committed
     code, text, _ = ledger("verify", str(run_dir), "--no-anchor", capsys=capsys)
@@ -719,3 +719,48 @@ def test_a_diverging_hop_fails_and_the_run_goes_on(make_cfg, tmp_path, capsys):
     for name in ("fedavg", "relay"):
         state = torch.load(tmp_path / name / "model.pt", weights_only=True)
         assert all(torch.isfinite(t).all() for t in state.values()), name
+
+
+class _SlowWriter:
+    """A stand-in for the MLflow writer process whose replies come when the test says."""
+
+    def __init__(self):
+        self.uri, self.opened, self.sent, self.early = "sqlite:///x.db", False, [], []
+        self.proc = type("P", (), {"wait": lambda self, timeout=None: 0})()
+
+    def send(self, request):
+        self.sent.append(request["op"])
+
+    def answer(self, *replies):
+        self.early.extend(replies)
+
+    def answered(self):
+        return len(self.early)
+
+    def ready(self):
+        if not self.opened:
+            self.wait_for("ok")
+            self.opened = True
+
+    def wait_for(self, key, timeout=600.0):
+        assert self.early, f"the tracker would block on {key!r} here"
+        return self.early.pop(0).get(key)
+
+
+def test_a_run_computes_while_the_writer_creates_its_mlflow_record():
+    """The tracker asks for the run and goes on: its id (and the folder's note of it) comes at
+    the first round end after the writer answered; closing consumes the replies in order."""
+    from derelayl.io.mlflow import MlflowTracker
+
+    writer, noted = _SlowWriter(), []
+    tracker = MlflowTracker(writer, "exp")  # must not block: nothing answered yet
+    tracker.on_started(noted.append)
+    tracker.log_metrics({"acc": 0.5}, step=1)
+    tracker.flush_due()
+    assert tracker.known_run_id is None and noted == []
+    writer.answer({"ok": "open"}, {"run_id": "abc"})
+    tracker.flush_due()
+    assert tracker.known_run_id == "abc" and noted == ["abc"]
+    writer.answer({"ok": "end"})
+    tracker.end("FINISHED")
+    assert writer.sent[0] == "start" and writer.sent[-1] == "end" and writer.early == []

@@ -234,7 +234,7 @@ def _prepare_run(cfg: DictConfig, output_dir: Path, runner, writer):
         _ = ctx.partition
         _ = ctx.batched_hop
         runner.check_data(ctx)
-    if writer is not None:
+    if writer is not None and writer.store_can_refuse:
         writer.ready()  # the store opened (or the one-line reason it cannot)
     ctx.writer = writer
     return None, runner, ctx, history
@@ -286,8 +286,8 @@ def run_experiment(
             log.info("opening an MLflow run in %s ...", cfg.tracking.uri)
         with critical():  # the writer also closes the folder's runs a killed process left open
             tracker = _make_tracker(cfg, chosen, run_name, ctx.writer, stale=folder.tracked_runs())
-        if tracker is not None:
-            folder.record_tracking(tracker.tracking_uri, tracker.run_id)
+        if tracker is not None:  # the folder notes the run as soon as the writer made it
+            tracker.on_started(lambda run_id: folder.record_tracking(tracker.tracking_uri, run_id))
             ctx.observers.append(tracker)
             ctx.tracker = tracker
         outcome = runner(ctx)
@@ -432,7 +432,7 @@ def _end_tracker(tracker: Any, status: str) -> None:
     except Exception as err:  # never hide why the run stopped behind a tracking error
         log.warning(
             "could not close MLflow run %s as %s: %s",
-            tracker.run_id,
+            tracker.known_run_id or "(not created)",
             status,
             str(err).splitlines()[0] if str(err) else type(err).__name__,
         )

@@ -24,7 +24,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +100,26 @@ class WriterProcess:
         self.opened = False
         self.send({"op": "open", "uri": uri})
 
+    @property
+    def store_can_refuse(self) -> bool:
+        """Whether opening the store may refuse the run: a server or an existing database
+        answers first; a database this run will create has nothing to check yet (so the run
+        need not wait for MLflow's import)."""
+        from derelayl.io.mlflow_store import sqlite_path
+
+        path = sqlite_path(self.uri)
+        return path is None or path.is_file()
+
     def ready(self) -> None:
         """Return once the store is open (or raise the one-line reason it cannot be)."""
         if not self.opened:
             self.wait_for("ok")
             self.opened = True
+
+    def answered(self) -> int:
+        """How many replies have come and wait for their ``wait_for`` (without blocking)."""
+        self.check()
+        return len(self.early)
 
     def _read(self) -> None:
         try:
@@ -168,7 +183,11 @@ class WriterProcess:
 
 class MlflowTracker(Observer):
     """One run's MLflow record, written by the writer process: params, metrics (batched, with
-    at most ``max_points`` points a curve), tags, artifacts and the final status."""
+    at most ``max_points`` points a curve), tags, artifacts and the final status.
+
+    The run starts without waiting for the writer to create it: its id arrives while the run
+    computes (``run_id`` waits for it; ``on_started`` callbacks get it as soon as it is known).
+    """
 
     def __init__(
         self,
@@ -188,7 +207,6 @@ class MlflowTracker(Observer):
         all_tags = dict(tags or {})
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        writer.ready()
         writer.send(
             {
                 "op": "start",
@@ -199,7 +217,8 @@ class MlflowTracker(Observer):
                 "stale": list(stale),
             }
         )
-        self.run_id = writer.wait_for("run_id")
+        self._run_id: str | None = None
+        self._on_started: list[Callable[[str], None]] = []
         self._pending: list = []
         self._tags: dict[str, str] = {}
         self.flush_every_s = float(flush_every_s)
@@ -207,6 +226,34 @@ class MlflowTracker(Observer):
         self.max_points = int(max_points)
         # the curves' strides (hops, rounds) and last steps, set when the run starts
         self.strides: dict[str, tuple[int, int | None]] = {"hop": (1, None), "round": (1, None)}
+
+    # -- the run's id --------------------------------------------------------------------------
+    @property
+    def run_id(self) -> str:
+        """The MLflow run's id (waits for the writer to have created the run)."""
+        if self._run_id is None:
+            self.writer.ready()  # the replies come in order: the store's, then the run's
+            self._run_id = str(self.writer.wait_for("run_id"))
+            for callback in self._on_started:
+                callback(self._run_id)
+        return self._run_id
+
+    @property
+    def known_run_id(self) -> str | None:
+        """The run's id if it has come (never waits)."""
+        return self._run_id
+
+    def started(self) -> bool:
+        """Whether the run's id is known, fetching it if it has come (never blocks)."""
+        if self._run_id is None and self.writer.answered() >= (1 if self.writer.opened else 2):
+            _ = self.run_id
+        return self._run_id is not None
+
+    def on_started(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(run_id)`` once the run's id is known (now, if it is)."""
+        self._on_started.append(callback)
+        if self._run_id is not None:
+            callback(self._run_id)
 
     # -- logging -------------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -236,6 +283,7 @@ class MlflowTracker(Observer):
         """Flush at a round's end unless the last flush was under ``flush_every_s`` ago."""
         if time.monotonic() - self._last_flush >= self.flush_every_s:
             self.flush()
+        self.started()  # the run's id, for on_started, as soon as it has come
 
     def log_artifacts(self, paths: list[Path], artifact_path: str | None = None) -> None:
         self.writer.send(
@@ -246,6 +294,7 @@ class MlflowTracker(Observer):
         """Everything written, the run closed with ``status``: returns when the writer is done."""
         self.flush()
         with critical():
+            _ = self.run_id  # the earlier replies first: the end's "ok" is the last one
             self.writer.send({"op": "end", "status": status})
             self.writer.wait_for("ok")
             self.writer.proc.wait(timeout=60)

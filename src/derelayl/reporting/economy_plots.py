@@ -16,7 +16,7 @@ def plot_coins(coins: np.ndarray, path: Path, title: str = "") -> Path:
     """One line per participant: its balance after every round."""
     rounds = np.arange(coins.shape[0])
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    step = max(1, coins.shape[0] // 2000)  # at most ~2,000 points per line
+    step = max(1, coins.shape[0] // 1000)  # at most ~1,000 points a line (the figure: 840 px)
     ax.plot(rounds[::step], coins[::step], lw=0.4 if coins.shape[1] > 50 else 1.0, alpha=0.6)
     ax.set_xlabel("round")
     ax.set_ylabel("coins")
@@ -35,7 +35,10 @@ def plot_version_shares(
     max_bars: int = 100,
     title: str = "",
 ) -> Path:
-    """Stacked bars: share holding the latest model, latest-1 .. latest-depth, older, none."""
+    """Stacked bars: share holding the latest model, latest-1 .. latest-depth, older, none.
+
+    Each layer is one filled step outline (``stairs``) over the sampled rounds: the same bars,
+    drawn as ``depth + 3`` shapes instead of one rectangle per bar and layer."""
     step = max(1, len(history) // max_bars)
     rows = history[::step]
     rounds = [r["round"] for r in rows]
@@ -51,19 +54,20 @@ def plot_version_shares(
     colors = list(plt.cm.viridis(np.linspace(0.0, 0.95, depth + 1))) + ["#bbbbbb", "#ffffff"]
     fig, ax = plt.subplots(figsize=(8, 4), dpi=120)
     bottom = np.zeros(len(rows))
-    width = step * 0.9
+    edges = np.append(np.asarray(rounds, dtype=float), rounds[-1] + step) - step / 2
     for (label, values), color in zip(layers, colors):
-        ax.bar(
-            rounds,
-            values,
-            bottom=bottom,
-            width=width,
-            color=color,
-            label=label,
+        top = bottom + np.asarray(values, dtype=float)
+        ax.stairs(
+            top,
+            edges,
+            baseline=bottom,
+            fill=True,
+            facecolor=color,
             edgecolor="#888888" if label == "none" else color,
             linewidth=0.2,
+            label=label,
         )
-        bottom += np.asarray(values)
+        bottom = top
     ax.set_xlabel("round")
     ax.set_ylabel("share of participants")
     ax.set_ylim(0, 1)
