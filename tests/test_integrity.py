@@ -764,3 +764,26 @@ def test_a_run_computes_while_the_writer_creates_its_mlflow_record():
     writer.answer({"ok": "end"})
     tracker.end("FINISHED")
     assert writer.sent[0] == "start" and writer.sent[-1] == "end" and writer.early == []
+
+
+def test_a_signal_during_a_checkpoint_waits_until_the_file_is_whole(tmp_path, monkeypatch):
+    """Regression: a SIGINT that arrived while numpy wrote checkpoint.npz was raised inside the
+    zip writer, which then failed on close and hid the interruption (exit 1 and a traceback
+    instead of the run closed as KILLED); now the signal waits until the file is complete."""
+    import os
+    import signal
+
+    from derelayl.io import checkpoint
+    from derelayl.io.signals import stop_on_signals
+    from derelayl.sim.errors import RunInterrupted
+
+    real = np.savez
+
+    def savez_interrupted(fh, **arrays):
+        os.kill(os.getpid(), signal.SIGINT)  # delivered while the checkpoint is being written
+        real(fh, **arrays)
+
+    monkeypatch.setattr(checkpoint.np, "savez", savez_interrupted)
+    with pytest.raises(RunInterrupted), stop_on_signals():
+        checkpoint.save_checkpoint(tmp_path / "c.npz", {"x": np.arange(3)})
+    assert checkpoint.load_checkpoint(tmp_path / "c.npz")["x"].tolist() == [0, 1, 2]

@@ -100,17 +100,22 @@ def _decode(obj: Any, arrays) -> Any:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically as arrays + JSON."""
+    """Write ``state`` to ``path`` atomically as arrays + JSON; SIGTERM/SIGINT wait until the
+    file is complete (a signal raised inside numpy's zip writer would leave it half-written and
+    the run's error hidden behind zipfile's)."""
+    from derelayl.io.signals import critical
+
     path = Path(path)
     arrays: dict[str, np.ndarray] = {}
     document = {"format": FORMAT, "state": _encode(state, arrays)}
     blob = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
     arrays[_JSON] = np.frombuffer(blob, dtype=np.uint8)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        # (typed loosely: mypy matches **arrays against numpy 2's `allow_pickle: bool` too)
-        np.savez(fh, **cast(dict[str, Any], arrays))
-    os.replace(tmp, path)
+    with critical():
+        with open(tmp, "wb") as fh:
+            # (typed loosely: mypy matches **arrays against numpy 2's `allow_pickle: bool` too)
+            np.savez(fh, **cast(dict[str, Any], arrays))
+        os.replace(tmp, path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -177,12 +182,9 @@ class RoundCheckpoint:
 
     def on_round(self, record) -> None:
         if self.runner is not None and getattr(self.runner, "_live", None) is not None:
-            from derelayl.io.signals import critical
-
-            with critical():
-                save_checkpoint(
-                    self.path, {"fingerprint": self.fingerprint, "runner": self.runner.state_dict()}
-                )
+            save_checkpoint(
+                self.path, {"fingerprint": self.fingerprint, "runner": self.runner.state_dict()}
+            )
 
     def load(self) -> dict[str, Any] | None:
         """The saved runner state, or None for a fresh run; a one-line error if unusable."""

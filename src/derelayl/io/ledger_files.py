@@ -24,6 +24,7 @@ from derelayl.io.checkpoint import (
     refuse_legacy,
     save_checkpoint,
 )
+from derelayl.io.signals import critical
 from derelayl.protocol.ledger import GENESIS_HASH, Ledger, block_line, canonical_json
 from derelayl.protocol.royalties import RoyaltyBook
 from derelayl.protocol.runner import EconomyObserver
@@ -168,17 +169,19 @@ class EconomyFiles(EconomyObserver):
 
     def on_blocks(self, blocks):
         if blocks:
-            with open(self.ledger_path, "a") as fh:
+            with critical(), open(self.ledger_path, "a") as fh:  # whole lines, or none
                 fh.writelines(block_line(b) + "\n" for b in blocks)
 
     def on_settled(self, state, perf_state, ledger: Ledger | None, history):
-        with open(self.coins_path, "ab") as fh:
-            fh.write(state.coins.astype(np.float64).tobytes())
-        with open(self.rounds_path, "a") as fh:
-            fh.write(json.dumps(history[-1]) + "\n")
-        last = self.total_rounds is not None and state.round >= self.total_rounds
-        if state.round % self.every == 0 or last:
-            self.save(state, perf_state, ledger)
+        # a round's files are written whole: SIGTERM/SIGINT wait until they are
+        with critical():
+            with open(self.coins_path, "ab") as fh:
+                fh.write(state.coins.astype(np.float64).tobytes())
+            with open(self.rounds_path, "a") as fh:
+                fh.write(json.dumps(history[-1]) + "\n")
+            last = self.total_rounds is not None and state.round >= self.total_rounds
+            if state.round % self.every == 0 or last:
+                self.save(state, perf_state, ledger)
 
     def save(self, state, perf_state, ledger):
         save_checkpoint(
