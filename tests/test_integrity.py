@@ -737,6 +737,9 @@ class _SlowWriter:
     def answered(self):
         return len(self.early)
 
+    def drain(self):
+        self.sent.append("(drained)")
+
     def ready(self):
         if not self.opened:
             self.wait_for("ok")
@@ -763,7 +766,8 @@ def test_a_run_computes_while_the_writer_creates_its_mlflow_record():
     assert tracker.known_run_id == "abc" and noted == ["abc"]
     writer.answer({"ok": "end"})
     tracker.end("FINISHED")
-    assert writer.sent[0] == "start" and writer.sent[-1] == "end" and writer.early == []
+    assert writer.sent[0] == "start" and writer.sent[-2:] == ["end", "(drained)"]
+    assert writer.early == []
 
 
 def test_a_signal_during_a_checkpoint_waits_until_the_file_is_whole(tmp_path, monkeypatch):

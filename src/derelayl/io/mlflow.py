@@ -73,9 +73,10 @@ class WriterProcess:
     """The MLflow writer process (``derelayl.io.mlflow_writer``) and the pipe to it.
 
     Started as soon as a run's values are checked (:meth:`open`): it imports MLflow and opens
-    the store while the run imports PyTorch and loads its data. A reply line is read by a
-    thread; an ``{"error"}`` reply (or the process's end) raises a one-line ``StoreError`` at the
-    run's next call.
+    the store while the run imports PyTorch and loads its data. Requests go out through a sender
+    thread, so the run never waits on the pipe while the writer is busy (importing MLflow,
+    creating the database); a reply line is read by another thread; an ``{"error"}`` reply (or
+    the process's end) raises a one-line ``StoreError`` at the run's next call.
     """
 
     def __init__(self, uri: str):
@@ -95,6 +96,9 @@ class WriterProcess:
         self.replies: queue.Queue = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        self._outbox: queue.Queue[str | None] = queue.Queue()
+        self._sender = threading.Thread(target=self._write, daemon=True)
+        self._sender.start()
         self.error: str | None = None
         self.early: list[dict] = []
         self.opened = False
@@ -133,13 +137,28 @@ class WriterProcess:
         finally:
             self.replies.put({"error": "the MLflow writer process ended"})
 
+    def _write(self) -> None:
+        """The sender thread: request lines to the writer, in order, until ``None``."""
+        while (line := self._outbox.get()) is not None:
+            try:
+                self.stdin.write(line)
+                self.stdin.flush()
+            except (OSError, ValueError):  # the writer is gone: the reader reports its reason
+                return
+
     def send(self, request: dict) -> None:
+        """Queue ``request`` for the writer (never blocks); raises the writer's error if it
+        has reported one."""
         self.check()
-        try:
-            self.stdin.write(json.dumps(request) + "\n")
-            self.stdin.flush()
-        except (BrokenPipeError, OSError):
-            self.wait_for("never")  # the writer is gone: raise its reason
+        self._outbox.put(json.dumps(request) + "\n")
+
+    def drain(self, timeout: float = 60.0) -> None:
+        """Hand every queued request to the writer and close its input."""
+        if self._sender.is_alive():
+            self._outbox.put(None)
+            self._sender.join(timeout)
+        with contextlib.suppress(OSError):
+            self.stdin.close()
 
     def check(self) -> None:
         """Raise the writer's error if it reported one."""
@@ -173,8 +192,7 @@ class WriterProcess:
     def close(self) -> None:
         """Stop the writer without a run (a refused run): nothing is written."""
         if self.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                self.stdin.close()
+            self.drain(timeout=10)
             try:
                 self.proc.wait(timeout=10)
             except Exception:
@@ -297,6 +315,7 @@ class MlflowTracker(Observer):
             _ = self.run_id  # the earlier replies first: the end's "ok" is the last one
             self.writer.send({"op": "end", "status": status})
             self.writer.wait_for("ok")
+            self.writer.drain()
             self.writer.proc.wait(timeout=60)
 
     # -- observer ------------------------------------------------------------------------------
