@@ -238,6 +238,8 @@ def test_lineage_replays_in_a_batch_give_the_one_by_one_values_and_shapley():
     )
     coalitions = _all_coalitions(one.players)
     assert many.many(coalitions) == pytest.approx([one(c) for c in coalitions], abs=1e-9)
+    naive = sum(sum(p in c for _, p in lineage) for c in coalitions)
+    assert many.hops < naive  # coalitions that agree so far share one replay
     for exact_max in (8, 0):  # exact enumeration, and truncated Monte Carlo
         a = shapley_values(
             one.players,
@@ -257,3 +259,31 @@ def test_lineage_replays_in_a_batch_give_the_one_by_one_values_and_shapley():
         )
         assert a.values == pytest.approx(b.values, abs=1e-12)
         assert (a.method, a.permutations, a.converged) == (b.method, b.permutations, b.converged)
+
+
+def test_batched_lineage_replays_train_once_per_group_of_coalitions_that_agree_so_far():
+    """At hop i, coalitions with the same members among the participants seen up to i hold the
+    same weights: one of them trains and the others take its result. Lineage a, b, a, c over
+    the 8 coalitions of {a, b, c}: 1 + 2 + 2 + 4 = 9 hops trained instead of 4 x 4 = 16, and
+    every coalition's value is the one-by-one replay's."""
+    from derelayl.learning.evaluation import EvalSet
+    from derelayl.valuation.coalitions import LineageCoalitionValue
+    from derelayl.valuation.shapley import _all_coalitions
+
+    torch.manual_seed(0)
+    mod = module(MLP((1, 8, 8), 10))
+    parts = participants([20, 33, 8])
+    g = torch.Generator().manual_seed(5)
+    test = EvalSet(
+        torch.randn(100, 1, 8, 8, generator=g), torch.randint(0, 10, (100,), generator=g)
+    )
+    lineage = [(0, 0), (1, 1), (2, 0), (3, 2)]
+    kwargs = dict(seed=0, test=test, cache_bytes=0)
+    one = LineageCoalitionValue(LightningHop(batch_size=8), mod, lineage, parts, **kwargs)
+    many = LineageCoalitionValue(
+        LightningHop(batch_size=8), mod, lineage, parts, batched=BatchedHop(batch_size=8), **kwargs
+    )
+    coalitions = _all_coalitions(one.players)
+    assert len(coalitions) == 8
+    assert many.many(coalitions) == pytest.approx([one(c) for c in coalitions], abs=1e-9)
+    assert (many.hops, one.hops) == (9, 16)

@@ -221,9 +221,11 @@ class LineageCoalitionValue:
     A hop trains a fresh optimizer on the weights it receives, so resuming is bit-exact.
 
     With ``batched`` (a ``BatchedHop`` of the same hop settings), ``many(coalitions)`` replays
-    the lineage for a batch of coalitions in lockstep: at hop i every coalition holding its
-    participant trains, all as one batched computation (same data, same stream), the others
-    wait; the models are then scored on the test split in one pass (``evaluate_many``).
+    the lineage for a batch of coalitions in lockstep: at hop i the coalitions holding its
+    participant train, as one batched computation (same data, same stream), the others wait;
+    coalitions that agree on the participants seen up to hop i hold the same weights there, so
+    one of each such group trains and the others take its result. The models are then scored on
+    the test split in one pass (``evaluate_many``).
     """
 
     def __init__(
@@ -287,7 +289,7 @@ class LineageCoalitionValue:
 
     def many(self, coalitions: Sequence[Iterable[int]]) -> list[float]:
         """``U`` of each coalition, the replays run as batched computations."""
-        coalitions = [frozenset(int(p) for p in c) for c in coalitions]
+        sets = [frozenset(int(p) for p in c) for c in coalitions]
         module = self.genesis
         names = [n for n, _ in module.named_parameters()]
         device = next(module.parameters()).device
@@ -295,24 +297,46 @@ class LineageCoalitionValue:
         data = StackedData.of([self.participants[p] for p in order], device)
         row = {p: i for i, p in enumerate(order)}
         out: list[float] = []
-        for start in range(0, len(coalitions), self.max_batch):
-            chunk = coalitions[start : start + self.max_batch]
+        for start in range(0, len(sets), self.max_batch):
+            chunk = sets[start : start + self.max_batch]
             stacked = stack_states([self.genesis_state] * len(chunk), names, device)
+            seen: set[int] = set()
             for rnd, p in self.lineage:
+                seen.add(p)
                 active = [k for k, c in enumerate(chunk) if p in c]
                 if not active:
                     continue
-                idx = torch.as_tensor(active, device=device)
+                _, trains, group = _groups(chunk, active, frozenset(seen))
+                idx = torch.as_tensor(trains, device=device)
                 sub = [t.index_select(0, idx) for t in stacked]
                 self.batched.same_data(
                     module, sub, data, row[p], torch_generator(self.seed, "hop", rnd, p)
                 )
-                self.hops += len(active)
+                self.hops += len(trains)
+                where = torch.as_tensor(active, device=device)
+                take = torch.as_tensor(group, device=device)
                 for t, s in zip(stacked, sub):
-                    t.index_copy_(0, idx, s)
+                    t.index_copy_(0, where, s.index_select(0, take))
             _, accs = evaluate_many(module, stacked, self.test.x.to(device), self.test.y.to(device))
             out += accs.tolist()
         return out
+
+
+def _groups(
+    chunk: Sequence[frozenset], active: list[int], seen: frozenset
+) -> tuple[dict[frozenset, int], list[int], list[int]]:
+    """The coalitions ``active`` grouped by their members among ``seen`` (the same weights):
+    each group's index, the coalition that trains for each group, and each active one's group."""
+    group_of: dict[frozenset, int] = {}
+    trains: list[int] = []
+    group = []
+    for k in active:
+        key = chunk[k] & seen
+        if key not in group_of:
+            group_of[key] = len(trains)
+            trains.append(k)
+        group.append(group_of[key])
+    return group_of, trains, group
 
 
 def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
