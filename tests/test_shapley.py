@@ -409,3 +409,62 @@ def test_relay_and_fl_runs_report_participants_shapley_values(make_cfg, tmp_path
         saved["full_value"] - saved["empty_value"]
     )
     assert saved["full_value"] == pytest.approx(metrics["test_acc"])
+
+
+@pytest.mark.parametrize(
+    "strategy, schedule",
+    [
+        ("fedavg", {"rounds": 3}),
+        ("fedprox", {"rounds": 2}),
+        ("scaffold", {"rounds": 2}),
+        # a sample budget: coalitions of different sizes end after different rounds
+        ("fedavg", {"rounds": None, "sample_budget": 150}),
+    ],
+)
+def test_federated_coalitions_in_lockstep_equal_their_runs_one_by_one(strategy, schedule):
+    """``many``: a batch of coalitions' FL runs in lockstep, every round's training clients of
+    every run as one batched computation, gives each coalition the value of its own run (with
+    adversaries: a free rider, a dropout and a noise adversary keep their behaviour)."""
+    from derelayl.algorithms.fl.strategies import FedProx, Scaffold
+    from derelayl.learning.batched import BatchedHop
+    from derelayl.protocol.behaviours import DROPOUT, FREE_RIDER, HONEST, NOISE
+    from derelayl.valuation.shapley import _all_coalitions
+
+    parts = make_participants([30, 20, 25, 15, 35, 12])
+    make = {
+        "fedavg": FedAvg,
+        "fedprox": lambda: FedProx(mu=0.1),
+        "scaffold": lambda: Scaffold(local_lr=0.2),
+    }[strategy]
+    behaviour = {0: HONEST, 1: FREE_RIDER, 2: HONEST, 3: DROPOUT, 4: NOISE, 5: HONEST}
+    runner = FederatedRunner(
+        LightningHop(batch_size=8), make(), seed=2, clients_per_round=3, **schedule
+    )
+    kwargs = dict(client_fraction=0.5, behaviour=behaviour, noise_std=0.5)
+    one = FederatedCoalitionValue(runner, make_module(), parts, TEST, **kwargs)
+    many = FederatedCoalitionValue(
+        runner, make_module(), parts, TEST, batched=BatchedHop(batch_size=8), max_batch=20, **kwargs
+    )
+    coalitions = _all_coalitions(one.players)
+    assert len(coalitions) == 64
+    assert many.many(coalitions) == pytest.approx([one(c) for c in coalitions], abs=1e-9)
+
+
+def test_a_federated_run_to_a_budget_whose_clients_never_train_ends():
+    """Regression: a run to a sample budget with only free riders (a Shapley coalition of them)
+    never reached its budget and looped forever; it ends after IDLE_ROUNDS_TO_STOP idle rounds."""
+    from derelayl.algorithms.fl.runner import IDLE_ROUNDS_TO_STOP, FederatedPopulation
+    from derelayl.protocol.behaviours import FREE_RIDER
+
+    parts = make_participants([30, 20])
+    runner = FederatedRunner(
+        LightningHop(batch_size=8),
+        FedAvg(),
+        seed=2,
+        clients_per_round=2,
+        rounds=None,
+        sample_budget=100,
+        population=FederatedPopulation(behaviour=np.array([FREE_RIDER, FREE_RIDER], np.int8)),
+    )
+    result = runner.run(make_module(), parts, TEST, TEST)
+    assert result.rounds == IDLE_ROUNDS_TO_STOP and result.samples_seen == 0

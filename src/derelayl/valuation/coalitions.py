@@ -15,7 +15,9 @@ of the starting model.
   ``clients_per_round`` becomes ``min(clients_per_round, |S|)``, or ``max(round(C |S|), 1)``
   with ``client_fraction=C``. With ``behaviour`` (per pid), every member keeps its behaviour
   (a free-rider still returns the global model, a dropout nothing); there is no churn in a
-  coalition's run: it is FL over the members, all present from the first round.
+  coalition's run: it is FL over the members, all present from the first round. With
+  ``batched``, ``many(coalitions)`` runs a batch of coalitions' FL runs in lockstep: each round,
+  every run's training clients train as one batched computation.
 - ``LineageCoalitionValue``: DeRelayL's best model rebuilt from the genesis weights by replaying
   the hops of its lineage ``[(round, participant), ...]`` whose participant is in S, in order,
   each with its original hop stream. The full coalition reproduces the best model bit for bit.
@@ -39,6 +41,7 @@ from derelayl.data.participants import ParticipantData
 from derelayl.learning.batched import StackedData, evaluate_many, stack_states
 from derelayl.learning.evaluation import EvalSet, evaluate
 from derelayl.learning.hop import HopStats, HopTrainer
+from derelayl.sim.devices import model_bytes, parameter_bytes
 from derelayl.sim.errors import ConfigError
 from derelayl.sim.seeding import derive_seed, torch_generator
 
@@ -164,9 +167,15 @@ class FederatedCoalitionValue:
         client_fraction: float | None = None,
         behaviour: Mapping[int, int] | None = None,
         noise_std: float = 1.0,
+        batched=None,
+        max_batch: int = 64,
     ):
         self.runner, self.model, self.participants = runner, model, list(participants)
         self.behaviour, self.noise_std = behaviour, float(noise_std)
+        self.batched, self.max_batch = batched, int(max_batch)
+        if batched is None:  # one by one (CachedValue looks for a callable `many`)
+            self.many = None  # type: ignore[assignment,method-assign]
+        self.row = {int(p.pid): i for i, p in enumerate(self.participants)}  # in ``data``
         self.players = _pids(self.participants)
         self.by_pid = {int(p.pid): p for p in self.participants}
         self.test = test
@@ -184,7 +193,15 @@ class FederatedCoalitionValue:
         members = _members(coalition, self.players)
         if not members:
             return evaluate(self.model, self.test)[1]
-        clients = [self.by_pid[p] for p in self.players if p in members]  # original order
+        clients = self.clients(members)
+        result = self.coalition_runner(clients).run(self.model, clients, self.validation, self.test)
+        return float(result.metrics["test_acc"])
+
+    def clients(self, members: frozenset) -> list[ParticipantData]:
+        return [self.by_pid[p] for p in self.players if p in members]  # original order
+
+    def coalition_runner(self, clients: list[ParticipantData]) -> FederatedRunner:
+        """The real run's runner for these clients alone (a fresh copy of its strategy)."""
         r = self.runner
         population = None
         if self.behaviour is not None:
@@ -192,7 +209,7 @@ class FederatedCoalitionValue:
                 behaviour=np.array([self.behaviour[int(c.pid)] for c in clients], dtype=np.int8),
                 noise_std=self.noise_std,
             )
-        runner = FederatedRunner(
+        return FederatedRunner(
             _StreamByPid(r.hop_trainer, r.seed, len(clients)),
             copy.deepcopy(r.strategy),
             seed=r.seed,
@@ -202,8 +219,112 @@ class FederatedCoalitionValue:
             eval_every=_NEVER,
             population=population,
         )
-        result = runner.run(self.model, clients, self.validation, self.test)
-        return float(result.metrics["test_acc"])
+
+    def many(self, coalitions: Sequence[Iterable[int]]) -> list[float]:
+        """``U`` of each coalition, up to ``max_batch`` runs in lockstep: each round, every
+        run's training clients (from its own global model, with its own stream per pid and its
+        strategy's correction) train as one batched computation."""
+        out: list[float] = []
+        sets = [_members(c, self.players) for c in coalitions]
+        for start in range(0, len(sets), self.max_batch):
+            out += self._lockstep(sets[start : start + self.max_batch])
+        return out
+
+    def _lockstep(self, sets: list[frozenset]) -> list[float]:
+        lanes = [_Lane.start(self, members) for members in sets if members]
+        while not all(lane.run.done for lane in lanes):
+            live = [lane for lane in lanes if not lane.run.done]
+            for lane in live:
+                lane.open()
+            trained = self._train(live)
+            for lane, result in zip(live, trained):
+                lane.close(result, self.validation, self.test)
+        values = iter(float(lane.runner.finish(lane.run).metrics["test_acc"]) for lane in lanes)
+        empty = evaluate(self.model, self.test)[1]
+        return [next(values) if members else empty for members in sets]
+
+    def _train(self, lanes: list[_Lane]) -> list[dict]:
+        """Every lane's training clients of this round as one batched computation: per lane,
+        ``{client index: (stacked params, index, stats)}`` as ``train_batched`` gives it."""
+        jobs = [(lane, i) for lane in lanes for i in lane.training]
+        if not jobs:
+            return [{} for _ in lanes]
+        module = lanes[0].run.model
+        stacked = [
+            torch.stack([lane.run.global_params[j] for lane, _ in jobs])
+            for j in range(len(lanes[0].run.global_params))
+        ]
+        rows = [self.row[int(lane.clients[i].pid)] for lane, i in jobs]
+        streams = [
+            torch_generator(self.runner.seed, "hop", lane.rnd, int(lane.clients[i].pid))
+            for lane, i in jobs
+        ]
+        slices, corrections, at = [], [], 0
+        for lane in lanes:
+            k = len(lane.training)
+            slices.append((at, at + k))
+            corrections.append(
+                lane.runner.strategy.batched_correction(lane.training, lane.run.global_params)
+                if k
+                else None
+            )
+            at += k
+
+        def correction(params, grads) -> None:
+            for (a, b), fix in zip(slices, corrections):
+                if fix is not None and b > a:
+                    fix([p[a:b] for p in params], [g[a:b] for g in grads])
+
+        assert self.batched is not None  # many() exists only with a BatchedHop
+        stats = self.batched(module, stacked, self.data, rows, streams, correction=correction)
+        out = []
+        for lane, (a, b) in zip(lanes, slices):
+            lane.run.hops += b - a
+            view = [t[a:b] for t in stacked]
+            out.append({i: (view, j, stats[a + j]) for j, i in enumerate(lane.training)})
+        return out
+
+    @property
+    def data(self) -> StackedData:
+        """Every player's data in one tensor (rows in ``self.row``), built once."""
+        if not hasattr(self, "_data"):
+            device = next(self.model.parameters()).device
+            self._data = StackedData.of(self.participants, device)
+        return self._data
+
+
+class _Lane:
+    """One coalition's FL run in a lockstep batch: its runner, run and the open round."""
+
+    def __init__(self, runner: FederatedRunner, run, clients: list[ParticipantData]):
+        self.runner, self.run, self.clients = runner, run, clients
+        self.down_up = 2 * model_bytes(run.model) + runner.strategy.extra_bytes(
+            parameter_bytes(run.model)
+        )
+        self.rnd, self.before = 0, 0
+        self.selected: list[int] = []
+        self.training: list[int] = []
+
+    @classmethod
+    def start(cls, value: FederatedCoalitionValue, members: frozenset) -> _Lane:
+        clients = value.clients(members)
+        runner = value.coalition_runner(clients)
+        return cls(runner, runner.start(value.model, clients, value.validation), clients)
+
+    def open(self) -> None:
+        self.before = self.run.samples_seen
+        self.rnd, self.selected = self.runner.open_round(self.run)
+        self.training = self.runner.training(
+            self.run, self.runner.returning(self.run, self.selected)
+        )
+
+    def close(self, trained: dict, validation: EvalSet, test: EvalSet) -> None:
+        work = self.runner.local_updates(
+            self.run, self.rnd, self.selected, self.clients, validation, trained=trained
+        )
+        self.runner.close_round(
+            self.run, self.rnd, work, self.before, validation, test, self.down_up
+        )
 
 
 class LineageCoalitionValue:

@@ -19,9 +19,11 @@ Every evaluation goes through ``CachedValue``: each coalition is evaluated at mo
 function that can evaluate many coalitions in one batched computation (a ``many(coalitions)``
 method, e.g. DeRelayL's lineage replayed for a batch of coalitions in lockstep) is asked for them
 in batches: every coalition when there are at most ``2^prefetch_players`` of them, else the
-prefixes of each block of sampled permutations. The estimates are those of the one-by-one
-computation (the same coalitions' values enter the same formulas); only extra coalitions may be
-evaluated (prefixes past a truncation), which costs less than the lost batching.
+prefixes of each block of sampled permutations, a few positions at a time (``PREFETCH_WAVE``)
+and only for the orders not truncated yet. The estimates are those of the one-by-one
+computation (the same coalitions' values enter the same formulas); only a few extra coalitions
+may be evaluated (prefixes of a wave past a truncation), which costs less than the lost
+batching.
 """
 
 from __future__ import annotations
@@ -84,6 +86,43 @@ class CachedValue:
 
 PREFETCH_PLAYERS = 10  # batched values: evaluate all 2^n coalitions up front up to this n
 PREFETCH_PERMUTATIONS = 20  # beyond: the prefixes of this many sampled orders at a time
+
+
+PREFETCH_WAVE = 4  # prefix positions of each live order evaluated per batch
+
+
+def _prefetch_prefixes(
+    u: CachedValue,
+    players: Sequence[Player],
+    orders: Sequence[np.ndarray],
+    full: float,
+    empty: float,
+    tolerance: float,
+) -> None:
+    """Evaluate, in batches, the prefixes that TMC's scan of ``orders`` will ask for: the next
+    ``PREFETCH_WAVE`` positions of every order not truncated yet, then the scan's truncation
+    test (as in :func:`tmc_shapley`) on the values that came back, until every order is
+    truncated or complete."""
+    n = len(players)
+    position = [0] * len(orders)  # prefix length scanned so far
+    prev = [empty] * len(orders)  # its value
+    live = list(range(len(orders)))
+    while live:
+        u.prefetch(
+            frozenset(players[j] for j in orders[b][:i])
+            for b in live
+            for i in range(position[b] + 1, min(position[b] + PREFETCH_WAVE, n) + 1)
+        )
+        still = []
+        for b in live:
+            for _ in range(PREFETCH_WAVE):
+                if position[b] >= n or abs(full - prev[b]) < tolerance:
+                    break
+                position[b] += 1
+                prev[b] = u(frozenset(players[j] for j in orders[b][: position[b]]))
+            else:
+                still.append(b)
+        live = [b for b in still if position[b] < n and abs(full - prev[b]) >= tolerance]
 
 
 def _all_coalitions(players: Sequence[Player]) -> list[frozenset]:
@@ -189,9 +228,8 @@ def tmc_shapley(
         if not drawn:  # the next orders, drawn as the one-by-one loop draws them
             block = min(PREFETCH_PERMUTATIONS if u.batched else 1, int(permutations) - t + 1)
             drawn = [rng.permutation(n) for _ in range(block)]
-            u.prefetch(
-                frozenset(players[j] for j in order[:i]) for order in drawn for i in range(1, n)
-            )
+            if u.batched:
+                _prefetch_prefixes(u, players, drawn, full, empty, tolerance)
         order = drawn.pop(0)
         prefix: set = set()
         prev = empty

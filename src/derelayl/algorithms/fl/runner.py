@@ -65,6 +65,11 @@ from derelayl.sim.errors import ConfigError
 from derelayl.sim.events import Observer, Observers, RoundRecord
 from derelayl.sim.seeding import numpy_rng, torch_generator
 
+# a run to a sample budget also ends after this many rounds in a row in which no client trained:
+# clients that never train (free riders, noise adversaries, dropouts; e.g. a Shapley coalition
+# of them) would otherwise never reach the budget
+IDLE_ROUNDS_TO_STOP = 10
+
 
 @dataclass(frozen=True)
 class FederatedPopulation:
@@ -140,6 +145,7 @@ class FederatedRun:
     rnd: int = 0
     hops: int = 0
     samples_seen: int = 0
+    idle_rounds: int = 0  # rounds in a row in which no client trained
     done: bool = False
     global_acc: float = 0.0
     history: list[RoundRecord] = field(default_factory=list)
@@ -307,12 +313,16 @@ class FederatedRunner:
         selected: list[int],
         participants: list[ParticipantData],
         validation: EvalSet,
+        trained: dict | None = None,
     ) -> RoundWork:
-        """Every returning client's model, in the order the clients were selected."""
-        returning = [pid for pid in selected if run.behaviour[pid] != DROPOUT]
+        """Every returning client's model, in the order the clients were selected; ``trained``:
+        the training clients' results computed elsewhere (``train_batched``'s form), e.g. with
+        other runs' clients in one batched computation."""
+        returning = self.returning(run, selected)
         work = RoundWork(selected=selected, returning=returning)
         weights = run.sizes[returning] / run.sizes[returning].sum() if returning else []
-        trained = self.train_batched(run, rnd, returning) if self.batched is not None else {}
+        if trained is None:
+            trained = self.train_batched(run, rnd, returning) if self.batched is not None else {}
         for pid, w in zip(returning, weights):
             if pid in trained:
                 stacked, k, stats = trained[pid]
@@ -325,10 +335,20 @@ class FederatedRunner:
                 self.local_update(run, rnd, pid, float(w), participants, validation, work)
         return work
 
+    @staticmethod
+    def returning(run: FederatedRun, selected: list[int]) -> list[int]:
+        """The selected clients that send a model back (all but dropouts)."""
+        return [pid for pid in selected if run.behaviour[pid] != DROPOUT]
+
+    @staticmethod
+    def training(run: FederatedRun, returning: list[int]) -> list[int]:
+        """The returning clients that train (not a free-rider, not a noise adversary)."""
+        return [pid for pid in returning if int(run.behaviour[pid]) not in (FREE_RIDER, NOISE)]
+
     def train_batched(self, run: FederatedRun, rnd: int, returning: list[int]) -> dict:
-        """The round's training clients (not a free-rider, not a noise adversary) as one batched
-        computation from the global model: ``{pid: (stacked params, index, stats)}``."""
-        pids = [pid for pid in returning if int(run.behaviour[pid]) not in (FREE_RIDER, NOISE)]
+        """The round's training clients as one batched computation from the global model:
+        ``{pid: (stacked params, index, stats)}``."""
+        pids = self.training(run, returning)
         if not pids:
             return {}
         k = len(pids)
@@ -535,20 +555,41 @@ class FederatedRunner:
         down_up: int,
     ) -> RoundRecord:
         """One round: select, local updates, aggregate, account, evaluate."""
+        rnd, selected = self.open_round(run)
+        before = run.samples_seen
+        work = self.local_updates(run, rnd, selected, participants, validation)
+        return self.close_round(run, rnd, work, before, validation, test, down_up)
+
+    def open_round(self, run: FederatedRun) -> tuple[int, list[int]]:
+        """The next round's number and its selected clients."""
         rnd = run.rnd = run.rnd + 1
         selected = self.select_among(
             rnd, np.flatnonzero(run.active), self.clients_among(int(run.active.sum()))
         )
         run.matches[selected] += 1
-        before = run.samples_seen
-        work = self.local_updates(run, rnd, selected, participants, validation)
+        return rnd, selected
+
+    def close_round(
+        self,
+        run: FederatedRun,
+        rnd: int,
+        work: RoundWork,
+        before: int,
+        validation: EvalSet,
+        test: EvalSet,
+        down_up: int,
+    ) -> RoundRecord:
+        """Aggregate the round's updates, account, pay and evaluate (``before``: the samples
+        seen before the round)."""
+        selected = work.selected
         self.strategy.aggregate(run.global_state, work.updates, work.dropped_weight)
         run.load_global()
         self.strategy.round_done()
         self.account(run, rnd, work, down_up)
+        run.idle_rounds = run.idle_rounds + 1 if run.samples_seen == before else 0
         run.done = finished(
             rnd, run.samples_seen, self.rounds, self.sample_budget, run.samples_seen - before
-        )
+        ) or (self.sample_budget is not None and run.idle_rounds >= IDLE_ROUNDS_TO_STOP)
         credits = (
             self.payouts.settle(work.paid, work.gains)
             if self.payouts is not None

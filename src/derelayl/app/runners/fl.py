@@ -275,6 +275,8 @@ def run_federated(ctx: ExperimentContext) -> Outcome:
             client_fraction=fraction,
             behaviour=behaviour,
             noise_std=pop.noise_std if pop is not None else 1.0,
+            # with batched execution, a batch of coalitions' runs in lockstep
+            batched=ctx.batched_hop,
         )
         result.metrics.update(participants_shapley(ctx, value))
         if coins is not None:
