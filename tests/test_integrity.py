@@ -394,6 +394,11 @@ def test_a_sigkilled_run_is_closed_by_its_writer_and_its_rerun_holds_every_round
     run_dir = tmp_path / "run"
     proc = _start(tmp_path, run_dir, *SLOW)
     _wait_for_rounds(proc, run_dir, 5)
+    # the folder notes the MLflow run once the writer has created it (the run does not wait;
+    # a run killed before that is closed KILLED all the same: the writer test below)
+    deadline = time.monotonic() + 60
+    while not (run_dir / "mlflow_runs.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -791,3 +796,33 @@ def test_a_signal_during_a_checkpoint_waits_until_the_file_is_whole(tmp_path, mo
     with pytest.raises(RunInterrupted), stop_on_signals():
         checkpoint.save_checkpoint(tmp_path / "c.npz", {"x": np.arange(3)})
     assert checkpoint.load_checkpoint(tmp_path / "c.npz")["x"].tolist() == [0, 1, 2]
+
+
+def test_the_writer_closes_a_run_killed_mid_request_as_killed(tmp_path):
+    """Regressions: a run SIGKILLed before it read the writer's answers (the writer still
+    importing MLflow) made the answer fail with a broken pipe, and one killed while its sender
+    thread wrote a request left half a line; either way the writer closed the record FAILED
+    and wrote nothing more. Now what came before is written and the record closed KILLED."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    requests = [
+        {"op": "open", "uri": uri},
+        {"op": "start", "experiment": "e", "run_name": "r", "tags": {}, "stale": []},
+        {"op": "log", "metrics": [["acc", 0.5, 0, 1], ["acc", 0.6, 0, 2]], "tags": {}},
+    ]
+    pipe = "".join(json.dumps(r) + "\n" for r in requests) + '{"op": "log", "metr'
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "derelayl.io.mlflow_writer"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdout.close()  # the run is gone: nobody reads the answers
+    proc.stdin.write(pipe)
+    proc.stdin.close()
+    assert proc.wait(timeout=120) == 0
+    (run,) = runs_in(uri)
+    assert run.info.status == "KILLED"
+    history = MlflowClient(tracking_uri=uri).get_metric_history(run.info.run_id, "acc")
+    assert [m.step for m in history] == [1, 2]

@@ -185,6 +185,16 @@ def pay_miner(state: EconomyState, rnd: Round, who: int, fee: float) -> float:
 
 
 # -- 4-7. blocks and hops --------------------------------------------------------------------------
+def _ints(a) -> list[int]:
+    """Python ints of an array's entries (what ``int(x)`` gives each, in one call)."""
+    return np.asarray(a, dtype=np.int64).tolist()
+
+
+def _floats(a) -> list[float]:
+    """Python floats of an array's entries (what ``float(x)`` gives each, in one call)."""
+    return np.asarray(a, dtype=np.float64).tolist()
+
+
 def write_deposit_block(
     p: DeRelayLParams, state: EconomyState, rnd: Round, ledger: Ledger | None
 ) -> None:
@@ -199,8 +209,13 @@ def write_deposit_block(
             writer,
             {
                 "deposits": [
-                    [int(t), float(bt), int(o), float(bo)]
-                    for t, bt, o, bo in zip(rnd.pair_t, rnd.pair_bid_t, rnd.pair_o, rnd.pair_bid_o)
+                    list(row)
+                    for row in zip(
+                        _ints(rnd.pair_t),
+                        _floats(rnd.pair_bid_t),
+                        _ints(rnd.pair_o),
+                        _floats(rnd.pair_bid_o),
+                    )
                 ],
                 "fee": fee,
             },
@@ -288,9 +303,9 @@ def commit_models(
             writer,
             {
                 "models": [
-                    [h, ph, int(t), int(o), rnd.index + 1]
+                    [h, ph, t, o, rnd.index + 1]
                     for h, ph, t, o in zip(
-                        rnd.hashes, rnd.parent_hashes, rnd.trained_t, rnd.trained_o
+                        rnd.hashes, rnd.parent_hashes, _ints(rnd.trained_t), _ints(rnd.trained_o)
                     )
                 ],
                 "public_key": sha256_hex(f"public-key:{ledger.head}:{rnd.index}"),
@@ -402,10 +417,15 @@ def settle(
             "settlement",
             writer,
             {
-                "ranking": [[hashes[i], float(scores[i]), float(rnd.ties[i])] for i in order],
+                "ranking": [
+                    [hashes[i], s, t]
+                    for i, s, t in zip(
+                        _ints(order), _floats(scores[order]), _floats(rnd.ties[order])
+                    )
+                ],
                 "winners": [hashes[i] for i in win],
                 "ineligible": [hashes[i] for i in np.flatnonzero(~eligible)],
-                "credits": {str(int(i)): float(credits[i]) for i in paid},
+                "credits": dict(zip(map(str, _ints(paid)), _floats(credits[paid]))),
                 "royalties_minted": float(minted.sum()),
                 "forfeited": float(forfeits.sum()),
                 "fee": fee,
