@@ -468,3 +468,35 @@ def test_a_federated_run_to_a_budget_whose_clients_never_train_ends():
     )
     result = runner.run(make_module(), parts, TEST, TEST)
     assert result.rounds == IDLE_ROUNDS_TO_STOP and result.samples_seen == 0
+
+
+@pytest.mark.parametrize("schedule", [RingSchedule(), RandomSchedule()])
+def test_relay_coalitions_in_lockstep_equal_their_runs_one_by_one(schedule):
+    """``many``: the relay's hop sequence replayed for a batch of coalitions in lockstep gives
+    each coalition its own relay run's value (the full coalition: the original run's)."""
+    from derelayl.learning.batched import BatchedHop
+    from derelayl.valuation.shapley import _all_coalitions
+
+    parts = make_participants([30, 20, 25, 15, 22])
+    runner = RelayRunner(LightningHop(batch_size=8), schedule, rounds=2, seed=1)
+    one = RelayCoalitionValue(runner, make_module(), parts, TEST)
+    many = RelayCoalitionValue(runner, make_module(), parts, TEST, batched=BatchedHop(batch_size=8))
+    assert len(many.hop_sequence()) == 2 * len(parts)
+    coalitions = _all_coalitions(one.players)
+    values = many.many(coalitions)
+    assert values == pytest.approx([one(c) for c in coalitions], abs=1e-9)
+    assert values[-1] == pytest.approx(runner.run(make_module(), parts, TEST, TEST).test_acc)
+
+
+def test_lockstep_replays_discard_a_diverged_hop_as_the_relay_does():
+    from derelayl.valuation.coalitions import _discard_diverged
+
+    # model 0 diverged in its first tensor, model 2 in its second: both get their weights back
+    now = [
+        torch.tensor([[1.0, float("nan")], [2.0, 3.0], [4.0, 5.0]]),
+        torch.tensor([[1.0], [6.0], [float("inf")]]),
+    ]
+    before = [torch.zeros(3, 2), torch.zeros(3, 1)]
+    _discard_diverged(now, before)
+    assert now[0].tolist() == [[0.0, 0.0], [2.0, 3.0], [0.0, 0.0]]
+    assert now[1].tolist() == [[0.0], [6.0], [0.0]]

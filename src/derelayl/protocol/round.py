@@ -409,28 +409,27 @@ def settle(
         p.fee_per_ranked_model * trained + p.fee_per_model_case * trained * p.num_test_cases,
     )
     if ledger is not None and writer >= 0:
-        hashes, scores = rnd.hashes, rnd.scores
-        assert hashes is not None  # commit_models hashed them (same miners, so a writer too)
-        paid = np.flatnonzero(credits)
-        ledger.append(
-            rnd.index,
-            "settlement",
-            writer,
-            {
-                "ranking": [
-                    [hashes[i], s, t]
-                    for i, s, t in zip(
-                        _ints(order), _floats(scores[order]), _floats(rnd.ties[order])
-                    )
-                ],
-                "winners": [hashes[i] for i in win],
-                "ineligible": [hashes[i] for i in np.flatnonzero(~eligible)],
-                "credits": dict(zip(map(str, _ints(paid)), _floats(credits[paid]))),
-                "royalties_minted": float(minted.sum()),
-                "forfeited": float(forfeits.sum()),
-                "fee": fee,
-            },
-        )
+        ledger.append(rnd.index, "settlement", writer, _settlement(rnd, credits, fee))
+
+
+def _settlement(rnd: Round, credits: np.ndarray, fee: float) -> dict:
+    """The settlement block's payload: the ranking, winners, ineligible models, credits."""
+    hashes, scores, order = rnd.hashes, rnd.scores, rnd.order
+    assert hashes is not None  # commit_models hashed them (same miners, so a writer too)
+    assert rnd.minted is not None and rnd.forfeits is not None  # settle set them
+    paid = np.flatnonzero(credits)
+    return {
+        "ranking": [
+            [hashes[i], s, t]
+            for i, s, t in zip(_ints(order), _floats(scores[order]), _floats(rnd.ties[order]))
+        ],
+        "winners": [hashes[i] for i in rnd.win],
+        "ineligible": [hashes[i] for i in np.flatnonzero(~rnd.eligible)],
+        "credits": dict(zip(map(str, _ints(paid)), _floats(credits[paid]))),
+        "royalties_minted": float(rnd.minted.sum()),
+        "forfeited": float(rnd.forfeits.sum()),
+        "fee": fee,
+    }
 
 
 def hand_over(p: DeRelayLParams, state: EconomyState, rnd: Round) -> None:

@@ -9,7 +9,9 @@ of the starting model.
 
 - ``RelayCoalitionValue``: the relay run with the same schedule, rounds and seed, in which the
   participants outside S are skipped. The schedule still orders everybody, so S's hops come in
-  the same relative order as in the full run; the full coalition *is* the original run.
+  the same relative order as in the full run; the full coalition *is* the original run. With
+  ``batched``, ``many(coalitions)`` replays the run's hop sequence as a lineage (below) for a
+  batch of coalitions in lockstep; a hop that diverges is discarded, as the relay does.
 - ``FederatedCoalitionValue``: the core FL runner (FedAvg, FedProx, SCAFFOLD) given only S's
   clients; each client keeps its own hop stream (keyed by its pid, not by its place in S).
   ``clients_per_round`` becomes ``min(clients_per_round, |S|)``, or ``max(round(C |S|), 1)``
@@ -43,7 +45,7 @@ from derelayl.learning.evaluation import EvalSet, evaluate
 from derelayl.learning.hop import HopStats, HopTrainer
 from derelayl.sim.devices import model_bytes, parameter_bytes
 from derelayl.sim.errors import ConfigError
-from derelayl.sim.seeding import derive_seed, torch_generator
+from derelayl.sim.seeding import derive_seed, numpy_rng, torch_generator
 
 _NEVER = 10**12  # an eval_every that only triggers the runners' final test evaluation
 
@@ -91,11 +93,42 @@ class RelayCoalitionValue:
         participants: Sequence[ParticipantData],
         test: EvalSet,
         validation: EvalSet | None = None,
+        batched=None,
     ):
         self.runner, self.model, self.participants = runner, model, list(participants)
         self.players = _pids(self.participants)
         self.test = test
         self.validation = validation if validation is not None else test.subset(torch.arange(1))
+        self.lockstep: LineageCoalitionValue | None = None
+        if batched is not None and self.players == list(range(len(self.participants))):
+            self.lockstep = LineageCoalitionValue(
+                runner.hop_trainer,
+                model,
+                self.hop_sequence(),
+                self.participants,
+                seed=runner.seed,
+                test=test,
+                cache_bytes=0,
+                batched=batched,
+                discard_diverged=True,
+            )
+        else:  # one by one (CachedValue looks for a callable `many`)
+            self.many = None  # type: ignore[assignment,method-assign]
+
+    def hop_sequence(self) -> list[tuple[int, int]]:
+        """Every hop of the full run, ``(round, participant)``, in order (the schedule orders
+        everybody each round; a coalition's run is this sequence with the others skipped)."""
+        r, sizes = self.runner, [len(p) for p in self.participants]
+        return [
+            (rnd, int(pid))
+            for rnd in range(1, r.rounds + 1)
+            for pid in r.schedule.order(rnd, sizes, numpy_rng(r.seed, "schedule", rnd))
+        ]
+
+    def many(self, coalitions: Sequence[Iterable[int]]) -> list[float]:
+        """``U`` of each coalition: the hop sequence replayed in lockstep, batched."""
+        assert self.lockstep is not None  # many() exists only with a BatchedHop
+        return self.lockstep.many(coalitions)
 
     def __call__(self, coalition: Iterable[int]) -> float:
         members = _members(coalition, self.players)
@@ -360,9 +393,12 @@ class LineageCoalitionValue:
         cache_bytes: int = 256 * 2**20,
         batched=None,
         max_batch: int = 1024,
+        discard_diverged: bool = False,
     ):
         self.hop, self.seed, self.test = hop_trainer, int(seed), test
         self.batched, self.max_batch = batched, int(max_batch)
+        # (the relay's rule: a hop whose weights are not finite leaves the model as it was)
+        self.discard_diverged = discard_diverged
         if batched is None:
             # no batched evaluation: one by one (CachedValue looks for a callable `many`)
             self.many = None  # type: ignore[assignment,method-assign]
@@ -430,9 +466,12 @@ class LineageCoalitionValue:
                 _, trains, group = _groups(chunk, active, frozenset(seen))
                 idx = torch.as_tensor(trains, device=device)
                 sub = [t.index_select(0, idx) for t in stacked]
+                before = [t.clone() for t in sub] if self.discard_diverged else None
                 self.batched.same_data(
                     module, sub, data, row[p], torch_generator(self.seed, "hop", rnd, p)
                 )
+                if before is not None:
+                    _discard_diverged(sub, before)
                 self.hops += len(trains)
                 where = torch.as_tensor(active, device=device)
                 take = torch.as_tensor(group, device=device)
@@ -441,6 +480,16 @@ class LineageCoalitionValue:
             _, accs = evaluate_many(module, stacked, self.test.x.to(device), self.test.y.to(device))
             out += accs.tolist()
         return out
+
+
+def _discard_diverged(stacked: list[torch.Tensor], before: list[torch.Tensor]) -> None:
+    """Models (rows) with a non-finite weight after the hop get their weights from before it."""
+    bad = torch.zeros(stacked[0].shape[0], dtype=torch.bool, device=stacked[0].device)
+    for t in stacked:
+        bad |= ~torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
+    if bool(bad.any()):
+        for t, b in zip(stacked, before):
+            t[bad] = b[bad]
 
 
 def _groups(

@@ -45,6 +45,8 @@ def run_relay(ctx: ExperimentContext) -> Outcome:
             ctx.new_model(),
             ctx.participants,
             ctx.data.test,
+            # with batched execution, a batch of coalitions replays the run's hops in lockstep
+            batched=ctx.batched_hop,
         )
         metrics.update(participants_shapley(ctx, value))
     return Outcome(
