@@ -182,6 +182,7 @@ def test_help_and_bad_input_answer_without_loading_torch(tmp_path):
     assert "schema/" not in out  # the schemas are not options to choose
     code, out, heavy = _argv_imports(tmp_path, "partition.alpha=-1", "tracking=none")
     assert code == 2 and heavy == [], heavy
+    assert "loading PyTorch" not in out  # the refusal is the only line: nothing was loaded
 
 
 def test_help_of_a_sweep_says_it_is_not_one_config(cli_in_process):

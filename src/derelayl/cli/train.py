@@ -85,14 +85,6 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
     # the group options this run was composed from: what it is (tags, report groups)
     chosen = group_choices(HydraConfig.get().runtime.choices)
-    # before any check: nothing here may fail on a missing or bad key (check_values says which)
-    log.info(
-        "%s: %s on %s, seed %s; loading PyTorch ...",
-        PROG,
-        chosen.get("algorithm", "?"),
-        chosen.get("dataset", "?"),
-        OmegaConf.select(cfg, "seed", default="?"),
-    )
     from derelayl.sim.errors import DataError
 
     output_dir = HydraConfig.get().runtime.output_dir
@@ -105,6 +97,13 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
         discard_created(output_dir)
         fail(str(err))
+    log.info(  # (a bad value has been refused in one line above, before PyTorch loads)
+        "%s: %s on %s, seed %s; loading PyTorch ...",
+        PROG,
+        chosen.get("algorithm", "?"),
+        chosen.get("dataset", "?"),
+        cfg.seed,
+    )
     from derelayl.app.pipeline import run_experiment
     from derelayl.io.signals import stop_on_signals
 

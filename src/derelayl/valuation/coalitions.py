@@ -463,7 +463,7 @@ class LineageCoalitionValue:
                 active = [k for k, c in enumerate(chunk) if p in c]
                 if not active:
                     continue
-                _, trains, group = _groups(chunk, active, frozenset(seen))
+                trains, group = _groups(chunk, active, frozenset(seen))
                 idx = torch.as_tensor(trains, device=device)
                 sub = [t.index_select(0, idx) for t in stacked]
                 before = [t.clone() for t in sub] if self.discard_diverged else None
@@ -494,9 +494,9 @@ def _discard_diverged(stacked: list[torch.Tensor], before: list[torch.Tensor]) -
 
 def _groups(
     chunk: Sequence[frozenset], active: list[int], seen: frozenset
-) -> tuple[dict[frozenset, int], list[int], list[int]]:
+) -> tuple[list[int], list[int]]:
     """The coalitions ``active`` grouped by their members among ``seen`` (the same weights):
-    each group's index, the coalition that trains for each group, and each active one's group."""
+    the coalition that trains for each group, and each active one's group."""
     group_of: dict[frozenset, int] = {}
     trains: list[int] = []
     group = []
@@ -506,7 +506,7 @@ def _groups(
             group_of[key] = len(trains)
             trains.append(k)
         group.append(group_of[key])
-    return group_of, trains, group
+    return trains, group
 
 
 def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
