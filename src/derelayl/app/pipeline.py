@@ -179,30 +179,33 @@ def _without_hydra(
     return cfg, chosen
 
 
-def _prepare(cfg: DictConfig, output_dir: Path):
-    """Everything that can refuse a run before its folder is claimed; nothing is written."""
-    check_values(cfg)
-    if cfg.get("skip_finished"):
-        done = finished_metrics(cfg, output_dir)
-        if done is not None:  # a re-run sweep: this job finished before, with this very config
-            log.info(
-                "skipped: %s already holds a finished run of this config (%s)",
-                output_dir,
-                summary_text(done) or "no summary metrics",
-            )
-            return done, None, None, None
-    validate_common(cfg)
-    runner = runner_of(cfg)
-    runner.check_config(cfg)  # reject bad values before data, files or a tracking run exist
-    writer = None
-    if cfg.tracking.enabled:
-        from derelayl.io.mlflow import WriterProcess
-        from derelayl.io.mlflow_store import preflight
+def _prepare(cfg: DictConfig, output_dir: Path, writer=None):
+    """Everything that can refuse a run before its folder is claimed; nothing is written.
 
-        preflight(str(cfg.tracking.uri))
-        # MLflow is imported and the store opened beside this process, while it loads the rest
-        writer = WriterProcess(str(cfg.tracking.uri))
+    ``writer``: the MLflow writer process if the caller started it already (``derelayl-train``
+    starts it before importing PyTorch, so MLflow's import overlaps torch's); closed here if the
+    run is refused or skipped."""
     try:
+        check_values(cfg)
+        if cfg.get("skip_finished"):
+            done = finished_metrics(cfg, output_dir)
+            if done is not None:  # a re-run sweep: this job finished before, with this config
+                log.info(
+                    "skipped: %s already holds a finished run of this config (%s)",
+                    output_dir,
+                    summary_text(done) or "no summary metrics",
+                )
+                if writer is not None:
+                    writer.close()
+                return done, None, None, None
+        validate_common(cfg)
+        runner = runner_of(cfg)
+        runner.check_config(cfg)  # reject bad values before data, files or a tracking run exist
+        if cfg.tracking.enabled and writer is None:
+            from derelayl.io.mlflow import open_writer
+
+            # MLflow is imported and the store opened beside this process, while it loads the rest
+            writer = open_writer(str(cfg.tracking.uri))
         return _prepare_run(cfg, output_dir, runner, writer)
     except BaseException:
         if writer is not None:
@@ -246,6 +249,7 @@ def run_experiment(
     hydra_record: HydraRecord | None = None,
     run_name: str | None = None,
     choices: dict[str, str] | None = None,
+    writer=None,
 ) -> dict[str, Any]:
     """Run the configured experiment, write its files to ``output_dir``; return metrics.json.
 
@@ -254,7 +258,9 @@ def run_experiment(
     config was composed from (Hydra's ``runtime.choices``; ``derelayl-train`` passes them): they
     tag the MLflow run and go to ``choices.json``. A config composed with
     ``return_hydra_config=True`` carries them itself (its ``hydra`` node is dropped here); any
-    other config has none (no group tags).
+    other config has none (no group tags). ``writer``: the run's MLflow writer process
+    (:func:`derelayl.io.mlflow.open_writer`) if the caller started it early; else it is started
+    here once the values are checked.
 
     Everything that can refuse the run (every value's type and range, the runner's own checks,
     the data and partition, the tracking server, the run folder and its lock) is decided before
@@ -264,7 +270,7 @@ def run_experiment(
     output_dir = Path(output_dir)
     cfg, chosen = _without_hydra(cfg, choices)
     try:
-        done, runner, ctx, history = _prepare(cfg, output_dir)
+        done, runner, ctx, history = _prepare(cfg, output_dir, writer)
     except BaseException:
         discard_created(output_dir)  # the folder Hydra made for a run refused before it began
         raise

@@ -69,6 +69,15 @@ def get_or_create_experiment(client, name: str, artifact_location: str | None) -
         return client.get_experiment_by_name(name).experiment_id
 
 
+def open_writer(uri: str) -> WriterProcess:
+    """The MLflow writer process for ``uri``, started after a check that creates nothing
+    (``mlflow_store.preflight``: a one-line StoreError for a store no run can use)."""
+    from derelayl.io.mlflow_store import preflight
+
+    preflight(uri)
+    return WriterProcess(uri)
+
+
 class WriterProcess:
     """The MLflow writer process (``derelayl.io.mlflow_writer``) and the pipe to it.
 

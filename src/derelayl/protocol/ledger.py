@@ -16,14 +16,45 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 GENESIS_HASH = "0" * 64
 BLOCK_KINDS = ("deposit", "commitment", "testing", "settlement")
 
 
 def canonical_json(obj: Any) -> str:
+    """The canonical text of ``obj``: the standard library's ``json.dumps`` with sorted keys, no
+    whitespace, ASCII only and no NaN. orjson writes it ~4x faster: its text is used wherever it
+    cannot differ (no number in exponent or tiny fixed form, no escape, no null, only printable
+    ASCII), else the standard library writes it."""
+    try:
+        fast = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # what orjson does not write (a non-str key, a numpy scalar, a huge int)
+        return _stdlib_json(obj)
+    if _as_stdlib_writes(fast):
+        return fast.decode()
+    return _stdlib_json(obj)
+
+
+def _stdlib_json(obj: Any) -> str:
     return json.dumps(
         obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    )
+
+
+def _as_stdlib_writes(text: bytes) -> bool:
+    """Whether orjson's ``text`` is what the standard library writes. Where they may differ: a
+    byte outside printable ASCII or an escape (the standard library escapes more), null (orjson's
+    NaN and infinities), a number in exponent form (1e16 for 1e+16) or below 1e-4 (0.00001 for
+    1e-05). Single-byte searches where they do: each longer one costs ~1 ns a byte."""
+    if not text.isascii() or b"\\" in text or b"\x7f" in text:
+        return False
+    outside = b"".join(text.split(b'"')[::2])  # numbers, literals, punctuation (no \" in a string)
+    if b"n" in outside or b"0.0000" in outside:  # null; a number below 1e-4
+        return False
+    # an "e" outside strings: an exponent, or true / false
+    return b"e" not in outside or outside.count(b"e") == outside.count(b"true") + outside.count(
+        b"false"
     )
 
 
