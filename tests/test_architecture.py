@@ -27,7 +27,8 @@ LAYERS = {
     "valuation": 5,
 }
 EDGES = ("app", "io", "models", "reporting", "cli", "launchers", "data.datasets", "data.prepared")
-ALLOWED_THIRD_PARTY = {"numpy", "torch", "derelayl"}
+# orjson: the ledger's canonical JSON (text in memory, no I/O), written faster
+ALLOWED_THIRD_PARTY = {"numpy", "torch", "orjson", "derelayl"}
 FORBIDDEN_CALLS = {"open"}
 
 

@@ -188,3 +188,38 @@ def test_help_and_bad_input_answer_without_loading_torch(tmp_path):
 def test_help_of_a_sweep_says_it_is_not_one_config(cli_in_process):
     code, out, _ = cli_in_process("-m", "seed=0,1", "--help")
     assert code == 0 and "does not compose" in out and "== Config groups" in out
+
+
+def test_the_spare_mlflow_writer_is_taken_by_a_tracked_run_and_ended_otherwise(tmp_path):
+    # derelayl-train starts it first thing, so MLflow's import overlaps Hydra's and PyTorch's
+    from derelayl.io import mlflow as tracking
+
+    tracking.start_spare_writer()
+    spare = tracking._spare
+    writer = tracking.open_writer(f"sqlite:///{tmp_path}/mlflow.db")
+    assert writer is spare and tracking._spare is None
+    writer.ready()  # a store this run would create: opened without creating it
+    writer.close()
+    assert not (tmp_path / "mlflow.db").exists()
+
+    tracking.start_spare_writer()
+    spare = tracking._spare
+    assert spare is not None
+    tracking.discard_spare_writer()  # a run without tracking, or a refused one
+    assert spare.proc.poll() is not None and tracking._spare is None
+    tracking.discard_spare_writer()  # (nothing to end: a no-op)
+
+
+def test_a_refused_run_leaves_no_writer_process(cli_in_process, tmp_path, monkeypatch):
+    from derelayl.io import mlflow as tracking
+
+    started = []
+    monkeypatch.setattr(
+        tracking,
+        "WriterProcess",
+        lambda *a, _cls=tracking.WriterProcess: started.append(_cls(*a)) or started[-1],
+    )
+    code, _, err = cli_in_process("seed=-1", f"hydra.run.dir={tmp_path}/run")
+    assert code == 2 and "seed must be" in err
+    assert started and all(w.proc.poll() is not None for w in started)
+    assert tracking._spare is None

@@ -296,3 +296,25 @@ def test_trained_economy_with_churn_adversaries_schemes_and_shapley(make_cfg, tm
     assert rows[0].startswith("participant,behaviour,active,coins,utility")
     # 12 participants at the start (a pool of 24): everybody who ever took part has a row
     assert 12 <= len(rows) - 1 <= 24
+
+
+def test_every_settled_round_is_on_disk_while_the_run_goes_on(make_cfg, tmp_path, monkeypatch):
+    # the files stay open for the run: each round's lines must still reach the disk as it settles
+    seen = []
+    original = EconomyFiles.on_settled
+
+    def check(self, state, perf_state, ledger, history):
+        original(self, state, perf_state, ledger, history)
+        lines = (self.dir / "ledger.jsonl").read_text().splitlines()
+        rounds = (self.dir / "rounds.jsonl").read_text().splitlines()
+        coins = (self.dir / "coins.f64").stat().st_size
+        seen.append((len(lines), len(rounds), coins))
+
+    monkeypatch.setattr(EconomyFiles, "on_settled", check)
+    args = ("num_participants=12", "derelayl.rounds=5", "tracking=none")
+    run_experiment(make_cfg(*args, "derelayl.performance=random_walk"), tmp_path / "run")
+    assert [(r, c) for _, r, c in seen] == [(i, i * 12 * 8) for i in range(1, 6)]
+    assert all(b > 0 for b, _, _ in seen) and [b for b, _, _ in seen] == sorted(
+        b for b, _, _ in seen
+    )
+    assert seen[-1][0] == len((tmp_path / "run" / "ledger.jsonl").read_text().splitlines())

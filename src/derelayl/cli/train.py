@@ -98,9 +98,12 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
         discard_created(output_dir)
         fail(str(err))
+    from derelayl.io.mlflow import discard_spare_writer, open_writer
+
     writer = None
-    if cfg.tracking.enabled:  # MLflow's import (in its own process) overlaps PyTorch's
-        from derelayl.io.mlflow import open_writer
+    if not cfg.tracking.enabled:
+        discard_spare_writer()
+    else:  # MLflow's import (in its own process) overlaps PyTorch's
 
         try:
             writer = open_writer(str(cfg.tracking.uri))
@@ -194,7 +197,13 @@ def main() -> None:
         if page.wants_help(sys.argv[1:]):  # our page, fast (Hydra's own: --hydra-help)
             print(page.render(config_dir(), sys.argv[1:]))
             return
-        hydra_main()
+        from derelayl.io.mlflow import discard_spare_writer, start_spare_writer
+
+        start_spare_writer()  # MLflow's import, beside Hydra's composing and PyTorch's import
+        try:
+            hydra_main()
+        finally:
+            discard_spare_writer()  # (not taken: no tracking, a refused run, a sweep's launcher)
         # the run is over and its files closed: the interpreter's exit need not search the
         # millions of objects PyTorch and Lightning leave for cycles (~0.8 s)
         gc.freeze()

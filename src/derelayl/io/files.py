@@ -22,7 +22,8 @@ class HistoryCsv(Observer):
         self.path = Path(path)
         self.level = level
         self._fh: IO[str] | None = None
-        self._writer: csv.DictWriter | None = None
+        self._writer: Any = None  # a csv.writer once the first row is known
+        self._fields: list[str] = []
 
     def on_hop(self, record: HopRecord):
         if self.level == "hop":
@@ -42,9 +43,10 @@ class HistoryCsv(Observer):
     def _write(self, row: dict[str, Any]) -> None:
         if self._writer is None:
             self._fh = self.path.open("w", newline="")
-            self._writer = csv.DictWriter(self._fh, fieldnames=list(row), extrasaction="ignore")
-            self._writer.writeheader()
-        self._writer.writerow({k: "" if v is None else v for k, v in row.items()})
+            self._fields = list(row)  # the first row's keys: the columns (later extras ignored)
+            self._writer = csv.writer(self._fh)
+            self._writer.writerow(self._fields)
+        self._writer.writerow(["" if (v := row.get(k)) is None else v for k in self._fields])
         assert self._fh is not None  # opened with the writer
         self._fh.flush()
 

@@ -69,13 +69,39 @@ def get_or_create_experiment(client, name: str, artifact_location: str | None) -
         return client.get_experiment_by_name(name).experiment_id
 
 
+_spare: WriterProcess | None = None
+
+
+def start_spare_writer() -> None:
+    """Start a writer process before the run's config is known (``derelayl-train`` does, first
+    thing): MLflow's import (~1.3 s) then runs while Hydra composes the config and PyTorch
+    loads. :func:`open_writer` takes it; :func:`discard_spare_writer` ends an unused one."""
+    global _spare
+    discard_spare_writer()
+    _spare = WriterProcess()
+
+
+def discard_spare_writer() -> None:
+    """End the spare writer if no run took it (a run that does not track, a refused one)."""
+    global _spare
+    spare, _spare = _spare, None
+    if spare is not None:
+        spare.kill()
+
+
 def open_writer(uri: str) -> WriterProcess:
-    """The MLflow writer process for ``uri``, started after a check that creates nothing
-    (``mlflow_store.preflight``: a one-line StoreError for a store no run can use)."""
+    """The MLflow writer process for ``uri`` (the spare one if it was started), once a check
+    that creates nothing has passed (``mlflow_store.preflight``: a one-line StoreError for a
+    store no run can use)."""
+    global _spare
     from derelayl.io.mlflow_store import preflight
 
     preflight(uri)
-    return WriterProcess(uri)
+    writer, _spare = _spare, None
+    if writer is None or writer.proc.poll() is not None:
+        writer = WriterProcess()
+    writer.open(uri)
+    return writer
 
 
 class WriterProcess:
@@ -88,11 +114,11 @@ class WriterProcess:
     the process's end) raises a one-line ``StoreError`` at the run's next call.
     """
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str | None = None):
         import subprocess
         import sys
 
-        self.uri = uri
+        self.uri = uri or ""
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "derelayl.io.mlflow_writer"],
             stdin=subprocess.PIPE,
@@ -111,7 +137,20 @@ class WriterProcess:
         self.error: str | None = None
         self.early: list[dict] = []
         self.opened = False
+        if uri is not None:
+            self.open(uri)
+
+    def open(self, uri: str) -> None:
+        """Ask the writer to open the store at ``uri`` (:meth:`ready` waits for its answer)."""
+        self.uri = uri
         self.send({"op": "open", "uri": uri})
+
+    def kill(self) -> None:
+        """End a writer that was given no run (it has written nothing)."""
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.drain(timeout=1)
 
     @property
     def store_can_refuse(self) -> bool:

@@ -145,6 +145,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     writer = Writer()
     try:
+        import mlflow.tracking  # noqa: F401  (started before the run's request: the import is slow)
+
         for line in sys.stdin:
             if not line.endswith("\n"):  # the run died while handing over a request: its
                 break  # earlier requests are all there is (closed KILLED below)

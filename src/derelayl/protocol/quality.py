@@ -10,6 +10,7 @@ against its parameters before torch is loaded.
 
 from __future__ import annotations
 
+from hashlib import sha256
 from typing import Any, Protocol
 
 import numpy as np
@@ -112,11 +113,12 @@ class RandomWalkPerformance:
         self.best[trainers] = np.maximum(self.best[trainers], self.perf[trainers])
         self.samples_seen += int(self.samples[trainers[~unchanged]].sum())
         if self.hashing:
-            for i, (t, o) in enumerate(zip(trainers.tolist(), parents.tolist())):
-                self.hashes[t] = (
-                    self.hashes[o]
-                    if unchanged[i]
-                    else sha256_hex(f"{self.hashes[o]}:{t}:{round_}:{self.perf[t]!r}")
+            hashes, perf = self.hashes, self.perf[trainers]  # (np.float64s: their repr is hashed)
+            for t, o, same, p in zip(trainers.tolist(), parents.tolist(), unchanged.tolist(), perf):
+                hashes[t] = (
+                    hashes[o]
+                    if same
+                    else sha256(f"{hashes[o]}:{t}:{round_}:{p!r}".encode()).hexdigest()
                 )
         return unchanged
 

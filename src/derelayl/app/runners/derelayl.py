@@ -237,7 +237,10 @@ def run_derelayl(ctx: ExperimentContext) -> Outcome:
         incentive=incentive,
         churn=churn,
     )
-    result = runner.run(state, ledger, history)
+    try:
+        result = runner.run(state, ledger, history)
+    finally:  # (a stopped run's rounds were flushed as they settled)
+        files.close()
     state, last = result.state, result.history[-1]
 
     figures = _economy_figures(cfg, out, files, result, params)
