@@ -375,6 +375,11 @@ class MlflowTracker(Observer):
             if steps and self.max_points > 0:
                 self.strides[unit] = (max(1, math.ceil(int(steps) / self.max_points)), int(steps))
 
+    def on_run_end(self, result):
+        # the last rounds' values go to the writer now: it writes them while the run draws its
+        # figures and writes its files, instead of after
+        self.flush()
+
     def logged(self, unit: str, step: int) -> bool:
         """Whether a hop's or round's values go to MLflow: every one, or of a long run every
         ``stride``-th, the first and the last."""
