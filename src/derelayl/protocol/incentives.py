@@ -54,6 +54,12 @@ class Settlement:
     declared_samples: np.ndarray  # per participant
     royalties: RoyaltyBook | None = None  # the live lineages (lineage schemes)
     genesis: int = 0  # the genesis participant: the MO of model 0
+    # the winners' indices, best first: the order the hand-over records them in (a lineage
+    # scheme walks them in it, so the royalty book reuses the walk); default: index order
+    ranked_winners: np.ndarray | None = None
+
+    def winner_index(self) -> np.ndarray:
+        return np.flatnonzero(self.winners) if self.ranked_winners is None else self.ranked_winners
 
 
 class IncentiveScheme:
@@ -102,7 +108,8 @@ class DeRelayLRoyalty(IncentiveScheme):
         self.royalty_rule = royalty_rule
 
     def mint(self, s):
-        paid, _ = s.royalties.payout(s.owner_rows[s.winners], s.owners[s.winners])
+        win = s.winner_index()
+        paid, _ = s.royalties.payout(s.owner_rows[win], s.owners[win])
         if self.royalty_rule == "once":
             paid[s.genesis] -= float(s.winners.sum())
         return paid * self.royalty
@@ -118,7 +125,8 @@ class BoundedRoyalty(IncentiveScheme):
         self.mint_per_win, self.gamma = _non_negative("mint_per_win", mint_per_win), float(gamma)
 
     def mint(self, s):
-        _, decayed = s.royalties.payout(s.owner_rows[s.winners], s.owners[s.winners])
+        win = s.winner_index()
+        _, decayed = s.royalties.payout(s.owner_rows[win], s.owners[win])
         return decayed * (self.mint_per_win / s.royalties.decay_norm())
 
 

@@ -390,6 +390,7 @@ def settle(
             declared_samples=state.declared_samples,
             royalties=state.royalties,
             genesis=p.genesis_participant,
+            ranked_winners=win,
         )
     )
     forfeits = _credit(rnd.pair_bid_t[~win_mask], rnd.pair_t[~win_mask], n) + _credit(

@@ -112,10 +112,8 @@ class RoyaltyBook:
 
     def _walk(self, rows: np.ndarray, mos: np.ndarray):
         """Winners' counts aggregated level by level down to the base: (paid, decayed, live);
-        the last walk is remembered (a round's payout and its advance walk the same winners, in
-        another order: the walk does not depend on it, its sums are of ones at the top)."""
-        order = np.lexsort((mos, rows))
-        key = (rows[order].tobytes(), mos[order].tobytes(), len(self.mo), self.depth)
+        the last walk is remembered (a round's payout and its advance walk the same winners)."""
+        key = (rows.tobytes(), mos.tobytes(), len(self.mo), self.depth)
         last = getattr(self, "_last_walk", None)
         if last is not None and last[0] == key:
             paid, decayed, live = last[1]
