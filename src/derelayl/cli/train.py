@@ -104,7 +104,6 @@ def hydra_main(cfg: DictConfig) -> float | None:
     if not cfg.tracking.enabled:
         discard_spare_writer()
     else:  # MLflow's import (in its own process) overlaps PyTorch's
-
         try:
             writer = open_writer(str(cfg.tracking.uri))
         except ConfigError as err:
