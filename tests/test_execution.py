@@ -89,6 +89,44 @@ def test_fl_rounds_batched_equal_sequential(make):
     assert [p for p, _ in seq.participation] == [p for p, _ in bat.participation]
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_fl_validation_gains_scored_in_one_pass_equal_one_by_one(monkeypatch, batched):
+    # the marginal-gain payout's measure: each paid model's validation accuracy minus the
+    # global model's, the round's models scored together
+    import copy
+
+    from derelayl.learning.evaluation import evaluate
+
+    clients = parts([23, 40, 9, 31, 17, 12])
+    behaviour = np.array([HONEST, NOISE, HONEST, FREE_RIDER, DROPOUT, HONEST], dtype=np.int8)
+    one_by_one = []
+    scored = FederatedRunner.validation_gains
+
+    def check(run, work, validation):
+        gains = scored(run, work, validation)
+        states = {u.pid: u.state for u in work.updates}
+        keys = list(run.model.state_dict())
+        for pid, gain in zip(work.paid, gains, strict=True):
+            model = copy.deepcopy(run.model)
+            model.load_state_dict(dict(zip(keys, states[pid])))
+            one_by_one.append((gain, evaluate(model, validation)[1] - run.global_acc))
+        return gains
+
+    monkeypatch.setattr(FederatedRunner, "validation_gains", staticmethod(check))
+    FederatedRunner(
+        LightningHop(batch_size=8, local_epochs=2),
+        FedAvg(),
+        seed=1,
+        clients_per_round=5,
+        rounds=3,
+        track_gains=True,
+        population=FederatedPopulation(behaviour=behaviour),
+        batched=BatchedHop(batch_size=8, local_epochs=2) if batched else None,
+    ).run(module(), clients, VAL, VAL)
+    assert len(one_by_one) >= 6 and len({a for a, _ in one_by_one}) > 1
+    assert [a for a, _ in one_by_one] == [b for _, b in one_by_one]
+
+
 def test_local_training_batched_equals_sequential():
     clients = parts([23, 40, 9, 31])
 

@@ -48,7 +48,7 @@ from derelayl.algorithms.rounds import (
     run_length,
 )
 from derelayl.data.participants import ParticipantData
-from derelayl.learning.batched import BatchedHop, StackedData
+from derelayl.learning.batched import BatchedHop, StackedData, evaluate_many
 from derelayl.learning.evaluation import EvalSet, evaluate
 from derelayl.learning.hop import HopStats, HopTrainer, weights_finite
 from derelayl.protocol.behaviours import DROPOUT, FREE_RIDER, HONEST, NOISE, add_weight_noise
@@ -333,7 +333,31 @@ class FederatedRunner:
                 self.returned(run, pid, float(w), stats, int(run.behaviour[pid]), validation, work)
             else:
                 self.local_update(run, rnd, pid, float(w), participants, validation, work)
+        if self.track_gains:
+            work.gains = self.validation_gains(run, work, validation)
         return work
+
+    @staticmethod
+    def validation_gains(run: FederatedRun, work: RoundWork, validation: EvalSet) -> list[float]:
+        """Each paid client's model's validation accuracy minus the global model's (the
+        marginal-gain payout's measure), in ``work.paid``'s order: the round's models scored in
+        one batched pass (``evaluate_many``: ``evaluate``'s accuracies exactly); one after
+        another for a model with buffers, which the stacked parameters would not carry."""
+        states = {u.pid: u.state for u in work.updates}
+        paid = [states[pid] for pid in work.paid]
+        if not paid:
+            return []
+        if len(run.state) == len(run.params) and all(s is p for s, p in zip(run.state, run.params)):
+            stacked = [torch.stack(tensors) for tensors in zip(*paid)]
+            _, acc = evaluate_many(run.model, stacked, validation.x, validation.y)
+            return [a - run.global_acc for a in acc.tolist()]
+        gains = []
+        for state in paid:
+            with torch.no_grad():
+                for t, v in zip(run.state, state):
+                    t.copy_(v)
+            gains.append(evaluate(run.model, validation)[1] - run.global_acc)
+        return gains
 
     @staticmethod
     def returning(run: FederatedRun, selected: list[int]) -> list[int]:
@@ -417,10 +441,8 @@ class FederatedRunner:
         if stats is not None:
             self.strategy.client_done(pid, run.params, run.global_params, stats)
             work.losses.append(stats.train_loss)
-        if kind != FREE_RIDER:  # an unchanged model is never paid (as in DeRelayL)
-            work.paid.append(pid)
-            if self.track_gains:
-                work.gains.append(evaluate(run.model, validation)[1] - run.global_acc)
+        if kind != FREE_RIDER:  # an unchanged model is never paid (as in DeRelayL): its
+            work.paid.append(pid)  # gain (track_gains) is scored with the round's others
         work.updates.append(
             ClientUpdate(
                 pid,
