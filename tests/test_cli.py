@@ -223,3 +223,13 @@ def test_a_refused_run_leaves_no_writer_process(cli_in_process, tmp_path, monkey
     assert code == 2 and "seed must be" in err
     assert started and all(w.proc.poll() is not None for w in started)
     assert tracking._spare is None
+
+
+def test_a_sweep_starts_no_spare_writer(cli_in_process, tmp_path, monkeypatch):
+    # (its jobs start their own; a spare would idle for the whole sweep)
+    from derelayl.io import mlflow as tracking
+
+    started = []
+    monkeypatch.setattr(tracking, "start_spare_writer", lambda: started.append(1))
+    code, _, err = cli_in_process("-m", "seed=0,x", f"hydra.sweep.dir={tmp_path}/sweep")
+    assert code == 2 and "seed must be" in err and not started

@@ -198,7 +198,8 @@ def main() -> None:
             return
         from derelayl.io.mlflow import discard_spare_writer, start_spare_writer
 
-        start_spare_writer()  # MLflow's import, beside Hydra's composing and PyTorch's import
+        if not {"-m", "--multirun"} & set(sys.argv[1:]):  # (a sweep's jobs start their own)
+            start_spare_writer()  # MLflow's import, beside Hydra's composing and PyTorch's
         try:
             hydra_main()
         finally:
