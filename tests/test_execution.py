@@ -54,6 +54,22 @@ def max_diff(a, b):
     )
 
 
+def fl_run(strategy, batched, momentum=0.9):
+    """3 rounds of 5 clients of 6 (every behaviour), gains tracked; batched or one by one."""
+    behaviour = np.array([HONEST, NOISE, HONEST, FREE_RIDER, DROPOUT, HONEST], dtype=np.int8)
+    runner = FederatedRunner(
+        LightningHop(batch_size=8, local_epochs=2),
+        strategy,
+        seed=1,
+        clients_per_round=5,
+        rounds=3,
+        track_gains=True,
+        population=FederatedPopulation(behaviour=behaviour),
+        batched=BatchedHop(batch_size=8, local_epochs=2) if batched else None,
+    )
+    return runner.run(module(momentum), parts([23, 40, 9, 31, 17, 12]), VAL, VAL)
+
+
 @pytest.mark.parametrize(
     "make",
     [
@@ -66,24 +82,8 @@ def max_diff(a, b):
     ],
 )
 def test_fl_rounds_batched_equal_sequential(make):
-    clients = parts([23, 40, 9, 31, 17, 12])
-    behaviour = np.array([HONEST, NOISE, HONEST, FREE_RIDER, DROPOUT, HONEST], dtype=np.int8)
     momentum = 0.0 if make().name in ("scaffold", "fednova") else 0.9
-
-    def run(batched):
-        runner = FederatedRunner(
-            LightningHop(batch_size=8, local_epochs=2),
-            make(),
-            seed=1,
-            clients_per_round=5,
-            rounds=3,
-            track_gains=True,
-            population=FederatedPopulation(behaviour=behaviour),
-            batched=BatchedHop(batch_size=8, local_epochs=2) if batched else None,
-        )
-        return runner.run(module(momentum), clients, VAL, VAL)
-
-    seq, bat = run(False), run(True)
+    seq, bat = (fl_run(make(), batched, momentum) for batched in (False, True))
     assert max_diff(seq.model, bat.model) <= TOL
     assert (seq.hops, seq.samples_seen) == (bat.hops, bat.samples_seen)
     assert [p for p, _ in seq.participation] == [p for p, _ in bat.participation]
@@ -97,8 +97,6 @@ def test_fl_validation_gains_scored_in_one_pass_equal_one_by_one(monkeypatch, ba
 
     from derelayl.learning.evaluation import evaluate
 
-    clients = parts([23, 40, 9, 31, 17, 12])
-    behaviour = np.array([HONEST, NOISE, HONEST, FREE_RIDER, DROPOUT, HONEST], dtype=np.int8)
     one_by_one = []
     scored = FederatedRunner.validation_gains
 
@@ -113,16 +111,7 @@ def test_fl_validation_gains_scored_in_one_pass_equal_one_by_one(monkeypatch, ba
         return gains
 
     monkeypatch.setattr(FederatedRunner, "validation_gains", staticmethod(check))
-    FederatedRunner(
-        LightningHop(batch_size=8, local_epochs=2),
-        FedAvg(),
-        seed=1,
-        clients_per_round=5,
-        rounds=3,
-        track_gains=True,
-        population=FederatedPopulation(behaviour=behaviour),
-        batched=BatchedHop(batch_size=8, local_epochs=2) if batched else None,
-    ).run(module(), clients, VAL, VAL)
+    fl_run(FedAvg(), batched)
     assert len(one_by_one) >= 6 and len({a for a, _ in one_by_one}) > 1
     assert [a for a, _ in one_by_one] == [b for _, b in one_by_one]
 

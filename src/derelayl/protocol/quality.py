@@ -10,7 +10,6 @@ against its parameters before torch is loaded.
 
 from __future__ import annotations
 
-from hashlib import sha256
 from typing import Any, Protocol
 
 import numpy as np
@@ -115,11 +114,7 @@ class RandomWalkPerformance:
         if self.hashing:
             hashes, perf = self.hashes, self.perf[trainers]  # (np.float64s: their repr is hashed)
             for t, o, same, p in zip(trainers.tolist(), parents.tolist(), unchanged.tolist(), perf):
-                hashes[t] = (
-                    hashes[o]
-                    if same
-                    else sha256(f"{hashes[o]}:{t}:{round_}:{p!r}".encode()).hexdigest()
-                )
+                hashes[t] = hashes[o] if same else sha256_hex(f"{hashes[o]}:{t}:{round_}:{p!r}")
         return unchanged
 
     def test(self, round_, trainers, parents, num_cases, rng):

@@ -330,9 +330,9 @@ class FederatedRunner:
                 with torch.no_grad():
                     for p, t in zip(run.params, stacked):
                         p.copy_(t[k])
-                self.returned(run, pid, float(w), stats, int(run.behaviour[pid]), validation, work)
+                self.returned(run, pid, float(w), stats, int(run.behaviour[pid]), work)
             else:
-                self.local_update(run, rnd, pid, float(w), participants, validation, work)
+                self.local_update(run, rnd, pid, float(w), participants, work)
         if self.track_gains:
             work.gains = self.validation_gains(run, work, validation)
         return work
@@ -397,7 +397,6 @@ class FederatedRunner:
         pid: int,
         weight: float,
         participants: list[ParticipantData],
-        validation: EvalSet,
         work: RoundWork,
     ) -> None:
         """Client ``pid`` trains the global model (or acts as its behaviour says)."""
@@ -417,7 +416,7 @@ class FederatedRunner:
                 grad_correction=self.strategy.correction(pid, run.params, run.global_params),
             )
             run.hops += 1
-        self.returned(run, pid, weight, stats, kind, validation, work)
+        self.returned(run, pid, weight, stats, kind, work)
 
     def returned(
         self,
@@ -426,7 +425,6 @@ class FederatedRunner:
         weight: float,
         stats: HopStats | None,
         kind: int,
-        validation: EvalSet,
         work: RoundWork,
     ) -> None:
         """Book what client ``pid`` sent back (the model holds it): its update, or its failure
